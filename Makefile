@@ -1,0 +1,18 @@
+# The two commands a fresh machine needs are `make install` and `make test`;
+# .ci/run calls exactly these. The real work is in hack/*.sh.
+.PHONY: install test lock crd control-plane
+
+install:  ## Create .venv and .venv-drift from the locks and build the test control plane
+	hack/install.sh
+
+test:  ## Lint, type-check, check layer contracts and the CRD, run all tests
+	hack/test.sh $(ARGS)
+
+lock:  ## Re-resolve requirements/*.lock after changing pyproject.toml
+	hack/lock.sh
+
+crd:  ## Regenerate crds/ from optiloop/api
+	.venv/bin/python -m optiloop.api.crd
+
+control-plane:  ## Build (or locate) kube-apiserver and etcd
+	hack/build-control-plane.sh

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything a fresh machine needs to develop and test optiloop:
+#   .venv        the main environment (operator, jobs, serve and dev extras) from requirements/main.lock
+#   .venv-drift  the drift monitor's own environment from requirements/drift.lock (pydantic 1, see README)
+#   the test control plane (kube-apiserver and etcd), built from the Go module proxy into ~/.cache
+# Downloads and builds are cached outside the clone (uv's and Go's caches, ~/.cache/optiloop),
+# so running it again on a warm machine takes seconds. Safe to re-run at any time.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf 'install: %s\n' "$*" >&2; exit 1; }
+
+python="${PYTHON:-$(command -v python3.11 || command -v python3 || true)}"
+[[ -n "$python" ]] || die "Python 3.11 is required (set PYTHON=/path/to/python3.11)"
+"$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+  || die "$python is Python $("$python" -c 'import platform; print(platform.python_version())'); optiloop needs 3.11 (set PYTHON=...)"
+command -v go >/dev/null || die "Go (1.24 or newer) is required to build the test control plane"
+
+uv_version="$(awk -F'==' '/^uv==/ { split($2, v, " "); print v[1] }' requirements/main.lock)"
+
+say "main environment (.venv) from requirements/main.lock"
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  rm -rf .venv
+  "$python" -m venv .venv
+fi
+if [[ "$(.venv/bin/uv --version 2>/dev/null | awk '{print $2}')" != "$uv_version" ]]; then
+  # `uv pip sync` removes pip (it is not in the lock), so bring it back to bootstrap uv.
+  .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip --default-pip >/dev/null
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$uv_version"
+fi
+uv=.venv/bin/uv
+"$uv" pip sync --quiet --python .venv/bin/python requirements/main.lock
+"$uv" pip install --quiet --python .venv/bin/python --no-deps -e .
+
+say "drift environment (.venv-drift) from requirements/drift.lock"
+if [[ ! -x .venv-drift/bin/python ]]; then
+  "$uv" venv --quiet --python "$python" .venv-drift
+fi
+"$uv" pip sync --quiet --python .venv-drift/bin/python requirements/drift.lock
+"$uv" pip install --quiet --python .venv-drift/bin/python --no-deps -e .
+
+say "test control plane (kube-apiserver, etcd)"
+hack/build-control-plane.sh
+
+say "installed; run the tests with: make test"
