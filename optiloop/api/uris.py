@@ -1,0 +1,83 @@
+"""Storage URIs accepted by the API: which schemes, which characters, no traversal.
+
+The same regular expressions back the CEL rules the API server runs and the Python
+checks ``optiloop validate`` runs; both use only syntax that RE2 and Python's ``re``
+read alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+_BUCKET = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+_PATH = r"(/[A-Za-z0-9._~+=%@-]+)*/?"
+STORAGE_URI_PATTERN = rf"^(pvc|s3)://{_BUCKET}{_PATH}$"
+DATASET_URI_PATTERN = rf"^((pvc|s3)://{_BUCKET}{_PATH}|builtin://[a-z_]+)$"
+TRAVERSAL_PATTERN = r"://(.*/)?\.\.?(/|$)"
+MAX_URI_LENGTH = 1024
+
+BUILTIN_DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
+"""scikit-learn's bundled datasets, loadable as ``builtin://<name>``."""
+
+
+def _cel_string(pattern: str) -> str:
+    return "'" + pattern.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_TRAVERSAL_MESSAGE = "must not contain '.' or '..' path segments"
+
+
+def _shape_message(forms: str) -> str:
+    return (
+        f"must be a URI of the form {forms} (lower-case bucket or claim, then a path of letters, digits and ._~+=%@-)"
+    )
+
+
+def _checker(pattern: str, forms: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if re.search(TRAVERSAL_PATTERN, value):
+            raise ValueError(_TRAVERSAL_MESSAGE)
+        if not re.fullmatch(pattern, value):
+            raise ValueError(_shape_message(forms))
+        return value
+
+    return check
+
+
+def _cel_rules(pattern: str, forms: str) -> dict[str, Any]:
+    return {
+        "x-kubernetes-validations": [
+            {"rule": f"!self.matches({_cel_string(TRAVERSAL_PATTERN)})", "message": _TRAVERSAL_MESSAGE},
+            {"rule": f"self.matches({_cel_string(pattern)})", "message": _shape_message(forms)},
+        ]
+    }
+
+
+_STORAGE_FORMS = "pvc://<claim>/<path> or s3://<bucket>/<key>"
+_DATASET_FORMS = "pvc://<claim>/<path>, s3://<bucket>/<key> or builtin://<name>"
+
+StorageURI = Annotated[
+    str,
+    AfterValidator(_checker(STORAGE_URI_PATTERN, _STORAGE_FORMS)),
+    Field(
+        min_length=1,
+        max_length=MAX_URI_LENGTH,
+        json_schema_extra=_cel_rules(STORAGE_URI_PATTERN, _STORAGE_FORMS),
+    ),
+]
+"""Where artifacts live: a PersistentVolumeClaim path or an S3 (or S3-compatible) key."""
+
+DatasetURI = Annotated[
+    str,
+    AfterValidator(_checker(DATASET_URI_PATTERN, _DATASET_FORMS)),
+    Field(
+        min_length=1,
+        max_length=MAX_URI_LENGTH,
+        json_schema_extra=_cel_rules(DATASET_URI_PATTERN, _DATASET_FORMS),
+    ),
+]
+"""Where the training data lives; ``builtin://`` names one of scikit-learn's bundled sets."""
