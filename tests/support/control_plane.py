@@ -1,0 +1,347 @@
+"""A real Kubernetes control plane (etcd + kube-apiserver) on loopback, for tests and benchmarks.
+
+Started the way controller-runtime's envtest starts one: fresh certificates, a static
+token for an administrator, RBAC authorization, and the ServiceAccount admission
+plugin off (no controller-manager runs to create service accounts). Every process is
+tied to the test process with ``PR_SET_PDEATHSIG`` so nothing outlives a killed run.
+
+    with ControlPlane.start(workdir) as cp:
+        api = cp.api_client()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as dt
+import ipaddress
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
+ADMIN_USER = "optiloop-test-admin"
+T = TypeVar("T")
+
+
+class ControlPlaneUnavailableError(RuntimeError):
+    """The binaries are missing or a server would not start."""
+
+
+def wait_for(condition: Callable[[], T], timeout: float, interval: float = 0.1, what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; raise ``TimeoutError`` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = condition()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - the last error is reported on timeout
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last error: {last_error!r}")
+        time.sleep(interval)
+
+
+def binaries_dir() -> Path:
+    """Folder holding ``kube-apiserver`` and ``etcd``: ``KUBEBUILDER_ASSETS`` or the build cache."""
+    proc = subprocess.run([str(BUILD_SCRIPT), "--print-dir"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ControlPlaneUnavailableError(
+            proc.stderr.strip()
+            or "the test control plane is not built: run `make install` (hack/build-control-plane.sh)"
+        )
+    return Path(proc.stdout.strip())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # 1 == PR_SET_PDEATHSIG: the kernel sends SIGTERM to the child when the test process dies.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _write_certificates(directory: Path) -> tuple[Path, Path, Path, Path, Path]:
+    """A CA, a serving certificate for 127.0.0.1 signed by it, and a service-account key pair."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    def pem_key(key: Any) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "optiloop-test-ca")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    serving_key = ec.generate_private_key(ec.SECP256R1())
+    serving_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(serving_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.DNSName("kubernetes.default.svc"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    paths = {
+        "ca.crt": ca_cert.public_bytes(serialization.Encoding.PEM),
+        "apiserver.crt": serving_cert.public_bytes(serialization.Encoding.PEM),
+        "apiserver.key": pem_key(serving_key),
+        "sa.key": pem_key(sa_key),
+        "sa.pub": sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    }
+    for name, content in paths.items():
+        (directory / name).write_bytes(content)
+        (directory / name).chmod(0o600)
+    return (
+        directory / "ca.crt",
+        directory / "apiserver.crt",
+        directory / "apiserver.key",
+        directory / "sa.key",
+        directory / "sa.pub",
+    )
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout)
+
+    def tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def _spawn(name: str, argv: list[str], workdir: Path) -> _Process:
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
+    return _Process(name, popen, log)
+
+
+@dataclass
+class ControlPlane:
+    """A running etcd and kube-apiserver; ``url``, ``token`` and ``ca_file`` reach the API as admin."""
+
+    workdir: Path
+    url: str
+    token: str
+    ca_file: Path
+    kubeconfig: Path
+    version: str
+    processes: list[_Process] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, workdir: Path, timeout: float = 90.0) -> ControlPlane:
+        """Start etcd and kube-apiserver on free loopback ports and wait until the API is ready."""
+        bins = binaries_dir()
+        workdir.mkdir(parents=True, exist_ok=True)
+        certs = workdir / "pki"
+        certs.mkdir(exist_ok=True)
+        ca, cert, key, sa_key, sa_pub = _write_certificates(certs)
+        token = secrets.token_hex(24)
+        tokens = certs / "tokens.csv"
+        tokens.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
+        tokens.chmod(0o600)
+
+        processes: list[_Process] = []
+        try:
+            etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
+            etcd_url = f"http://127.0.0.1:{etcd_port}"
+            peer_url = f"http://127.0.0.1:{etcd_peer_port}"
+            etcd = _spawn(
+                "etcd",
+                [
+                    str(bins / "etcd"),
+                    "--name=optiloop-test",
+                    f"--data-dir={workdir / 'etcd-data'}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls={peer_url}",
+                    f"--initial-advertise-peer-urls={peer_url}",
+                    f"--initial-cluster=optiloop-test={peer_url}",
+                    "--unsafe-no-fsync=true",
+                    "--log-level=warn",
+                ],
+                workdir,
+            )
+            processes.append(etcd)
+            wait_for(lambda: _http_ok(f"{etcd_url}/health", etcd), timeout, what=f"etcd health at {etcd_url}")
+
+            url = f"https://127.0.0.1:{api_port}"
+            apiserver = _spawn(
+                "kube-apiserver",
+                [
+                    str(bins / "kube-apiserver"),
+                    "--advertise-address=127.0.0.1",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={api_port}",
+                    f"--etcd-servers={etcd_url}",
+                    f"--cert-dir={certs}",
+                    f"--tls-cert-file={cert}",
+                    f"--tls-private-key-file={key}",
+                    f"--client-ca-file={ca}",
+                    f"--token-auth-file={tokens}",
+                    "--authorization-mode=RBAC",
+                    "--service-cluster-ip-range=10.0.0.0/24",
+                    f"--service-account-issuer={url}",
+                    f"--service-account-key-file={sa_pub}",
+                    f"--service-account-signing-key-file={sa_key}",
+                    "--disable-admission-plugins=ServiceAccount",
+                    "--allow-privileged=false",
+                    "--profiling=false",
+                    "--v=1",
+                ],
+                workdir,
+            )
+            processes.append(apiserver)
+            context = ssl.create_default_context(cafile=str(ca))
+            wait_for(
+                lambda: _http_ok(f"{url}/readyz", apiserver, token, context),
+                timeout,
+                interval=0.25,
+                what=f"kube-apiserver /readyz at {url}",
+            )
+            version = _http_json(f"{url}/version", token, context)["gitVersion"]
+        except BaseException:
+            for proc in reversed(processes):
+                proc.stop()
+            raise
+
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {"name": "optiloop-test", "cluster": {"server": url, "certificate-authority": str(ca)}}
+                    ],
+                    "users": [{"name": ADMIN_USER, "user": {"token": token}}],
+                    "contexts": [
+                        {"name": "optiloop-test", "context": {"cluster": "optiloop-test", "user": ADMIN_USER}}
+                    ],
+                    "current-context": "optiloop-test",
+                }
+            )
+        )
+        kubeconfig.chmod(0o600)
+        return cls(workdir, url, token, ca, kubeconfig, version, processes)
+
+    def stop(self) -> None:
+        """Stop the API server, then etcd."""
+        for proc in reversed(self.processes):
+            proc.stop()
+        self.processes.clear()
+
+    def __enter__(self) -> ControlPlane:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def api_client(self, token: str | None = None) -> Any:
+        """A ``kubernetes.client.ApiClient`` authenticated with ``token`` (the admin's by default)."""
+        from kubernetes import client
+
+        configuration = client.Configuration()
+        configuration.host = self.url
+        configuration.ssl_ca_cert = str(self.ca_file)
+        configuration.api_key = {"authorization": f"Bearer {token or self.token}"}
+        return client.ApiClient(configuration)
+
+    def get_json(self, path: str) -> Any:
+        """GET ``path`` on the API server as admin and decode the JSON answer."""
+        return _http_json(f"{self.url}{path}", self.token, ssl.create_default_context(cafile=str(self.ca_file)))
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.processes)
+
+
+def _http_ok(url: str, proc: _Process, token: str | None = None, context: ssl.SSLContext | None = None) -> bool:
+    if proc.popen.poll() is not None:
+        raise ControlPlaneUnavailableError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=5, context=context) as response:
+        return bool(response.status == 200)
+
+
+def _http_json(url: str, token: str, context: ssl.SSLContext) -> Any:
+    import json
+
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        return json.load(response)
+
+
+@contextlib.contextmanager
+def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
+    """Start a control plane in ``workdir``, yield it, stop it and remove ``workdir``."""
+    plane = ControlPlane.start(workdir)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
