@@ -43,6 +43,11 @@ class Rule:
 RULE_ERROR = "cross_field_rule"
 
 
+def cel_string(text: str) -> str:
+    """``text`` as a single-quoted CEL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _publish_rules(schema: dict[str, Any], model_class: type[BaseModel]) -> None:
     """Put a model's rules into its JSON schema, from where the CRD renderer takes them."""
     rules: tuple[Rule, ...] = getattr(model_class, "rules", ())
@@ -86,11 +91,15 @@ class ApiModel(BaseModel):
 
 # Strings are bounded everywhere so that CEL rules stay inside the API server's
 # cost budget and no field can carry an unbounded payload into etcd.
-Name = Annotated[
+ObjectName = Annotated[
     str,
-    Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+    Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    ),
 ]
-"""A DNS-1123 label: the name of a Secret, a claim or another Kubernetes object."""
+"""A DNS-1123 subdomain: the name of a Secret or another namespaced Kubernetes object."""
 
 ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
 """The name of a column in the dataset."""

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from . import resource
+from ._base import cel_string
 from .resource import ModelOptimization
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "modeloptimization.yaml"
@@ -65,10 +66,6 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, str | int | float | bool)
 
 
-def _cel_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 class _Converter:
     def __init__(self, defs: dict[str, Schema]) -> None:
         self.defs = defs
@@ -107,7 +104,8 @@ class _Converter:
                 if _is_scalar(value) or (isinstance(value, list) and all(_is_scalar(v) for v in value)):
                     out["default"] = value
             elif key == "description":
-                out["description"] = " ".join(value.split())
+                # Docstrings use reStructuredText literals; kubectl explain reads better with single backticks.
+                out["description"] = " ".join(value.split()).replace("``", "`")
             else:
                 out[key] = copy.deepcopy(value)
 
@@ -135,7 +133,7 @@ class _Converter:
         if "pattern" in keys:
             rules.append(
                 {
-                    "rule": f"self.all(k, k.matches({_cel_string(keys['pattern'])}))",
+                    "rule": f"self.all(k, k.matches({cel_string(keys['pattern'])}))",
                     "message": f"every key must match {keys['pattern']}",
                 }
             )

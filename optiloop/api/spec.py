@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ._base import ApiModel, ColumnName, Name, Quantity, Rule
+from ._base import ApiModel, ColumnName, ObjectName, Quantity, Rule
 from .uris import DatasetURI, StorageURI
 
 Task = Literal["classification", "regression"]
@@ -48,14 +48,14 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 class SecretReference(ApiModel):
     """A Secret in the resource's own namespace; its values are never copied anywhere."""
 
-    name: Name
+    name: ObjectName
     """Name of the Secret."""
 
 
 class SecretKeyReference(ApiModel):
     """One key of a Secret in the resource's own namespace."""
 
-    name: Name
+    name: ObjectName
     """Name of the Secret."""
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
     """Key inside the Secret."""

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
+from ._base import cel_string
+
 _BUCKET = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
 _PATH = r"(/[A-Za-z0-9._~+=%@-]+)*/?"
 STORAGE_URI_PATTERN = rf"^(pvc|s3)://{_BUCKET}{_PATH}$"
@@ -22,10 +24,6 @@ MAX_URI_LENGTH = 1024
 
 BUILTIN_DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
 """scikit-learn's bundled datasets, loadable as ``builtin://<name>``."""
-
-
-def _cel_string(pattern: str) -> str:
-    return "'" + pattern.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 _TRAVERSAL_MESSAGE = "must not contain '.' or '..' path segments"
@@ -51,8 +49,8 @@ def _checker(pattern: str, forms: str) -> Callable[[str], str]:
 def _cel_rules(pattern: str, forms: str) -> dict[str, Any]:
     return {
         "x-kubernetes-validations": [
-            {"rule": f"!self.matches({_cel_string(TRAVERSAL_PATTERN)})", "message": _TRAVERSAL_MESSAGE},
-            {"rule": f"self.matches({_cel_string(pattern)})", "message": _shape_message(forms)},
+            {"rule": f"!self.matches({cel_string(TRAVERSAL_PATTERN)})", "message": _TRAVERSAL_MESSAGE},
+            {"rule": f"self.matches({cel_string(pattern)})", "message": _shape_message(forms)},
         ]
     }
 

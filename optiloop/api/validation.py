@@ -55,11 +55,15 @@ def format_path(loc: Iterable[int | str]) -> str:
     return path
 
 
+# Pydantic appends the failing member of a union (``int | str``) to an error's location;
+# none of our fields has such a name, so these parts are dropped and the errors merged.
+_UNION_MEMBER_TAGS = {"int", "str", "float", "bool"}
+
+
 def _field_errors(exc: ValidationError) -> list[FieldError]:
-    errors = []
+    by_path: dict[str, list[str]] = {}
     for err in exc.errors():
-        # Pydantic adds the union member or validator name to loc; keep only real fields.
-        loc = [p for p in err["loc"] if isinstance(p, int) or not p.startswith(("function-", "int", "str"))]
+        loc = [part for part in err["loc"] if part not in _UNION_MEMBER_TAGS]
         message = err["msg"]
         if loc and loc[-1] == "[key]":
             loc.pop()
@@ -70,11 +74,11 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
                 loc.extend(str(ctx["field"]).split("."))
             message = str(ctx.get("message", message))
         else:
-            message = _FRIENDLY.get(err["type"], message)
-            if message.startswith("Value error, "):
-                message = message[len("Value error, ") :]
-        errors.append(FieldError(format_path(loc), message))
-    return errors
+            message = _FRIENDLY.get(err["type"], message).removeprefix("Value error, ")
+        messages = by_path.setdefault(format_path(loc), [])
+        if message not in messages:
+            messages.append(message)
+    return [FieldError(path, "; or ".join(messages)) for path, messages in by_path.items()]
 
 
 def manifest_errors(document: Any) -> list[FieldError]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from optiloop.api import GROUP, PLURAL, VERSION, ModelOptimization
-from tests.support.manifests import EXAMPLES, load_example, maximal_manifest
+from tests.support.manifests import load_example, maximal_manifest, round_trip_documents
 
 
 def _objects(k8s: Any) -> Any:
@@ -26,10 +26,9 @@ def _create(k8s: Any, namespace: str, model: ModelOptimization) -> dict[str, Any
     )
 
 
-@pytest.mark.parametrize("source", [*(p.name for p in EXAMPLES), "maximal"])
+@pytest.mark.parametrize("source", list(round_trip_documents()))
 def test_spec_round_trips_through_the_api_server(k8s: Any, namespace: str, source: str) -> None:
-    document = maximal_manifest() if source == "maximal" else load_example(source)
-    model = ModelOptimization.model_validate(document)
+    model = ModelOptimization.model_validate(round_trip_documents()[source])
 
     _create(k8s, namespace, model)
     stored = _objects(k8s).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, model.metadata.name)

@@ -209,6 +209,16 @@ def maximal_manifest() -> Manifest:
     return document
 
 
+def round_trip_documents() -> dict[str, Manifest]:
+    """Documents that, between them, set every optional field of every API model."""
+    documents = {path.name: load_example(path.name) for path in EXAMPLES}
+    documents["maximal"] = maximal_manifest()
+    variant = maximal_manifest()
+    variant["spec"]["features"]["reduction"] = {"method": "pca", "explainedVariance": 0.95}
+    documents["maximal-pca-by-variance"] = variant
+    return documents
+
+
 def full_status() -> Manifest:
     t = "2026-11-27T10:00:00Z"
     return {

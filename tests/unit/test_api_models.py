@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-from pydantic import ValidationError
+import typing
+from typing import Any
 
-from optiloop.api import ModelOptimization, ModelOptimizationSpec
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from optiloop.api import ApiModel, ModelOptimization, ModelOptimizationSpec, ObjectMeta
 from optiloop.api.spec import CompressionStep, FloatRange, IntRange, Objective, SplitFractions, natural_direction
-from tests.support.manifests import EXAMPLES, load_example, maximal_manifest
+from tests.support.manifests import maximal_manifest, round_trip_documents
 
 MINIMAL_SPEC = {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": "pvc://claim/iris"}}
 
@@ -53,11 +56,46 @@ def test_snake_case_in_python_camel_case_on_the_wire() -> None:
     assert ModelOptimizationSpec.model_validate(wire) == spec
 
 
-@pytest.mark.parametrize("source", [*(p.name for p in EXAMPLES), "maximal"])
+@pytest.mark.parametrize("source", list(round_trip_documents()))
 def test_manifest_round_trips_unchanged(source: str) -> None:
-    document = maximal_manifest() if source == "maximal" else load_example(source)
-    model = ModelOptimization.model_validate(document)
+    model = ModelOptimization.model_validate(round_trip_documents()[source])
     assert ModelOptimization.model_validate(model.to_manifest()) == model
+
+
+def _models_reachable_from(model: type[BaseModel]) -> set[type[ApiModel]]:
+    found: set[type[ApiModel]] = set()
+    pending: list[Any] = [model]
+    while pending:
+        annotation = pending.pop()
+        if isinstance(annotation, type) and issubclass(annotation, ApiModel):
+            if annotation not in found and annotation is not ObjectMeta:
+                found.add(annotation)
+                pending.extend(f.annotation for f in annotation.model_fields.values())
+        else:
+            pending.extend(typing.get_args(annotation))
+    return found
+
+
+def _fields_set(value: Any, seen: set[tuple[type, str]]) -> None:
+    if isinstance(value, ApiModel):
+        for name in type(value).model_fields:
+            field_value = getattr(value, name)
+            if field_value is not None:
+                seen.add((type(value), name))
+            _fields_set(field_value, seen)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _fields_set(item, seen)
+
+
+def test_round_trip_documents_exercise_every_field_of_every_model() -> None:
+    """Otherwise the server round trip would not prove that every field fits the schema."""
+    seen: set[tuple[type, str]] = set()
+    for document in round_trip_documents().values():
+        _fields_set(ModelOptimization.model_validate(document), seen)
+    every_field = {(cls, name) for cls in _models_reachable_from(ModelOptimization) for name in cls.model_fields}
+    missing = sorted(f"{cls.__name__}.{name}" for cls, name in every_field - seen)
+    assert not missing, f"no round-trip document sets {missing}"
 
 
 @pytest.mark.parametrize(

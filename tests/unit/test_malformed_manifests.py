@@ -37,3 +37,18 @@ def test_documents_that_are_not_model_optimizations(document: object, path: str)
     errors = manifest_errors(document)
     assert errors
     assert errors[0].path == path
+
+
+def test_union_and_map_key_errors_name_one_path_each() -> None:
+    document = load_example("minimal.yaml")
+    document["spec"]["jobs"] = {
+        "resources": {"requests": {"cpu": [1], "gpu": 1}},
+        "nodeSelector": {"bad key": "v"},
+    }
+    errors = {error.path: error.message for error in manifest_errors(document)}
+    assert (
+        errors["spec.jobs.resources.requests.cpu"]
+        == "Input should be a valid integer; or Input should be a valid string"
+    )
+    assert errors["spec.jobs.resources.requests.gpu"].startswith("not an allowed key")
+    assert errors["spec.jobs.nodeSelector.bad key"].startswith("not an allowed key")
