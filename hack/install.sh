@@ -2,6 +2,7 @@
 # Installs everything a fresh machine needs to develop and test optiloop:
 #   .venv        the main environment (operator, jobs, serve and dev extras) from requirements/main.lock
 #   .venv-drift  the drift monitor's own environment from requirements/drift.lock (pydantic 1, see README)
+#   PostgreSQL's server (Debian's package) when it is missing, for the shared-study tests
 #   the test control plane (kube-apiserver and etcd), built from the Go module proxy into ~/.cache
 # Downloads and builds are cached outside the clone (uv's and Go's caches, ~/.cache/optiloop),
 # so running it again on a warm machine takes seconds. Safe to re-run at any time.
@@ -39,6 +40,15 @@ if [[ ! -x .venv-drift/bin/python ]]; then
 fi
 "$uv" pip sync --quiet --python .venv-drift/bin/python requirements/drift.lock
 "$uv" pip install --quiet --python .venv-drift/bin/python --no-deps -e .
+
+say "system packages for the tests (PostgreSQL, for studies shared by several tuning workers)"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  if [[ "$(id -u)" == 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    die "PostgreSQL's server is missing: run 'sudo apt-get install -y postgresql' and then 'make install' again"
+  fi
+fi
 
 say "test control plane (kube-apiserver, etcd)"
 hack/build-control-plane.sh

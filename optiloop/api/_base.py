@@ -50,7 +50,7 @@ def cel_string(text: str) -> str:
 
 def _publish_rules(schema: dict[str, Any], model_class: type[BaseModel]) -> None:
     """Put a model's rules into its JSON schema, from where the CRD renderer takes them."""
-    rules: tuple[Rule, ...] = getattr(model_class, "rules", ())
+    rules: tuple[Rule, ...] = getattr(model_class, "cross_field_rules", ())
     if rules:
         schema["x-kubernetes-validations"] = [rule.to_crd() for rule in rules]
 
@@ -58,8 +58,8 @@ def _publish_rules(schema: dict[str, Any], model_class: type[BaseModel]) -> None
 class ApiModel(BaseModel):
     """Base of every API type: camelCase on the wire, unknown fields refused.
 
-    Subclasses list their cross-field rules in ``rules``; they are checked after
-    field validation and rendered into the CRD.
+    Subclasses list their cross-field rules in ``cross_field_rules``; they are checked
+    after field validation and rendered into the CRD.
     """
 
     model_config = ConfigDict(
@@ -71,11 +71,11 @@ class ApiModel(BaseModel):
         json_schema_extra=_publish_rules,
     )
 
-    rules: ClassVar[tuple[Rule, ...]] = ()
+    cross_field_rules: ClassVar[tuple[Rule, ...]] = ()
 
     @model_validator(mode="after")
     def _check_rules(self) -> ApiModel:
-        for rule in type(self).rules:
+        for rule in type(self).cross_field_rules:
             if not rule.check(self):
                 raise PydanticCustomError(
                     RULE_ERROR,

@@ -59,7 +59,7 @@ class ModelOptimization(ApiModel):
     status: ModelOptimizationStatus | None = None
     """Observed state, written by the operator."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
             f"must be at most {MAX_NAME_LENGTH} characters, so the names of the Jobs and Services "

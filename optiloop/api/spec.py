@@ -80,7 +80,7 @@ class IntRange(ApiModel):
     log: bool = False
     """Sample on a logarithmic scale (needs ``min`` > 0)."""
 
-    rules = (
+    cross_field_rules = (
         Rule("self.min <= self.max", "min must not exceed max", lambda m: m.min <= m.max, "min"),
         Rule("!self.log || self.min > 0", "a logarithmic range needs min > 0", lambda m: not m.log or m.min > 0, "log"),
     )
@@ -96,7 +96,7 @@ class FloatRange(ApiModel):
     log: bool = False
     """Sample on a logarithmic scale (needs ``min`` > 0); natural for learning rates."""
 
-    rules = (
+    cross_field_rules = (
         Rule("self.min <= self.max", "min must not exceed max", lambda m: m.min <= m.max, "min"),
         Rule(
             "!self.log || self.min > 0.0", "a logarithmic range needs min > 0", lambda m: not m.log or m.min > 0, "log"
@@ -117,7 +117,7 @@ class SplitFractions(ApiModel):
     test: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.15
     """Fraction held out for the final metrics and the compression gates."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "self.train + self.validation + self.test > 0.999 && self.train + self.validation + self.test < 1.001",
             "train, validation and test must add up to 1",
@@ -150,7 +150,7 @@ class DatasetSpec(ApiModel):
     s3_endpoint: Annotated[str, Field(max_length=512, pattern=r"^https?://[^\s/]+(/.*)?$")] | None = None
     """Endpoint of an S3-compatible store (MinIO, Ceph); AWS when omitted."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "!has(self.credentialsSecretRef) || self.uri.startsWith('s3://')",
             "credentialsSecretRef applies only to s3:// URIs",
@@ -212,7 +212,16 @@ class OutliersRule(ApiModel):
     max_fraction: Fraction = 0.05
     """Largest tolerated share of outlying rows."""
     action: Literal["flag", "clip", "drop"] = "flag"
-    """Only report them, clip values to the fences, or drop the rows."""
+    """Only report them, clip values to the fences (iqr, zscore), or drop the rows."""
+
+    cross_field_rules = (
+        Rule(
+            "self.method != 'isolationForest' || self.action != 'clip'",
+            "isolationForest flags whole rows and has no fences to clip to: use flag or drop",
+            lambda m: m.method != "isolationForest" or m.action != "clip",
+            "action",
+        ),
+    )
 
 
 class ClassImbalanceRule(ApiModel):
@@ -263,8 +272,8 @@ class DataQualitySpec(ApiModel):
     schema_: SchemaRule = Field(default_factory=SchemaRule, alias="schema")
     """Expected columns and their types."""
     fail_on_violation: bool = True
-    """When false, rules whose action is ``fail`` only warn. Missing targets, empty data and a
-    single class always stop the run."""
+    """When false, rules whose action is ``fail`` only warn. Empty data, a missing target, fewer
+    rows than minRows and a single class always stop the run."""
 
 
 # --- features ----------------------------------------------------------------
@@ -291,7 +300,7 @@ class FeatureSelection(ApiModel):
     max_features: Annotated[int, Field(ge=1, le=100_000)] | None = None
     """With ``mutualInfo``: how many features to keep."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "self.method != 'mutualInfo' || has(self.maxFeatures)",
             "mutualInfo selection needs maxFeatures",
@@ -311,7 +320,7 @@ class DimensionalityReduction(ApiModel):
     explained_variance: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     """Keep as many components as explain this share of the variance."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "self.method != 'pca' || (has(self.components) != has(self.explainedVariance))",
             "pca needs exactly one of components and explainedVariance",
@@ -384,7 +393,7 @@ class Objective(ApiModel):
     direction: Direction | None = None
     """maximize or minimize; defaults to the metric's natural direction, which it must match."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "!has(self.direction) || "
             f"self.direction == (self.metric in {_cel_list(MAXIMIZED_METRICS)} ? 'maximize' : 'minimize')",
@@ -412,6 +421,8 @@ class HyperparameterSearchSpace(ApiModel):
     """Weight decay to search over; when omitted, ``regularization.weightDecay`` is used."""
     epochs: IntRange = Field(default_factory=lambda: IntRange(min=20, max=60))
     """Epoch budget per trial; early stopping may end a trial sooner."""
+    schedules: Annotated[list[Literal["constant", "cosine"]], Field(min_length=1, max_length=2)] = ["cosine"]
+    """Learning-rate schedules to try over the epoch budget."""
 
 
 class StudyStorage(ApiModel):
@@ -422,7 +433,7 @@ class StudyStorage(ApiModel):
     url_secret_ref: SecretKeyReference | None = None
     """With ``rdb``: the Secret key holding the database URL."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "(self.type == 'rdb') == has(self.urlSecretRef)",
             "urlSecretRef is required for type rdb and not allowed for journal",
@@ -458,7 +469,7 @@ class TuningSpec(ApiModel):
     study_storage: StudyStorage = Field(default_factory=StudyStorage)
     """Where trials are stored."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "self.maxTrials >= self.parallelTrials",
             "maxTrials must be at least parallelTrials",
@@ -558,7 +569,7 @@ class DistillStep(ApiModel):
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 30
     """Student training epochs."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "!(has(self.widthFactor) && has(self.hiddenLayers))",
             "set widthFactor or hiddenLayers, not both",
@@ -578,7 +589,7 @@ class CompressionStep(ApiModel):
     distill: DistillStep | None = None
     """Knowledge distillation."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "(has(self.prune) ? 1 : 0) + (has(self.quantize) ? 1 : 0) + (has(self.distill) ? 1 : 0) == 1",
             "a step sets exactly one of prune, quantize and distill",
@@ -663,7 +674,7 @@ class DeploymentSpec(ApiModel):
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     """Predictor container resources."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "self.minReplicas <= self.maxReplicas",
             "minReplicas must not exceed maxReplicas",
@@ -736,7 +747,7 @@ class MonitoringSpec(ApiModel):
     retraining: RetrainingPolicy = Field(default_factory=RetrainingPolicy)
     """Retraining policy."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "self.detector != 'mmd' || self.windowSize <= 2000",
             "mmd costs grow quadratically: windowSize must be at most 2000",
@@ -795,7 +806,7 @@ class ModelOptimizationSpec(ApiModel):
     jobs: JobsSpec = Field(default_factory=JobsSpec)
     """Settings of the Jobs that run the stages."""
 
-    rules = (
+    cross_field_rules = (
         Rule(
             "!has(self.tuning) || !has(self.tuning.objectives) || "
             "self.tuning.objectives.all(o, o.metric in (self.dataset.task == 'regression' ? "

@@ -1,0 +1,447 @@
+"""The tuning stage: data quality -> features -> search -> retrain the best -> outputs.
+
+Run by the cluster's tuning Job and by the local runner::
+
+    python -m optiloop.jobs.tune --input stage-input.json     # or OPTILOOP_STAGE_INPUT='{...}'
+
+Outputs go below ``<artifacts>/r<revision>/``: ``data/`` (quality report and splits),
+``features/`` (the fitted transform), ``tuning/`` (study journal, trials, best result, the
+retrained model in safetensors, its preprocessing, and a reference sample of raw training
+inputs for the drift monitor). Each finished sub-stage has a completion marker, so a rerun
+skips it; the study itself is persistent, so a restarted search continues.
+
+Exit codes: 0 done, 2 invalid input, 3 data-quality gate failed, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from ..api.jobs import DataQualityReport, FeatureTransform, StageInput, TrialRecord, TuningResult
+from ..api.spec import natural_direction
+from ..errors import OptiloopError
+from .data import load_dataset
+from .errors import DataQualityError, StorageError, TuningError
+from .features import encode_raw, encode_target, fit_transform
+from .models import TabularModel, count_parameters
+from .quality import check_quality, failure_message
+from .space import decode, search_space
+from .split import split_frame
+from .storage import ArtifactStore, StageWriter, completion_marker, open_store
+from .training import EncodedSplit, build_model, evaluate, train_model
+from .tuning import WORKER_ATTR, Budget, Reporter, search
+
+STAGE_INPUT_ENV = "OPTILOOP_STAGE_INPUT"
+STUDY_URL_ENV = "OPTILOOP_STUDY_STORAGE_URL"
+THREADS_ENV = "OPTILOOP_THREADS"
+REFERENCE_ROWS = 2000
+SPLITS = ("train", "validation", "test")
+
+EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_DATA_QUALITY = 0, 1, 2, 3
+
+
+def _dump(model: Any) -> bytes:
+    return json.dumps(model.model_dump(mode="json", by_alias=True), indent=2).encode()
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _read_parquet(store: ArtifactStore, key: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(store.read_bytes(key)))
+
+
+# --- data quality ------------------------------------------------------------
+
+
+def run_data_quality(stage: StageInput, store: ArtifactStore) -> DataQualityReport:
+    """Load, check, clean and split the data; raise :class:`DataQualityError` when a gate fails."""
+    prefix = f"r{stage.revision}/data"
+    if completion_marker(store, prefix):
+        return DataQualityReport.model_validate_json(store.read_bytes(f"{prefix}/report.json"))
+    spec = stage.spec
+    result = check_quality(load_dataset(spec.dataset), spec.dataset, spec.data_quality)
+    report = result.report
+    report.categorical_columns = result.categorical
+    if not report.passed:
+        # Written without a completion marker: a rerun checks the data again.
+        store.write_bytes(f"{prefix}/report.json", _dump(report))
+        raise DataQualityError(failure_message(report), report)
+    splits = split_frame(result.frame, spec.dataset, oversample=result.oversample)
+    report.split_rows = splits.sizes()
+    with StageWriter(store, prefix, {"stage": "data"}) as out:
+        for name in SPLITS:
+            out.write_bytes(f"{name}.parquet", _parquet(getattr(splits, name)))
+        out.write_bytes("report.json", _dump(report))
+    return report
+
+
+# --- features ----------------------------------------------------------------
+
+
+def run_features(stage: StageInput, store: ArtifactStore) -> FeatureTransform:
+    """Fit the feature transform on the training split."""
+    prefix = f"r{stage.revision}/features"
+    if completion_marker(store, prefix):
+        return FeatureTransform.model_validate_json(store.read_bytes(f"{prefix}/preprocessing.json"))
+    report = run_data_quality(stage, store)
+    train = _read_parquet(store, f"r{stage.revision}/data/train.parquet")
+    spec = stage.spec
+    transform = fit_transform(train, report.categorical_columns, spec.dataset, spec.features, spec.data_quality)
+    with StageWriter(store, prefix, {"stage": "features"}) as out:
+        out.write_bytes("preprocessing.json", _dump(transform))
+    return transform
+
+
+# --- tuning ------------------------------------------------------------------
+
+
+@dataclass
+class PreparedData:
+    """Encoded splits and what training needs besides them."""
+
+    transform: FeatureTransform
+    splits: dict[str, EncodedSplit]
+    class_weights: list[float] | None
+    raw_train: pd.DataFrame
+
+
+def prepare_data(stage: StageInput, store: ArtifactStore) -> PreparedData:
+    """Run (or reuse) the data and feature stages and encode the splits."""
+    report = run_data_quality(stage, store)
+    transform = run_features(stage, store)
+    frames = {name: _read_parquet(store, f"r{stage.revision}/data/{name}.parquet") for name in SPLITS}
+    splits = {
+        name: EncodedSplit(encode_raw(transform, frame), encode_target(transform, frame[transform.target]))
+        for name, frame in frames.items()
+    }
+    weights = None
+    if report.class_weights:
+        weights = [report.class_weights.get(label, 1.0) for label in transform.classes]
+    return PreparedData(transform, splits, weights, frames["train"])
+
+
+def measure_latency_ms(model: torch.nn.Module, inputs: int, repeats: int = 50) -> float:
+    """Median eager-torch latency of one row, in milliseconds."""
+    model.eval()
+    row = torch.zeros(1, inputs)
+    with torch.inference_mode():
+        for _ in range(5):
+            model(row)
+        timings = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(row)
+            timings.append(time.perf_counter() - start)
+    return float(np.median(timings) * 1000.0)
+
+
+def objective_values(
+    model: TabularModel, validation: dict[str, float], metrics: Sequence[str], raw_inputs: int
+) -> list[float]:
+    """One value per objective metric: validation metrics, measured latency, or parameter count."""
+    values = []
+    for metric in metrics:
+        if metric == "latencyMs":
+            values.append(measure_latency_ms(model, raw_inputs))
+        elif metric == "parameters":
+            values.append(float(count_parameters(model)))
+        else:
+            values.append(float(validation[metric]))
+    return values
+
+
+def make_objective(stage: StageInput, data: PreparedData) -> Callable[[dict[str, Any], Reporter], list[float]]:
+    spec = stage.spec
+    metrics = [o.metric for o in spec.objectives()]
+    train, validation = data.splits["train"], data.splits["validation"]
+
+    def objective(params: dict[str, Any], reporter: Reporter) -> list[float]:
+        architecture, training = decode(params, spec, data.transform)
+        model = build_model(data.transform, architecture, train, training.seed)
+        outcome = train_model(
+            model,
+            train,
+            validation,
+            training,
+            class_weights=data.class_weights,
+            on_epoch=lambda record: reporter(record.epoch, record.validation.get(metrics[0], float("nan"))),
+        )
+        reporter.note("epochs_run", outcome.epochs_run)
+        return objective_values(model, outcome.validation, metrics, len(data.transform.columns))
+
+    return objective
+
+
+class _StudyStorage:
+    """Where the study lives: RDB URL, a journal beside the artifacts, or (S3) a local journal
+    mirrored to the bucket after every trial so a restarted single worker can resume."""
+
+    def __init__(self, stage: StageInput, store: ArtifactStore) -> None:
+        self.store = store
+        self.key = f"r{stage.revision}/tuning/study.journal"
+        self.mirror: Path | None = None
+        settings = stage.spec.tuning.study_storage
+        if settings.type == "rdb":
+            url = os.environ.get(STUDY_URL_ENV)
+            if not url:
+                raise TuningError(
+                    f"tuning.studyStorage is rdb but {STUDY_URL_ENV} is not set "
+                    "(the operator fills it from studyStorage.urlSecretRef)"
+                )
+            self.location: str = url
+            return
+        local = store.local_path(self.key)
+        if local is not None:
+            self.location = str(local)
+            return
+        if stage.worker_count > 1:
+            raise TuningError(
+                "several tuning workers cannot share a journal on s3://; set tuning.studyStorage.type to rdb"
+            )
+        self.mirror = Path(tempfile.mkdtemp(prefix="optiloop-study-")) / "study.journal"
+        if store.exists(self.key):
+            self.mirror.write_bytes(store.read_bytes(self.key))
+        self.location = str(self.mirror)
+
+    def after_trial(self, *_: Any) -> None:
+        if self.mirror is not None:
+            self.store.write_bytes(self.key, self.mirror.read_bytes())
+
+    def close(self) -> None:
+        if self.mirror is not None:
+            shutil.rmtree(self.mirror.parent, ignore_errors=True)
+
+
+def _trial_record(trial: Any) -> TrialRecord:
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    return TrialRecord(
+        number=trial.number,
+        state=trial.state.name,
+        values=list(trial.values) if trial.values is not None else None,
+        params=dict(trial.params),
+        duration_seconds=duration,
+        epochs_run=trial.user_attrs.get("epochs_run"),
+        worker=trial.user_attrs.get(WORKER_ATTR),
+    )
+
+
+def _wait_for_other_workers(result: Any, timeout: float) -> None:
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + timeout
+    while result.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) and time.monotonic() < deadline:
+        time.sleep(2.0)
+    result.trials = result.study.get_trials(deepcopy=False)
+
+
+def _importances(result: Any) -> dict[str, float]:
+    import optuna
+
+    if result.count(optuna.trial.TrialState.COMPLETE) < 4:
+        return {}
+    # Optuna's default evaluator ranks parameters by how they lead to *low* targets.
+    sign = -1.0 if result.directions[0] == "maximize" else 1.0
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")  # handled by `sign`
+            importances = optuna.importance.get_param_importances(result.study, target=lambda t: sign * t.values[0])
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}
+    return {name: float(value) for name, value in importances.items()}
+
+
+def reference_sample(frame: pd.DataFrame, transform: FeatureTransform, seed: int) -> dict[str, Any]:
+    """Raw training inputs (no target) for the drift monitor, as plain JSON."""
+    columns = [c.name for c in transform.columns]
+    sample = frame[columns].sample(n=min(REFERENCE_ROWS, len(frame)), random_state=seed)
+    rows = [
+        [None if pd.isna(v) else (v if isinstance(v, str) else float(v)) for v in row]
+        for row in sample.itertuples(index=False)
+    ]
+    kinds = {c.name: c.kind for c in transform.columns}
+    return {"columns": columns, "kinds": [kinds[c] for c in columns], "rows": rows}
+
+
+def save_model(model: TabularModel) -> bytes:
+    """The model's weights and fitted buffers in safetensors."""
+    return bytes(save_tensors({k: v.contiguous() for k, v in model.state_dict().items()}))
+
+
+def load_model(store: ArtifactStore, prefix: str) -> TabularModel:
+    """Rebuild a model saved by the tuning stage (weights from safetensors, never pickle)."""
+    result = TuningResult.model_validate_json(store.read_bytes(f"{prefix}/result.json"))
+    transform = FeatureTransform.model_validate_json(store.read_bytes(f"{prefix}/preprocessing.json"))
+    model = TabularModel(transform, result.architecture)
+    model.load_state_dict(load_tensors(store.read_bytes(f"{prefix}/model.safetensors")))
+    model.eval()
+    return model
+
+
+def run_tuning(stage: StageInput, store: ArtifactStore) -> TuningResult | None:
+    """Search, then (worker 0) retrain the best configuration and write the outputs.
+
+    Workers other than 0 only contribute trials and return None.
+    """
+    prefix = f"r{stage.revision}/tuning"
+    if completion_marker(store, prefix):
+        return TuningResult.model_validate_json(store.read_bytes(f"{prefix}/result.json"))
+    data = prepare_data(stage, store)
+    study_name = f"{stage.name}-r{stage.revision}"
+    storage = _StudyStorage(stage, store)
+    try:
+        return _search_and_finish(stage, store, data, storage, study_name)
+    finally:
+        storage.close()
+
+
+def _search_and_finish(
+    stage: StageInput, store: ArtifactStore, data: PreparedData, storage: _StudyStorage, study_name: str
+) -> TuningResult | None:
+    from optuna.trial import TrialState
+
+    spec = stage.spec
+    prefix = f"r{stage.revision}/tuning"
+    objectives = spec.objectives()
+    metrics = [o.metric for o in objectives]
+    directions = [o.direction or natural_direction(o.metric) for o in objectives]
+    result = search(
+        make_objective(stage, data),
+        search_space(spec),
+        budget=Budget(spec.tuning.max_trials, spec.tuning.timeout_seconds),
+        algorithm=spec.tuning.algorithm,
+        directions=directions,
+        pruner=spec.tuning.pruner,
+        max_resource=spec.tuning.search.epochs.max,
+        storage=storage.location,
+        study_name=study_name,
+        seed=spec.tuning.seed if spec.tuning.seed is not None else spec.dataset.seed,
+        grid_points=spec.tuning.grid_points,
+        worker=stage.worker_index,
+        parallel=stage.worker_count > 1,
+        callbacks=[storage.after_trial],
+    )
+    if stage.worker_index != 0:
+        return None
+    _wait_for_other_workers(result, timeout=float(spec.tuning.timeout_seconds))
+    best = result.best_trials
+    if not best:
+        raise TuningError(f"no trial of study {study_name} completed ({len(result.trials)} ran); see trials.json")
+
+    architecture, training = decode(best[0].params, spec, data.transform)
+    model = build_model(data.transform, architecture, data.splits["train"], training.seed)
+    train_model(model, data.splits["train"], data.splits["validation"], training, class_weights=data.class_weights)
+    tuning = TuningResult(
+        study_name=study_name,
+        objectives=metrics,
+        directions=directions,
+        best_trial=_trial_record(best[0]),
+        pareto_front=[_trial_record(t) for t in best] if len(directions) > 1 else [],
+        trials_completed=result.count(TrialState.COMPLETE),
+        trials_pruned=result.count(TrialState.PRUNED),
+        trials_failed=result.count(TrialState.FAIL),
+        architecture=architecture,
+        training=training,
+        validation_metrics=evaluate(model, data.splits["validation"]),
+        test_metrics=evaluate(model, data.splits["test"]),
+        parameters=count_parameters(model),
+        param_importances=_importances(result),
+        elapsed_seconds=result.elapsed_seconds,
+    )
+    with StageWriter(store, prefix, {"stage": "tuning"}) as out:
+        out.write_bytes("model.safetensors", save_model(model))
+        out.write_bytes("preprocessing.json", _dump(data.transform))
+        out.write_json("trials.json", [_trial_record(t).model_dump(mode="json", by_alias=True) for t in result.trials])
+        out.write_json("reference.json", reference_sample(data.raw_train, data.transform, spec.dataset.seed))
+        out.write_bytes("result.json", _dump(tuning))
+    storage.after_trial()
+    return tuning
+
+
+# --- entry point -------------------------------------------------------------
+
+
+def read_stage_input(path: Path | None) -> StageInput:
+    """The stage input from ``path`` or from the ``OPTILOOP_STAGE_INPUT`` environment variable."""
+    if path is not None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise StorageError(f"cannot read the stage input {path}: {exc}") from None
+    elif os.environ.get(STAGE_INPUT_ENV):
+        text = os.environ[STAGE_INPUT_ENV]
+    else:
+        raise StorageError(f"no stage input: pass --input FILE or set {STAGE_INPUT_ENV}")
+    return StageInput.model_validate_json(text)
+
+
+def configure_threads() -> int:
+    """Bound torch to the CPUs this process may use (or ``OPTILOOP_THREADS``)."""
+    threads = int(os.environ.get(THREADS_ENV, "0")) or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m optiloop.jobs.tune", description="Run optiloop's tuning stage.")
+    parser.add_argument("--input", type=Path, help=f"stage input JSON (default: ${STAGE_INPUT_ENV})")
+    parser.add_argument(
+        "--stage", choices=("data", "features", "tuning"), default="tuning", help="run up to this sub-stage"
+    )
+    args = parser.parse_args(argv)
+    try:
+        stage = read_stage_input(args.input)
+    except ValidationError as exc:
+        print(f"invalid stage input: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except OptiloopError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    configure_threads()
+    try:
+        store = open_store(stage.artifacts)
+        if args.stage == "data":
+            summary: dict[str, Any] = {"dataQuality": run_data_quality(stage, store).passed}
+        elif args.stage == "features":
+            summary = {"features": run_features(stage, store).input_width}
+        else:
+            tuned = run_tuning(stage, store)
+            summary = (
+                {"worker": stage.worker_index}
+                if tuned is None
+                else {"bestTrial": tuned.best_trial.number, "testMetrics": tuned.test_metrics}
+            )
+    except DataQualityError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_DATA_QUALITY
+    except OptiloopError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(summary))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
