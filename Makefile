@@ -1,6 +1,6 @@
 # The two commands a fresh machine needs are `make install` and `make test`;
 # .ci/run calls exactly these. The real work is in hack/*.sh.
-.PHONY: install test lock crd control-plane
+.PHONY: install test lock crd control-plane bench
 
 install:  ## Create .venv and .venv-drift from the locks and build the test control plane
 	hack/install.sh
@@ -16,3 +16,6 @@ crd:  ## Regenerate crds/ from optiloop/api
 
 control-plane:  ## Build (or locate) kube-apiserver and etcd
 	hack/build-control-plane.sh
+
+bench:  ## Run the benchmarks at reduced size (see docs/benchmarks.md for the full commands)
+	.venv/bin/python bench/tuning.py --quick

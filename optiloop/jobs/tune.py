@@ -48,11 +48,12 @@ from .space import decode, search_space
 from .split import split_frame
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
 from .training import EncodedSplit, build_model, evaluate, train_model
-from .tuning import WORKER_ATTR, Budget, Reporter, search
+from .tuning import WORKER_ATTR, Budget, Reporter, SearchResult, search
 
 STAGE_INPUT_ENV = "OPTILOOP_STAGE_INPUT"
 STUDY_URL_ENV = "OPTILOOP_STUDY_STORAGE_URL"
 THREADS_ENV = "OPTILOOP_THREADS"
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
 REFERENCE_ROWS = 2000
 SPLITS = ("train", "validation", "test")
 
@@ -248,7 +249,7 @@ def _trial_record(trial: Any) -> TrialRecord:
     )
 
 
-def _wait_for_other_workers(result: Any, timeout: float) -> None:
+def _wait_for_other_workers(result: SearchResult, timeout: float) -> None:
     from optuna.trial import TrialState
 
     deadline = time.monotonic() + timeout
@@ -257,7 +258,7 @@ def _wait_for_other_workers(result: Any, timeout: float) -> None:
     result.trials = result.study.get_trials(deepcopy=False)
 
 
-def _importances(result: Any) -> dict[str, float]:
+def _importances(result: SearchResult) -> dict[str, float]:
     import optuna
 
     if result.count(optuna.trial.TrialState.COMPLETE) < 4:
@@ -394,7 +395,16 @@ def read_stage_input(path: Path | None) -> StageInput:
         text = os.environ[STAGE_INPUT_ENV]
     else:
         raise StorageError(f"no stage input: pass --input FILE or set {STAGE_INPUT_ENV}")
-    return StageInput.model_validate_json(text)
+    stage = StageInput.model_validate_json(text)
+    # Every pod of an Indexed Job gets the same input; Kubernetes tells each its own index.
+    index = os.environ.get(COMPLETION_INDEX_ENV)
+    if index is not None:
+        stage = stage.model_copy(update={"worker_index": int(index)})
+        if stage.worker_index >= stage.worker_count:
+            raise StorageError(
+                f"{COMPLETION_INDEX_ENV}={index} but the stage input says workerCount={stage.worker_count}"
+            )
+    return stage
 
 
 def configure_threads() -> int:

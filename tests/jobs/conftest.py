@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import skip_or_fail
-from tests.support.control_plane import free_port, wait_for
+from tests.support.control_plane import free_port
+from tests.support.postgres import postgres_bin, running_postgres
 
 
 @pytest.fixture(scope="session")
@@ -53,60 +50,10 @@ def bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     return name
 
 
-def _postgres_bin() -> Path | None:
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (candidate / "initdb").exists():
-            return candidate
-    found = shutil.which("initdb")
-    return Path(found).parent if found else None
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server on loopback (Debian's package), stopped and removed at the end."""
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
+    """A throwaway PostgreSQL server on loopback, stopped and removed at the end of the session."""
+    if postgres_bin() is None:
         skip_or_fail("PostgreSQL is not installed (make install installs Debian's postgresql)")
-    # Not under pytest's tmp_path: its parents are private to root, and initdb refuses root.
-    data = Path(tempfile.mkdtemp(prefix="optiloop-postgres-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(data, "postgres", "postgres")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    subprocess.run(
-        [*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", "optiloop", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    server = subprocess.Popen(
-        [
-            *run_as,
-            str(bin_dir / "postgres"),
-            "-D",
-            str(data),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-k",
-            str(data),
-            "-F",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"postgresql+psycopg://optiloop@127.0.0.1:{port}/postgres"
-    try:
-        import psycopg
-
-        wait_for(
-            lambda: psycopg.connect(f"postgresql://optiloop@127.0.0.1:{port}/postgres").close() or True,
-            30,
-            what="PostgreSQL",
-        )
+    with running_postgres() as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(30)
-        shutil.rmtree(data, ignore_errors=True)
