@@ -124,30 +124,48 @@ def sample_efficiency(datasets: list[tuple[str, str]], seeds: list[int], trials:
                 print(f"  {label} {len(result.trials):4d} trials {seconds:6.1f}s best {best:.4f}", flush=True)
             random_at_double = best_so_far(runs["random"], 2 * trials)
             rows[f"{name}/{seed}"] = {
-                "best": {a: {c: best_so_far(runs[a], c) for c in CHECKPOINTS if c <= trials} for a in ALGORITHMS},
+                "best": {a: {str(c): best_so_far(runs[a], c) for c in CHECKPOINTS if c <= trials} for a in ALGORITHMS},
                 "random_at_double": random_at_double,
                 "trials_to_match_random_double": {a: trials_to_reach(runs[a], random_at_double) for a in ("tpe", "gp")},
             }
     return rows
 
 
+LOSS_FLOOR = 1e-3
+"""Losses below this are treated as equal: the model already separates the validation split,
+and ratios of near-zero losses would measure noise."""
+
+
+def _ratio(value: float, baseline: float) -> float:
+    return max(value, LOSS_FLOOR) / max(baseline, LOSS_FLOOR)
+
+
 def summarize_efficiency(rows: dict[str, Any], trials: int) -> list[str]:
-    lines = ["| algorithm | " + " | ".join(f"loss ratio to random @{c}" for c in CHECKPOINTS if c <= trials) + " |"]
-    lines.append("|---|" + "---|" * len([c for c in CHECKPOINTS if c <= trials]))
-    for algorithm in ALGORITHMS:
-        cells = []
-        for checkpoint in (c for c in CHECKPOINTS if c <= trials):
-            ratios = [row["best"][algorithm][checkpoint] / row["best"]["random"][checkpoint] for row in rows.values()]
-            cells.append(f"{statistics.geometric_mean(ratios):.3f} (worst {max(ratios):.2f})")
-        lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
+    checkpoints = [c for c in CHECKPOINTS if c <= trials]
+    datasets = sorted({key.split("/")[0] for key in rows})
+    lines = [
+        "| dataset | algorithm | " + " | ".join(f"loss / random's @{c}" for c in checkpoints) + " |",
+        "|---|---|" + "---|" * len(checkpoints),
+    ]
+    for dataset in [*datasets, "all"]:
+        selected = [row for key, row in rows.items() if dataset in ("all", key.split("/")[0])]
+        for algorithm in ALGORITHMS:
+            cells = []
+            for checkpoint in checkpoints:
+                ratios = [
+                    _ratio(row["best"][algorithm][str(checkpoint)], row["best"]["random"][str(checkpoint)])
+                    for row in selected
+                ]
+                cells.append(f"{statistics.geometric_mean(ratios):.2f}")
+            lines.append(f"| {dataset} | {algorithm} | " + " | ".join(cells) + " |")
     lines.append("")
     for algorithm in ("tpe", "gp"):
         reached = [row["trials_to_match_random_double"][algorithm] for row in rows.values()]
-        hits = [r for r in reached if r is not None]
-        median = statistics.median(hits) if hits else None
+        hits = sorted(r for r in reached if r is not None)
+        median = statistics.median(hits) if hits else "-"
         lines.append(
-            f"- {algorithm}: matched random search's best after {2 * trials} trials within {trials} trials in "
-            f"{len(hits)} of {len(reached)} runs; median trials needed {median}"
+            f"- {algorithm}: reached random search's best-after-{2 * trials} within {trials} trials in "
+            f"{len(hits)} of {len(reached)} runs; trials needed: {hits} (median {median})"
         )
     return lines
 
@@ -190,7 +208,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two datasets, two seeds, 25 trials")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "tuning.json")
+    parser.add_argument(
+        "--summarize", type=Path, metavar="JSON", help="only print the summary of an earlier run's results"
+    )
     args = parser.parse_args()
+    if args.summarize:
+        saved = json.loads(args.summarize.read_text())
+        trials = max(int(c) for row in saved["efficiency"].values() for c in row["best"]["tpe"])
+        print("\n".join(summarize_efficiency(saved["efficiency"], trials)))
+        return 0
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     datasets = [
