@@ -127,6 +127,20 @@ def test_diabetes_regression_beats_the_mean_predictor_by_a_wide_margin(tmp_path:
     assert result.test_metrics["r2"] > 0.25
 
 
+def test_two_objectives_give_a_pareto_front_of_accuracy_against_size_and_latency(tmp_path: Path) -> None:
+    objectives = [{"metric": "accuracy"}, {"metric": "parameters"}, {"metric": "latencyMs"}]
+    spec = quick_spec(trials=8, tuning={"algorithm": "nsga2", "objectives": objectives})
+    result = run_tuning(stage_input(str(tmp_path), spec), open_store(str(tmp_path)))
+    assert result is not None
+    assert result.directions == ["maximize", "minimize", "minimize"]
+    front = result.pareto_front
+    assert front
+    assert result.best_trial == front[0]
+    assert [t.values[0] for t in front] == sorted((t.values[0] for t in front), reverse=True)  # type: ignore[index]
+    assert all(t.values is not None and t.values[1] >= 1 and t.values[2] > 0 for t in front)
+    assert result.best_trial.values[1] == result.parameters  # type: ignore[index]
+
+
 def test_killed_tuning_resumes_from_its_stored_trials(tmp_path: Path) -> None:
     spec = quick_spec(
         "builtin://digits",
