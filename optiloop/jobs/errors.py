@@ -26,5 +26,9 @@ class DataQualityError(OptiloopError):
         self.report = report
 
 
+class TrainingDivergedError(OptiloopError):
+    """The loss became NaN or infinite; the run is abandoned (a tuning trial counts as failed)."""
+
+
 class TuningError(OptiloopError):
     """The search could not produce a model (for example, every trial failed)."""

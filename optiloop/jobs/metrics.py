@@ -40,7 +40,11 @@ def regression_metrics(targets: np.ndarray, predictions: np.ndarray) -> dict[str
 
 
 def task_metrics(task: Task, targets: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
-    """Metrics for ``task`` from model outputs (probabilities for classification)."""
+    """Metrics for ``task`` from model outputs (probabilities for classification); all NaN when
+    the outputs are not finite, so a broken model scores as failed instead of raising."""
+    if not np.all(np.isfinite(outputs)):
+        names = ("accuracy", "f1", "rocAuc") if task == "classification" else ("rmse", "mae", "r2")
+        return dict.fromkeys(names, float("nan"))
     if task == "classification":
         return classification_metrics(targets, outputs)
     return regression_metrics(targets, outputs)

@@ -1,5 +1,6 @@
 """Train one model: AdamW or SGD, optional cosine schedule, class weights, gradient clipping,
-and early stopping on a validation quantity that restores the best weights.
+and early stopping on a validation quantity that restores the best weights. A loss that
+turns NaN or infinite raises :class:`TrainingDivergedError`.
 
 Deterministic for a given seed and thread count: the seed fixes initialization and batch
 order. ``on_epoch`` sees every epoch's validation results; a tuner uses it to report and
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from ..api.jobs import Architecture, FeatureTransform, TrainingConfig
+from .errors import TrainingDivergedError
 from .metrics import improvement, task_metrics
 from .models import TabularModel
 
@@ -150,6 +152,11 @@ def train_model(
                 continue
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model.forward_scaled(raw[index]), target[index])
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {epoch} (loss {float(loss.detach())}); "
+                    f"learning rate {config.learning_rate:g} with {config.optimizer} is too high for this model"
+                )
             loss.backward()
             if config.gradient_clip_norm:
                 nn.utils.clip_grad_norm_(model.mlp.parameters(), config.gradient_clip_norm)

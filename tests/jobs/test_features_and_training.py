@@ -10,6 +10,7 @@ import torch
 
 from optiloop.api.jobs import Architecture, TrainingConfig
 from optiloop.api.spec import DataQualitySpec, DatasetSpec, FeaturesSpec
+from optiloop.jobs.errors import TrainingDivergedError
 from optiloop.jobs.features import Preprocessor, encode_raw, encode_target, fit_transform
 from optiloop.jobs.training import EncodedSplit, build_model, evaluate, train_model
 
@@ -161,3 +162,29 @@ def test_class_weights_change_what_is_learned() -> None:
         with torch.no_grad():
             predicted_rare.append(int(model(torch.from_numpy(split.raw)).argmax(1).sum()))
     assert predicted_rare[1] > predicted_rare[0]
+
+
+def test_a_diverging_run_raises_instead_of_returning_nan_metrics() -> None:
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(rng.normal(size=(200, 3)) * 1e3, columns=["a", "b", "c"])
+    frame["target"] = frame["a"] * 1e4
+    transform = fit_transform(
+        frame,
+        [],
+        DatasetSpec(uri="builtin://diabetes", task="regression"),
+        FeaturesSpec(scaling="none"),
+        DataQualitySpec(),
+    )
+    split = EncodedSplit(encode_raw(transform, frame), encode_target(transform, frame["target"]))
+    config = TrainingConfig(learning_rate=10.0, optimizer="sgd", batch_size=16, epochs=20, seed=0)
+    model = build_model(transform, Architecture(inputs=3, outputs=1, hidden=[32, 32], task="regression"), split, 0)
+    with pytest.raises(TrainingDivergedError, match="learning rate 10 with sgd is too high"):
+        train_model(model, split, split, config)
+
+
+def test_metrics_of_non_finite_outputs_are_nan() -> None:
+    from optiloop.jobs.metrics import task_metrics
+
+    metrics = task_metrics("regression", np.array([1.0, 2.0]), np.array([np.nan, 1.0]))
+    assert set(metrics) == {"rmse", "mae", "r2"}
+    assert all(np.isnan(v) for v in metrics.values())
