@@ -102,12 +102,13 @@ def run_data_quality(stage: StageInput, store: ArtifactStore) -> DataQualityRepo
 # --- features ----------------------------------------------------------------
 
 
-def run_features(stage: StageInput, store: ArtifactStore) -> FeatureTransform:
-    """Fit the feature transform on the training split."""
+def run_features(stage: StageInput, store: ArtifactStore, report: DataQualityReport | None = None) -> FeatureTransform:
+    """Fit the feature transform on the training split (running the data stage unless its
+    ``report`` is given)."""
     prefix = f"r{stage.revision}/features"
     if completion_marker(store, prefix):
         return FeatureTransform.model_validate_json(store.read_bytes(f"{prefix}/preprocessing.json"))
-    report = run_data_quality(stage, store)
+    report = report or run_data_quality(stage, store)
     train = _read_parquet(store, f"r{stage.revision}/data/train.parquet")
     spec = stage.spec
     transform = fit_transform(train, report.categorical_columns, spec.dataset, spec.features, spec.data_quality)
@@ -132,7 +133,7 @@ class PreparedData:
 def prepare_data(stage: StageInput, store: ArtifactStore) -> PreparedData:
     """Run (or reuse) the data and feature stages and encode the splits."""
     report = run_data_quality(stage, store)
-    transform = run_features(stage, store)
+    transform = run_features(stage, store, report)
     frames = {name: _read_parquet(store, f"r{stage.revision}/data/{name}.parquet") for name in SPLITS}
     splits = {
         name: EncodedSplit(encode_raw(transform, frame), encode_target(transform, frame[transform.target]))

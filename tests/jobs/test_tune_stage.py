@@ -254,3 +254,21 @@ def test_invalid_stage_input_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "dataset.uri" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("stage", "done", "not_done"),
+    [("data", ["data"], ["features", "tuning"]), ("features", ["data", "features"], ["tuning"])],
+)
+def test_entry_point_runs_up_to_the_requested_sub_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stage: str, done: list[str], not_done: list[str]
+) -> None:
+    from optiloop.jobs.tune import main
+
+    path = tmp_path / "input.json"
+    path.write_text(stage_input(str(tmp_path / "out"), quick_spec()).model_dump_json(by_alias=True))
+    assert main(["--input", str(path), "--stage", stage]) == 0
+    store = open_store(str(tmp_path / "out"))
+    assert all(is_complete(store, f"r1/{name}") for name in done)
+    assert not any((tmp_path / "out" / "r1" / name).exists() for name in not_done)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
