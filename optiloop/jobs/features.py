@@ -19,6 +19,7 @@ from torch import nn
 
 from ..api.jobs import ColumnTransform, FeatureTransform
 from ..api.spec import DataQualitySpec, DatasetSpec, FeaturesSpec
+from .categories import category_key
 from .errors import DataError
 
 
@@ -74,7 +75,7 @@ def encode_raw(transform: FeatureTransform, frame: pd.DataFrame) -> np.ndarray:
         values = frame[column.name]
         if column.kind == "categorical":
             codes = {category: float(code) for code, category in enumerate(column.categories)}
-            encoded[:, index] = [np.nan if pd.isna(v) else codes.get(str(v), -1.0) for v in values]
+            encoded[:, index] = [np.nan if pd.isna(v) else codes.get(category_key(v), -1.0) for v in values]
         else:
             encoded[:, index] = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
     return encoded

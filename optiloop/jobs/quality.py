@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..api.jobs import DataQualityReport, RuleResult, RuleStatus
 from ..api.spec import DataQualitySpec, DatasetSpec
+from .categories import category_key
 
 ALWAYS_FATAL = ("rows", "target", "classes")
 """Rules that stop the run even when ``failOnViolation`` is false: nothing can be trained."""
@@ -137,7 +138,8 @@ class _Checker:
             kind = declared.get(column)
             if column in self.dataset.categorical_columns or kind == "categorical":
                 self.categorical.append(column)
-                self.frame[column] = self.frame[column].astype("string")
+                keys = self.frame[column].map(lambda v: v if pd.isna(v) else category_key(v))
+                self.frame[column] = keys.astype("string")
                 continue
             values = self.frame[column]
             if kind == "boolean" or pd.api.types.is_bool_dtype(values):

@@ -188,3 +188,17 @@ def test_metrics_of_non_finite_outputs_are_nan() -> None:
     metrics = task_metrics("regression", np.array([1.0, 2.0]), np.array([np.nan, 1.0]))
     assert set(metrics) == {"rmse", "mae", "r2"}
     assert all(np.isnan(v) for v in metrics.values())
+
+
+def test_numeric_categories_are_one_category_whatever_their_number_type() -> None:
+    from optiloop.api.spec import DatasetSpec as Dataset
+    from optiloop.jobs.quality import check_quality
+
+    frame = pd.DataFrame({"grade": [1, 2, np.nan, 1, 2, 1] * 10, "x": np.arange(60.0), "target": [0, 1] * 30})
+    assert frame["grade"].dtype == "float64"  # pandas turned the integers into floats
+    dataset = Dataset(uri="builtin://iris", categorical_columns=["grade"])
+    cleaned = check_quality(frame, dataset, DataQualitySpec.model_validate({"minRows": 10}))
+    transform = fit_transform(cleaned.frame, cleaned.categorical, dataset, FeaturesSpec(), DataQualitySpec())
+    assert transform.columns[0].categories == ["1", "2"]
+    served = encode_raw(transform, pd.DataFrame({"grade": [1, 1.0, "1", 2, 3], "x": [0.0] * 5}))
+    assert served[:, 0].tolist() == [0.0, 0.0, 0.0, 1.0, -1.0]
