@@ -16,14 +16,13 @@ import ctypes
 import datetime as dt
 import ipaddress
 import secrets
-import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -316,9 +315,6 @@ class ControlPlane:
         """GET ``path`` on the API server as admin and decode the JSON answer."""
         return _http_json(f"{self.url}{path}", self.token, ssl.create_default_context(cafile=str(self.ca_file)))
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.processes)
-
 
 def _http_ok(url: str, proc: _Process, token: str | None = None, context: ssl.SSLContext | None = None) -> bool:
     if proc.popen.poll() is not None:
@@ -334,14 +330,3 @@ def _http_json(url: str, token: str, context: ssl.SSLContext) -> Any:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
     with urllib.request.urlopen(request, timeout=10, context=context) as response:
         return json.load(response)
-
-
-@contextlib.contextmanager
-def running_control_plane(workdir: Path) -> Iterator[ControlPlane]:
-    """Start a control plane in ``workdir``, yield it, stop it and remove ``workdir``."""
-    plane = ControlPlane.start(workdir)
-    try:
-        yield plane
-    finally:
-        plane.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
