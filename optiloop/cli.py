@@ -66,6 +66,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    _require_api()
+    try:
+        from .serve.model_dir import ModelDirectoryError
+        from .serve.server import serve
+    except ImportError as exc:
+        raise UserError(f"serving needs the serve extra: pip install 'optiloop[serve]' ({exc})") from None
+    name = args.name or args.model_dir.resolve().parent.parent.name or "model"
+    try:
+        print(f"serving {args.model_dir} as {name!r} on http://{args.host}:{args.port}", file=sys.stderr)
+        print(
+            f"  v1: POST /v1/models/{name}:predict   v2: POST /v2/models/{name}/infer   metrics: /metrics",
+            file=sys.stderr,
+        )
+        serve(args.model_dir, name, args.host, args.port, args.threads)
+    except ModelDirectoryError as exc:
+        raise UserError(str(exc)) from None
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optiloop",
@@ -84,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML manifest(s)")
     validate.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     validate.set_defaults(func=cmd_validate)
+
+    serve = commands.add_parser("serve", help="serve an exported model directory with optiloop's predictor")
+    serve.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="model directory (r<revision>/model)")
+    serve.add_argument("--port", type=int, default=8080, help="HTTP port (default: %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--name", help="model name in the URLs (default: the resource's name from the path)")
+    serve.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the CPUs available)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

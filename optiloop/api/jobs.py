@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ._base import ApiModel
-from .spec import Activation, Metric, ModelOptimizationSpec, Task
+from .spec import Activation, CompressionGates, Metric, ModelOptimizationSpec, Task
 
 ParamValue = float | int | str | bool
 
@@ -32,6 +32,8 @@ class StageInput(ApiModel):
     """Index of this tuning worker (the Indexed Job's completion index)."""
     worker_count: Annotated[int, Field(ge=1)] = 1
     """Number of tuning workers sharing the study."""
+    parent_revision: Annotated[int, Field(ge=1)] | None = None
+    """Revision this one replaces (a retrain after drift); recorded in the model's lineage."""
 
 
 # --- data quality ------------------------------------------------------------
@@ -234,3 +236,148 @@ class TuningResult(ApiModel):
     """fANOVA importance of each parameter for the first objective (empty below 4 completed trials)."""
     elapsed_seconds: float
     """Wall-clock time of the search on this worker."""
+
+
+# --- compression and export --------------------------------------------------
+
+
+class LatencyStats(ApiModel):
+    """Latency of one candidate at one batch size, measured in the runtime that serves it."""
+
+    batch_size: int
+    """Rows per call."""
+    p50_ms: float
+    """Median latency of one call, in milliseconds."""
+    p95_ms: float
+    """95th percentile latency of one call, in milliseconds."""
+    repetitions: int
+    """Timed calls (after warm-up)."""
+
+
+class CandidateReport(ApiModel):
+    """One compression candidate: how it was made, how it measured, and whether it passed."""
+
+    name: str
+    """Stable name: ``baseline``, or the step number and what it did (``2-quantize-dynamicint8``)."""
+    steps: list[str] = []
+    """The chain of steps that produced it, starting from the baseline."""
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    """Numeric precision of the stored weights."""
+    hidden: list[int] = []
+    """Hidden layer widths of the network."""
+    parameters: int = 0
+    """Parameters of the network."""
+    nonzero_parameters: int = 0
+    """Parameters that are not zero (lower than ``parameters`` after unstructured pruning)."""
+    size_bytes: int = 0
+    """Size of the ONNX file."""
+    test_metrics: dict[str, float] = {}
+    """Task metrics on the test split, computed from the served runtime's outputs."""
+    latency: list[LatencyStats] = []
+    """Latency at batch size 1 and at the configured batch size."""
+    metric_drop: float = 0.0
+    """Loss on the primary metric against the baseline, in the gate's mode (absolute or relative)."""
+    passed: bool = False
+    """Whether every gate held."""
+    failed_gates: list[str] = []
+    """The gates it failed, each with measured value and limit."""
+    error: str | None = None
+    """Why the candidate could not be built or measured, when it could not."""
+
+    def latency_at(self, batch_size: int) -> LatencyStats | None:
+        """The latency measurement at ``batch_size``, if taken."""
+        return next((entry for entry in self.latency if entry.batch_size == batch_size), None)
+
+
+class CompressionReport(ApiModel):
+    """The compression stage's outcome: every candidate, the gates, and the chosen model."""
+
+    primary_metric: Metric
+    """Metric the drop gate is judged on."""
+    selection: Literal["fastest", "smallest", "mostAccurate"]
+    """How the winner was picked among passing candidates."""
+    gates: CompressionGates
+    """The gates applied."""
+    chosen: str
+    """Name of the chosen candidate."""
+    fallback: bool
+    """True when no candidate passed and the baseline is deployed anyway."""
+    message: str
+    """One paragraph for people (becomes the Compressed condition's message)."""
+    candidates: list[CandidateReport]
+    """Every candidate in the order built; the baseline first."""
+    threads: int
+    """Threads the runtime used for the latency measurements."""
+    elapsed_seconds: float
+    """Wall-clock time of the stage."""
+
+    @property
+    def chosen_candidate(self) -> CandidateReport:
+        """The report of the chosen candidate."""
+        return next(c for c in self.candidates if c.name == self.chosen)
+
+
+class FeatureInfo(ApiModel):
+    """One raw input the served model takes, in input order."""
+
+    name: str
+    """Column name."""
+    kind: Literal["numeric", "categorical"]
+    """Numbers, or category values (sent as they appear in the data)."""
+    categories: list[str] = []
+    """Known categories in code order (categorical)."""
+
+
+class ModelLineage(ApiModel):
+    """Where a served model came from."""
+
+    resource: str
+    """Name of the ModelOptimization."""
+    revision: int
+    """Revision that built it."""
+    parent_revision: int | None = None
+    """Revision it replaces, for retrains."""
+    study_name: str
+    """Tuning study."""
+    trial: int
+    """Tuning trial whose configuration was retrained."""
+    candidate: str
+    """Compression candidate that was chosen."""
+
+
+class ModelMetadata(ApiModel):
+    """``metadata.json`` beside the served ONNX model: what the predictor and the drift monitor
+    need to turn requests into model inputs, plus the model's measurements and lineage."""
+
+    format_version: Literal[1] = 1
+    """Version of this document's layout."""
+    model_file: str = "model.onnx"
+    """ONNX file, relative to the model directory."""
+    task: Task
+    """classification or regression."""
+    target: str
+    """Target column the model predicts."""
+    input_name: str = "features"
+    """Name of the ONNX input: a float matrix, one column per feature, category codes for categories."""
+    output_names: list[str]
+    """ONNX outputs: ``predictions`` and, for classification, ``probabilities``."""
+    features: list[FeatureInfo]
+    """Raw inputs in model input order."""
+    classes: list[str] = []
+    """Class labels in output order (classification)."""
+    unknown_categories: Literal["ignore", "error"] = "ignore"
+    """What a category value unseen in training does: encoded as unknown, or refused."""
+    opset: int
+    """ONNX opset of the model."""
+    precision: Literal["fp32", "fp16", "int8"]
+    """Precision of the stored weights."""
+    test_metrics: dict[str, float]
+    """Task metrics on the test split."""
+    latency: list[LatencyStats] = []
+    """Latency measured by the compression stage."""
+    size_bytes: int
+    """Size of the ONNX file."""
+    parameters: int
+    """Parameters of the network."""
+    lineage: ModelLineage
+    """Where it came from."""

@@ -32,3 +32,8 @@ class TrainingDivergedError(OptiloopError):
 
 class TuningError(OptiloopError):
     """The search could not produce a model (for example, every trial failed)."""
+
+
+class CompressionError(OptiloopError):
+    """The compression or export stage cannot produce a model to serve (missing inputs, an
+    exported graph that disagrees with torch)."""

@@ -64,6 +64,8 @@ class TabularModel(nn.Module):
         self, transform: FeatureTransform, architecture: Architecture, target_mean: float = 0.0, target_std: float = 1.0
     ) -> None:
         super().__init__()
+        self.transform = transform
+        self.architecture = architecture
         self.preprocess = Preprocessor(transform)
         self.mlp = MLP(architecture)
         self.task = architecture.task

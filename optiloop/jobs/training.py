@@ -82,14 +82,16 @@ def predict(model: TabularModel, raw: np.ndarray, batch_size: int = 8192) -> np.
     return torch.cat(outputs).numpy()
 
 
-def _loss_function(task: str, class_weights: list[float] | None) -> nn.Module:
+def loss_function(task: str, class_weights: list[float] | None) -> nn.Module:
+    """Cross-entropy (optionally class-weighted) for classification, mean squared error for regression."""
     if task == "classification":
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         return nn.CrossEntropyLoss(weight=weight)
     return nn.MSELoss()
 
 
-def _scaled_target(model: TabularModel, target: np.ndarray) -> torch.Tensor:
+def scaled_target(model: TabularModel, target: np.ndarray) -> torch.Tensor:
+    """Targets as the loss sees them: class indices, or standardized regression values."""
     if model.task == "classification":
         return torch.from_numpy(target).long()
     return ((torch.from_numpy(target).float() - model.target_mean) / model.target_std).unsqueeze(-1)
@@ -97,12 +99,12 @@ def _scaled_target(model: TabularModel, target: np.ndarray) -> torch.Tensor:
 
 def evaluate(model: TabularModel, split: EncodedSplit, loss_fn: nn.Module | None = None) -> dict[str, float]:
     """Task metrics on ``split`` plus the loss the model is trained on."""
-    loss_fn = loss_fn or _loss_function(model.task, None)
+    loss_fn = loss_fn or loss_function(model.task, None)
     model.eval()
     with torch.inference_mode():
         raw = torch.from_numpy(split.raw)
         scaled = model.forward_scaled(raw)
-        loss = float(loss_fn(scaled, _scaled_target(model, split.target)))
+        loss = float(loss_fn(scaled, scaled_target(model, split.target)))
     outputs = predict(model, split.raw)
     return {"loss": loss, **task_metrics(model.task, split.target, outputs)}
 
@@ -115,9 +117,15 @@ def train_model(
     *,
     class_weights: list[float] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` in place and return it with its history; the best epoch's weights are kept."""
-    loss_fn = _loss_function(model.task, class_weights)
+    """Train ``model`` in place and return it with its history; the best epoch's weights are kept.
+
+    ``batch_loss(outputs, index)`` replaces the task loss when given: it gets the model's
+    (scaled) outputs for the training rows at ``index``. Distillation uses it to add the
+    teacher's soft targets; validation and early stopping still use the true labels.
+    """
+    loss_fn = loss_function(model.task, class_weights)
     parameters = model.mlp.parameters()
     if config.optimizer == "adamw":
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
@@ -134,8 +142,8 @@ def train_model(
     )
     generator = torch.Generator().manual_seed(config.seed)
     raw = torch.from_numpy(train.raw)
-    target = _scaled_target(model, train.target)
-    eval_loss = _loss_function(model.task, None)
+    target = scaled_target(model, train.target)
+    eval_loss = loss_function(model.task, None)
     higher_better = config.monitor != "loss" and improvement(config.monitor, 1.0, 0.0) > 0
 
     outcome = TrainOutcome(model)
@@ -151,7 +159,8 @@ def train_model(
             if len(index) < 2 and len(order) > 1:  # batch norm cannot train on a single row
                 continue
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model.forward_scaled(raw[index]), target[index])
+            outputs = model.forward_scaled(raw[index])
+            loss = batch_loss(outputs, index) if batch_loss else loss_fn(outputs, target[index])
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"training diverged at epoch {epoch} (loss {float(loss.detach())}); "

@@ -1,0 +1,143 @@
+"""Requests -> the model's input matrix, and model outputs -> responses; pure functions.
+
+Both protocols carry raw feature values. Numeric features take numbers (or null for missing);
+categorical features take the values as they appear in the data (``"oslo"``, ``3``), which
+become their code in ``metadata.features[].categories`` (``1``, ``1.0`` and ``"1"`` are one
+category). Anything else raises :class:`RequestError`, which the predictor answers with 400.
+
+v1 (``{"instances": [...]}``): each instance is a list in feature order or an object keyed by
+feature name (absent keys are missing values). v2 (Open Inference Protocol): one tensor of
+shape ``[N, features]``, or one tensor per feature named after it, of shape ``[N]`` or ``[N, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..api.categories import category_key
+from ..api.jobs import FeatureInfo, ModelMetadata
+
+MAX_ROWS = 100_000
+
+
+class RequestError(ValueError):
+    """The request does not fit the model; the message says which row and feature."""
+
+
+class FeatureEncoder:
+    """Encodes raw values for one model's features."""
+
+    def __init__(self, metadata: ModelMetadata) -> None:
+        self.metadata = metadata
+        self.features = metadata.features
+        self.index = {feature.name: position for position, feature in enumerate(self.features)}
+        self.codes = [
+            {category: float(code) for code, category in enumerate(feature.categories)} for feature in self.features
+        ]
+        self.refuse_unknown = metadata.unknown_categories == "error"
+
+    def value(self, row: int, column: int, value: Any) -> float:
+        """One raw value as the model's float input."""
+        feature: FeatureInfo = self.features[column]
+        if value is None:
+            return math.nan
+        if feature.kind == "numeric":
+            if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+                raise RequestError(
+                    f"row {row}, feature {feature.name!r}: expected a number or null, got {type(value).__name__} "
+                    f"{_preview(value)}"
+                )
+            return float(value)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        if isinstance(value, list | dict):
+            raise RequestError(f"row {row}, feature {feature.name!r}: expected a category value, got {_preview(value)}")
+        code = self.codes[column].get(category_key(value))
+        if code is None:
+            if self.refuse_unknown:
+                raise RequestError(f"row {row}, feature {feature.name!r}: unknown category {_preview(value)}")
+            return -1.0
+        return code
+
+    def rows(self, instances: Any) -> np.ndarray:
+        """v1 instances -> input matrix."""
+        if not isinstance(instances, list) or not instances:
+            raise RequestError('"instances" must be a non-empty list of rows')
+        if len(instances) > MAX_ROWS:
+            raise RequestError(f"{len(instances)} rows in one request; the limit is {MAX_ROWS}")
+        width = len(self.features)
+        matrix = np.empty((len(instances), width), dtype=np.float32)
+        for row, instance in enumerate(instances):
+            if isinstance(instance, Mapping):
+                unknown = sorted(set(instance) - set(self.index))
+                if unknown:
+                    raise RequestError(f"row {row}: unknown features {', '.join(map(repr, unknown[:5]))}")
+                values = [instance.get(feature.name) for feature in self.features]
+            elif isinstance(instance, list):
+                if len(instance) != width:
+                    raise RequestError(f"row {row}: {len(instance)} values, the model takes {width}")
+                values = instance
+            else:
+                raise RequestError(
+                    f"row {row}: expected a list of {width} values or an object, got {_preview(instance)}"
+                )
+            for column, value in enumerate(values):
+                matrix[row, column] = self.value(row, column, value)
+        return matrix
+
+    def tensors(self, tensors: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
+        """v2 input tensors (name, array) -> input matrix."""
+        width = len(self.features)
+        if len(tensors) == 1 and tensors[0][1].ndim == 2 and tensors[0][0] not in self.index:
+            name, array = tensors[0]
+            if array.shape[1] != width:
+                raise RequestError(f"input {name!r} has shape {list(array.shape)}; the model takes [N, {width}]")
+            columns = [array[:, column] for column in range(width)]
+        else:
+            by_name = dict(tensors)
+            unknown = sorted(set(by_name) - set(self.index))
+            missing = [f.name for f in self.features if f.name not in by_name]
+            if unknown or missing:
+                raise RequestError(
+                    "send one [N, features] tensor or one tensor per feature; "
+                    + (f"unknown inputs {', '.join(map(repr, unknown[:5]))} " if unknown else "")
+                    + (f"missing inputs {', '.join(map(repr, missing[:5]))}" if missing else "")
+                )
+            columns = []
+            for feature in self.features:
+                array = by_name[feature.name]
+                if array.ndim == 2 and array.shape[1] == 1:
+                    array = array[:, 0]
+                if array.ndim != 1:
+                    raise RequestError(f"input {feature.name!r} has shape {list(array.shape)}; expected [N] or [N, 1]")
+                columns.append(array)
+        lengths = {len(column) for column in columns}
+        if len(lengths) != 1 or 0 in lengths:
+            raise RequestError(f"inputs must have the same, non-zero number of rows (got {sorted(lengths)})")
+        rows = lengths.pop()
+        if rows > MAX_ROWS:
+            raise RequestError(f"{rows} rows in one request; the limit is {MAX_ROWS}")
+        matrix = np.empty((rows, width), dtype=np.float32)
+        for column, values in enumerate(columns):
+            if self.features[column].kind == "numeric" and values.dtype.kind in "iuf":
+                matrix[:, column] = values.astype(np.float32)
+                continue
+            for row, value in enumerate(values.tolist()):
+                matrix[row, column] = self.value(row, column, value)
+        return matrix
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def labels(metadata: ModelMetadata, predictions: np.ndarray) -> list[Any]:
+    """Class labels for predicted class indices (classification), or the values (regression)."""
+    if metadata.task == "classification":
+        return [metadata.classes[int(index)] for index in predictions]
+    return [float(value) for value in predictions]
