@@ -6,20 +6,17 @@ This is the promise the feature stage makes to the export stage: raw encoded fea
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
-import torch
 
-from optiloop.api.jobs import Architecture
+from optiloop.api.jobs import Architecture, TrainingConfig
 from optiloop.api.spec import DataQualitySpec, DatasetSpec, FeaturesSpec
 from optiloop.jobs.features import encode_raw, encode_target, fit_transform
-from optiloop.jobs.training import EncodedSplit, build_model, predict
-
-OPSET = 17
+from optiloop.jobs.onnx_export import export_onnx
+from optiloop.jobs.training import EncodedSplit, build_model, predict, train_model
 
 
 def _frame(rows: int, seed: int) -> pd.DataFrame:
@@ -36,9 +33,6 @@ def _frame(rows: int, seed: int) -> pd.DataFrame:
     return frame
 
 
-# torch 2.13's default (dynamo) exporter needs onnxscript, which is not installed yet; the export
-# stage (issue 4) decides between adding it and the TorchScript exporter used here.
-@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")
 @pytest.mark.parametrize(
     "features",
     [
@@ -55,33 +49,18 @@ def test_onnx_runtime_matches_torch_on_raw_inputs(features: dict[str, object]) -
     model = build_model(
         transform, Architecture(inputs=transform.input_width, outputs=3, hidden=[16, 8], batch_norm=True), split, 0
     )
-    model.eval()
-
-    class Probabilities(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, raw: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.model(raw), dim=1)
-
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        Probabilities(),
-        (torch.from_numpy(split.raw[:2]),),
-        buffer,
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=["features"],
-        output_names=["probabilities"],
-        dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
-    )
-    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    # Batch norm with non-trivial statistics, so folding it into the Linear layers is really tested.
+    train_model(model, split, split, TrainingConfig(learning_rate=1e-2, batch_size=32, epochs=3))
+    exported = export_onnx(model)
+    assert not model.training  # exporting leaves the model in eval mode
+    assert "BatchNormalization" not in {node.op_type for node in onnx.load_from_string(exported).graph.node}
+    session = ort.InferenceSession(exported, providers=["CPUExecutionProvider"])
 
     test = _frame(64, 1)
     test.loc[0, "city"] = "paris"  # unseen category
     test.loc[1, "a"] = np.nan  # missing value
     raw = encode_raw(transform, test)
-    onnx_out = session.run(None, {"features": raw})[0]
-    np.testing.assert_allclose(onnx_out, predict(model, raw), atol=1e-4)
-    assert session.run(None, {"features": raw[:1]})[0].shape == (1, 3)  # the batch axis is dynamic
+    predictions, probabilities = session.run(None, {"features": raw})
+    np.testing.assert_allclose(probabilities, predict(model, raw), atol=1e-4)
+    np.testing.assert_array_equal(predictions, probabilities.argmax(axis=1))
+    assert session.run(None, {"features": raw[:1]})[1].shape == (1, 3)  # the batch axis is dynamic

@@ -1,0 +1,159 @@
+"""The predictor serves only finished model directories holding ONNX and JSON, nothing that
+points outside the directory, and answers what a request can and cannot be encoded to."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optiloop.serve.encoding import FeatureEncoder, RequestError
+from optiloop.serve.model_dir import ModelDirectoryError, load_model_directory
+from tests.support.model_dirs import city_model, write_model_directory
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model_directory(tmp_path_factory.mktemp("m") / "model", city_model())
+
+
+def copy_dir(source: Path, target: Path) -> Path:
+    target.mkdir()
+    for path in source.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def test_a_finished_directory_loads(model_dir: Path) -> None:
+    loaded = load_model_directory(model_dir)
+    assert [f.name for f in loaded.metadata.features] == ["a", "b", "city"]
+    assert loaded.onnx_bytes == (model_dir / "model.onnx").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "weights.pt", "scaler.joblib", "extra.bin", "model.pickle"])
+def test_pickles_and_checkpoints_are_refused(model_dir: Path, tmp_path: Path, name: str) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    (target / name).write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ModelDirectoryError, match=rf"{name}: only ONNX, JSON and Triton config files are served"):
+        load_model_directory(target)
+
+
+def test_a_directory_without_its_completion_marker_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    (target / "_COMPLETE.json").unlink()
+    with pytest.raises(ModelDirectoryError, match="no _COMPLETE.json; the export did not finish"):
+        load_model_directory(target)
+
+
+def test_a_changed_model_file_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    (target / "model.onnx").write_bytes((target / "model.onnx").read_bytes()[:-10])
+    with pytest.raises(ModelDirectoryError, match="model.onnx: content differs"):
+        load_model_directory(target)
+
+
+def test_a_marker_entry_outside_the_directory_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    marker = json.loads((target / "_COMPLETE.json").read_text())
+    marker["files"]["../../etc/passwd.json"] = {"sha256": "0" * 64, "size": 1}
+    (target / "_COMPLETE.json").write_text(json.dumps(marker))
+    with pytest.raises(ModelDirectoryError, match=r"'../../etc/passwd.json' points outside the model directory"):
+        load_model_directory(target)
+
+
+def test_a_model_file_outside_the_directory_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    metadata = json.loads((target / "metadata.json").read_text())
+    metadata["modelFile"] = "../other/model.onnx"
+    (target / "metadata.json").write_text(json.dumps(metadata))
+    marker = json.loads((target / "_COMPLETE.json").read_text())
+    del marker["files"]["metadata.json"]  # even a consistent marker cannot make it acceptable
+    marker["files"]["metadata.json"] = {
+        "sha256": __import__("hashlib").sha256((target / "metadata.json").read_bytes()).hexdigest()
+    }
+    (target / "_COMPLETE.json").write_text(json.dumps(marker))
+    with pytest.raises(ModelDirectoryError, match="points outside the model directory"):
+        load_model_directory(target)
+
+
+def test_a_symlink_leaving_the_directory_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    (tmp_path / "outside.json").write_text("{}")
+    os.symlink(tmp_path / "outside.json", target / "leak.json")
+    with pytest.raises(ModelDirectoryError, match="outside the model directory"):
+        load_model_directory(target)
+
+
+def test_invalid_metadata_names_the_field(model_dir: Path, tmp_path: Path) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    metadata = json.loads((target / "metadata.json").read_text())
+    metadata["task"] = "clustering"
+    text = json.dumps(metadata)
+    (target / "metadata.json").write_text(text)
+    marker = json.loads((target / "_COMPLETE.json").read_text())
+    marker["files"]["metadata.json"]["sha256"] = __import__("hashlib").sha256(text.encode()).hexdigest()
+    (target / "_COMPLETE.json").write_text(json.dumps(marker))
+    with pytest.raises(ModelDirectoryError, match=r"metadata.json: task: Input should be"):
+        load_model_directory(target)
+
+
+# --- request encoding --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def encoder(model_dir: Path) -> FeatureEncoder:
+    return FeatureEncoder(load_model_directory(model_dir).metadata)
+
+
+def test_rows_as_lists_and_objects_encode_alike(encoder: FeatureEncoder) -> None:
+    codes = encoder.codes[2]
+    as_lists = encoder.rows([[0.5, None, "rome"], [1, 2.0, "paris"]])
+    as_objects = encoder.rows([{"a": 0.5, "city": "rome"}, {"a": 1, "b": 2.0, "city": "paris"}])
+    np.testing.assert_array_equal(as_lists, as_objects)
+    assert np.isnan(as_lists[0, 1]) and as_lists[0, 2] == codes["rome"] and as_lists[1, 2] == -1.0
+
+
+def test_tensors_per_feature_and_as_one_matrix_encode_alike(encoder: FeatureEncoder) -> None:
+    per_feature = encoder.tensors(
+        [("a", np.array([0.5, 1.0])), ("b", np.array([[np.nan], [2.0]])), ("city", np.array([b"rome", b"lima"]))]
+    )
+    # A single matrix carries raw values too (a BYTES tensor when categories are words).
+    matrix = encoder.tensors([("x", np.array([[0.5, None, "rome"], [1.0, 2.0, "lima"]], dtype=object))])
+    np.testing.assert_array_equal(per_feature, matrix)
+
+
+@pytest.mark.parametrize(
+    ("instances", "message"),
+    [
+        ([], "non-empty list"),
+        ({"a": 1}, "non-empty list"),
+        ([[1, 2]], "row 0: 2 values, the model takes 3"),
+        ([[1, "two", "rome"]], "row 0, feature 'b': expected a number or null, got str 'two'"),
+        ([[1, True, "rome"]], "feature 'b': expected a number"),
+        ([{"a": 1, "c1ty": "rome"}], "row 0: unknown features 'c1ty'"),
+        ([[1, 2, ["rome"]]], "feature 'city': expected a category value"),
+        ([[1, 2, "rome"], "row"], "row 1: expected a list of 3 values or an object"),
+    ],
+)
+def test_bad_rows_name_the_row_and_feature(encoder: FeatureEncoder, instances: object, message: str) -> None:
+    with pytest.raises(RequestError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        encoder.rows(instances)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        ([("x", np.zeros((2, 4)))], r"input 'x' has shape \[2, 4\]; the model takes \[N, 3\]"),
+        ([("a", np.zeros(2)), ("b", np.zeros(2))], "missing inputs 'city'"),
+        ([("a", np.zeros(2)), ("b", np.zeros(3)), ("city", np.array(["rome"] * 2))], "same, non-zero number of rows"),
+        ([("a", np.array(["x", "y"])), ("b", np.zeros(2)), ("city", np.array(["rome"] * 2))], "expected a number"),
+    ],
+)
+def test_bad_tensors_say_what_is_wrong(
+    encoder: FeatureEncoder, tensors: list[tuple[str, np.ndarray]], message: str
+) -> None:
+    with pytest.raises(RequestError, match=message):
+        encoder.tensors(tensors)
