@@ -44,14 +44,14 @@ def test_pickles_and_checkpoints_are_refused(model_dir: Path, tmp_path: Path, na
 def test_a_directory_without_its_completion_marker_is_refused(model_dir: Path, tmp_path: Path) -> None:
     target = copy_dir(model_dir, tmp_path / "m")
     (target / "_COMPLETE.json").unlink()
-    with pytest.raises(ModelDirectoryError, match="no _COMPLETE.json; the export did not finish"):
+    with pytest.raises(ModelDirectoryError, match=r"no _COMPLETE\.json; the export did not finish"):
         load_model_directory(target)
 
 
 def test_a_changed_model_file_is_refused(model_dir: Path, tmp_path: Path) -> None:
     target = copy_dir(model_dir, tmp_path / "m")
     (target / "model.onnx").write_bytes((target / "model.onnx").read_bytes()[:-10])
-    with pytest.raises(ModelDirectoryError, match="model.onnx: content differs"):
+    with pytest.raises(ModelDirectoryError, match=r"model\.onnx: content differs"):
         load_model_directory(target)
 
 
@@ -113,7 +113,9 @@ def test_rows_as_lists_and_objects_encode_alike(encoder: FeatureEncoder) -> None
     as_lists = encoder.rows([[0.5, None, "rome"], [1, 2.0, "paris"]])
     as_objects = encoder.rows([{"a": 0.5, "city": "rome"}, {"a": 1, "b": 2.0, "city": "paris"}])
     np.testing.assert_array_equal(as_lists, as_objects)
-    assert np.isnan(as_lists[0, 1]) and as_lists[0, 2] == codes["rome"] and as_lists[1, 2] == -1.0
+    assert np.isnan(as_lists[0, 1])
+    assert as_lists[0, 2] == codes["rome"]
+    assert as_lists[1, 2] == -1.0
 
 
 def test_tensors_per_feature_and_as_one_matrix_encode_alike(encoder: FeatureEncoder) -> None:

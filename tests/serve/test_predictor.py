@@ -53,8 +53,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("logs") / "predictor.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "optiloop.serve", "--model-dir", str(root), "--model-name", "cities"]
-            + ["--host", "127.0.0.1", "--http-port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "optiloop.serve",
+                "--model-dir",
+                str(root),
+                "--model-name",
+                "cities",
+                "--host",
+                "127.0.0.1",
+                "--http-port",
+                str(port),
+            ],
             stdout=output,
             stderr=subprocess.STDOUT,
             env={**os.environ, "OPTILOOP_THREADS": "1"},
@@ -111,9 +122,11 @@ def test_v2_per_feature_tensors_and_one_matrix(server: Server) -> None:
     }
     status, body = server.post("/v2/models/cities/infer", per_feature)
     assert status == 200, body
-    assert body["id"] == "r1" and body["model_name"] == "cities"
+    assert body["id"] == "r1"
+    assert body["model_name"] == "cities"
     outputs = {o["name"]: o for o in body["outputs"]}
-    assert outputs["probabilities"]["shape"] == [3, 3] and outputs["predictions"]["datatype"] == "BYTES"
+    assert outputs["probabilities"]["shape"] == [3, 3]
+    assert outputs["predictions"]["datatype"] == "BYTES"
     rows = [[r[0], 0.0 if r[1] is None else r[1], r[2]] for r in ROWS]
     frame = pd.DataFrame(rows, columns=["a", "b", "city"])
     want = predict(server.model, encode_raw(server.model.transform, frame))
@@ -171,7 +184,8 @@ def test_metrics_count_requests_by_outcome(server: Server) -> None:
 def test_liveness_and_model_readiness(server: Server) -> None:
     assert server.get("/")[0] == 200
     status, text = server.get("/v1/models/cities")
-    assert status == 200 and json.loads(text)["ready"] is True
+    assert status == 200
+    assert json.loads(text)["ready"] is True
     assert server.get("/v2/models/cities/ready")[0] == 200
 
 
