@@ -19,3 +19,5 @@ control-plane:  ## Build (or locate) kube-apiserver and etcd
 
 bench:  ## Run the benchmarks at reduced size (see docs/benchmarks.md for the full commands)
 	.venv/bin/python bench/tuning.py --quick
+	.venv/bin/python bench/compression.py --quick
+	.venv/bin/python bench/serving.py --quick

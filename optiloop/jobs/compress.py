@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -45,7 +45,7 @@ from . import prune as pruning
 from .errors import CompressionError
 from .export import run_export
 from .gates import select
-from .latency import measure, open_session
+from .latency import measure_round_robin, open_session
 from .metrics import task_metrics
 from .models import TabularModel, count_parameters
 from .onnx_export import export_onnx, quantize_dynamic_int8, quantize_static_int8, to_fp16_storage
@@ -188,10 +188,11 @@ def build_candidates(
     return candidates
 
 
-def measure_candidate(
-    candidate: Candidate, test: EncodedSplit, task: str, batch_size: int, threads: int
-) -> CandidateReport:
-    """Metrics, latency, size and parameters of one candidate, in ONNX Runtime."""
+def evaluate_candidate(
+    candidate: Candidate, test: EncodedSplit, task: str, threads: int
+) -> tuple[CandidateReport, Any]:
+    """Metrics, size and parameters of one candidate from ONNX Runtime's outputs, and its session
+    (None when it could not run)."""
     report = CandidateReport(
         name=candidate.name,
         steps=candidate.steps,
@@ -202,22 +203,28 @@ def measure_candidate(
         error=candidate.error,
     )
     if candidate.onnx_bytes is None:
-        return report
+        return report, None
     try:
         session = open_session(candidate.onnx_bytes, threads)
         outputs = session.run(None, {"features": test.raw})  # type: ignore[attr-defined]
-        scores = outputs[1] if task == "classification" else outputs[0]
-        sizes = sorted({1, batch_size})
-        latency = [measure(session, test.raw, size) for size in sizes]
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's pybind errors share no base class but Exception
-        return report.model_copy(update={"error": f"ONNX Runtime could not run it: {exc}"})
-    return report.model_copy(
-        update={
-            "size_bytes": len(candidate.onnx_bytes),
-            "test_metrics": task_metrics(task, test.target, np.asarray(scores)),  # type: ignore[arg-type]
-            "latency": latency,
-        }
-    )
+        return report.model_copy(update={"error": f"ONNX Runtime could not run it: {exc}"}), None
+    scores = np.asarray(outputs[1] if task == "classification" else outputs[0])
+    metrics = task_metrics(task, test.target, scores)  # type: ignore[arg-type]
+    return report.model_copy(update={"size_bytes": len(candidate.onnx_bytes), "test_metrics": metrics}), session
+
+
+def measure_candidates(
+    candidates: list[Candidate], test: EncodedSplit, task: str, batch_size: int, threads: int
+) -> list[CandidateReport]:
+    """Every candidate's report, with latency timed round-robin so that all face the same conditions."""
+    evaluated = [evaluate_candidate(candidate, test, task, threads) for candidate in candidates]
+    sessions = {report.name: session for report, session in evaluated if session is not None}
+    latency = measure_round_robin(sessions, test.raw, sorted({1, batch_size})) if sessions else {}
+    return [
+        report.model_copy(update={"latency": latency[report.name]}) if report.name in latency else report
+        for report, _ in evaluated
+    ]
 
 
 def check_parity(model: TabularModel, onnx_bytes: bytes, rows: np.ndarray, atol: float = 1e-4) -> None:
@@ -237,7 +244,7 @@ def check_parity(model: TabularModel, onnx_bytes: bytes, rows: np.ndarray, atol:
 
 
 def run_compression(
-    stage: StageInput, store: ArtifactStore, on_candidate: Callable[[CandidateReport], None] | None = None
+    stage: StageInput, store: ArtifactStore, on_candidate: Callable[[Candidate], None] | None = None
 ) -> CompressionReport:
     """Build, measure and judge the candidates; write the report and export the chosen model."""
     prefix = f"r{stage.revision}/compression"
@@ -257,15 +264,8 @@ def run_compression(
     test = data.splits["test"]
     check_parity(baseline, export_onnx(baseline), test.raw[:256])
 
-    measured: list[CandidateReport] = []
-
-    def record(candidate: Candidate) -> None:
-        report = measure_candidate(candidate, test, spec.dataset.task, spec.compression.latency_batch_size, threads)
-        measured.append(report)
-        if on_candidate is not None:
-            on_candidate(report)
-
-    candidates = build_candidates(spec, baseline, data, tuning.training, on_candidate=record)
+    candidates = build_candidates(spec, baseline, data, tuning.training, on_candidate=on_candidate)
+    measured = measure_candidates(candidates, test, spec.dataset.task, spec.compression.latency_batch_size, threads)
     metric = primary_metric(spec)
     if measured[0].error is not None:
         raise CompressionError(f"the uncompressed baseline could not be measured: {measured[0].error}")

@@ -12,24 +12,37 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def serve(model_dir: Path, name: str, host: str, port: int, threads: int | None = None) -> None:
     """Load the model and serve it until SIGTERM or SIGINT; raises if the model cannot be loaded."""
+    _import_kserve()
+    from .predictor import OnnxPredictor
+
+    model = OnnxPredictor(name, model_dir, threads)
+    model.load()
+    run_model_server(model, host, port)
+
+
+def _import_kserve() -> None:
     # KServe parses sys.argv when model_server is first imported; our own flags are not its flags.
     saved, sys.argv = sys.argv, sys.argv[:1]
     try:
-        from kserve import ModelServer
-        from kserve.model_server import FASTAPI_APP_IMPORT_STRING
-        from kserve.protocol.rest.server import RESTServer
+        import kserve.model_server  # noqa: F401
     finally:
         sys.argv = saved
-    from .predictor import OnnxPredictor
+
+
+def run_model_server(model: Any, host: str, port: int) -> None:
+    """Serve a loaded ``kserve.Model`` on KServe's ModelServer (REST only) at ``host:port``."""
+    _import_kserve()
+    from kserve import ModelServer
+    from kserve.model_server import FASTAPI_APP_IMPORT_STRING
+    from kserve.protocol.rest.server import RESTServer
 
     # KServe logs a timing line for every request at INFO; at serving rates that is the slowest part.
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-    model = OnnxPredictor(name, model_dir, threads)
-    model.load()
     server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
     server.register_model(model)
     # ModelServer.start binds 0.0.0.0 unconditionally: right in a pod, wrong on a laptop or a test

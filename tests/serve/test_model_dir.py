@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from optiloop.api.jobs import FeatureInfo, ModelLineage, ModelMetadata
 from optiloop.serve.encoding import FeatureEncoder, RequestError
 from optiloop.serve.model_dir import ModelDirectoryError, load_model_directory
 from tests.support.model_dirs import city_model, write_model_directory
@@ -159,3 +160,27 @@ def test_bad_tensors_say_what_is_wrong(
 ) -> None:
     with pytest.raises(RequestError, match=message):
         encoder.tensors(tensors)
+
+
+def test_numeric_models_encode_plain_rows_fast_and_still_refuse_bad_values() -> None:
+    metadata = ModelMetadata(
+        task="regression",
+        target="y",
+        output_names=["predictions"],
+        features=[FeatureInfo(name="a", kind="numeric"), FeatureInfo(name="b", kind="numeric")],
+        opset=17,
+        precision="fp32",
+        test_metrics={},
+        size_bytes=1,
+        parameters=1,
+        lineage=ModelLineage(resource="m", revision=1, study_name="m-r1", trial=0, candidate="baseline"),
+    )
+    numeric = FeatureEncoder(metadata)
+    np.testing.assert_array_equal(numeric.rows([[1, 2.5], [3, 4]]), np.array([[1, 2.5], [3, 4]], dtype=np.float32))
+    assert np.isnan(numeric.rows([[1, None]])[0, 1])
+    with pytest.raises(RequestError, match="row 0, feature 'b': expected a number or null, got str '2'"):
+        numeric.rows([[1, "2"]])
+    with pytest.raises(RequestError, match="row 1: 3 values, the model takes 2"):
+        numeric.rows([[1, 2], [1, 2, 3]])
+    with pytest.raises(RequestError, match="feature 'a': expected a number or null, got bool"):
+        numeric.rows([[True, False]])
