@@ -5,6 +5,7 @@ Layout below ``r<revision>/model/``::
 
     model.onnx                      served by optiloop's predictor (storageUri: .../model)
     metadata.json                   features, classes, metrics, latency, lineage
+    reference.json                  raw training inputs, the drift monitor's reference
     triton/<name>/config.pbtxt      served by KServe's ONNX runtime (storageUri: .../model/triton)
     triton/<name>/1/model.onnx
     _COMPLETE.json                  written last: a directory without it is never served
@@ -31,6 +32,7 @@ from .storage import ArtifactStore, StageWriter, completion_marker
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+REFERENCE_FILE = "reference.json"
 
 
 def triton_config(name: str, metadata: ModelMetadata) -> str:
@@ -98,6 +100,7 @@ def run_export(stage: StageInput, store: ArtifactStore, report: CompressionRepor
     with StageWriter(store, prefix, {"stage": "export", "candidate": report.chosen}) as out:
         out.write_bytes(MODEL_FILE, onnx_bytes)
         out.write_bytes(METADATA_FILE, metadata.model_dump_json(by_alias=True, indent=2).encode())
+        out.write_bytes(REFERENCE_FILE, store.read_bytes(f"{tuning_prefix}/{REFERENCE_FILE}"))
         out.write_bytes(f"triton/{stage.name}/config.pbtxt", triton_config(stage.name, metadata).encode())
         out.write_bytes(f"triton/{stage.name}/1/{MODEL_FILE}", onnx_bytes)
     return metadata

@@ -9,12 +9,13 @@ import pandas as pd
 
 from optiloop.api.jobs import Architecture, FeatureInfo, ModelLineage, ModelMetadata
 from optiloop.api.spec import DataQualitySpec, DatasetSpec, FeaturesSpec
-from optiloop.jobs.export import METADATA_FILE, MODEL_FILE
+from optiloop.jobs.export import METADATA_FILE, MODEL_FILE, REFERENCE_FILE
 from optiloop.jobs.features import encode_raw, encode_target, fit_transform
 from optiloop.jobs.models import TabularModel
 from optiloop.jobs.onnx_export import INPUT_NAME, OPSET, export_onnx, output_names
 from optiloop.jobs.storage import LocalStore, StageWriter
 from optiloop.jobs.training import EncodedSplit, build_model
+from optiloop.jobs.tune import reference_sample
 
 
 def city_frame(rows: int, seed: int) -> pd.DataFrame:
@@ -42,8 +43,11 @@ def city_model(hidden: list[int] | None = None) -> TabularModel:
     return build_model(transform, architecture, split, 0).eval()
 
 
-def write_model_directory(root: Path, model: TabularModel, name: str = "m") -> Path:
-    """Export ``model`` into ``root`` with metadata and a completion marker; returns ``root``."""
+def write_model_directory(
+    root: Path, model: TabularModel, name: str = "m", reference: pd.DataFrame | None = None, revision: int = 1
+) -> Path:
+    """Export ``model`` into ``root`` with metadata, a reference sample (``reference``, or
+    :func:`city_frame` rows) and a completion marker, as the export stage does; returns ``root``."""
     onnx_bytes = export_onnx(model)
     transform = model.transform
     metadata = ModelMetadata(
@@ -58,9 +62,13 @@ def write_model_directory(root: Path, model: TabularModel, name: str = "m") -> P
         test_metrics={},
         size_bytes=len(onnx_bytes),
         parameters=sum(p.numel() for p in model.parameters()),
-        lineage=ModelLineage(resource=name, revision=1, study_name=f"{name}-r1", trial=0, candidate="baseline"),
+        lineage=ModelLineage(
+            resource=name, revision=revision, study_name=f"{name}-r{revision}", trial=0, candidate="baseline"
+        ),
     )
     with StageWriter(LocalStore(root.parent), root.name, {"stage": "export"}) as out:
         out.write_bytes(MODEL_FILE, onnx_bytes)
         out.write_bytes(METADATA_FILE, metadata.model_dump_json(by_alias=True).encode())
+        sample = reference if reference is not None else city_frame(400, 1)
+        out.write_json(REFERENCE_FILE, reference_sample(sample, transform, 0))
     return root
