@@ -21,3 +21,4 @@ bench:  ## Run the benchmarks at reduced size (see docs/benchmarks.md for the fu
 	.venv/bin/python bench/tuning.py --quick
 	.venv/bin/python bench/compression.py --quick
 	.venv/bin/python bench/serving.py --quick
+	.venv-drift/bin/python bench/drift.py --quick

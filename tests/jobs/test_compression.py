@@ -149,6 +149,9 @@ def test_model_directory_serves_both_ways(digits: tuple[StageInput, CompressionR
     assert f"dims: [ -1, {len(metadata.features)} ]" in config
     assert (root / "triton" / "t" / "1" / "model.onnx").read_bytes() == directory.onnx_bytes
     assert json.loads((root / "metadata.json").read_text())["lineage"]["candidate"] == report.chosen
+    reference = json.loads((root / "reference.json").read_text())  # the drift monitor's reference
+    assert reference["columns"] == [f.name for f in metadata.features]
+    assert len(reference["rows"]) > 100
 
 
 def test_a_rerun_reuses_the_finished_stage(digits: tuple[StageInput, CompressionReport]) -> None:
