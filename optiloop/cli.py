@@ -7,15 +7,21 @@ file and field) and exit 2; a traceback appears only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .errors import OptiloopError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_DATA_QUALITY = 3
+EXIT_NO_CANDIDATE_PASSED = 4
+EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
@@ -86,6 +92,87 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    _require_api()
+    try:
+        from .api import ManifestError
+        from .jobs.errors import DataQualityError
+        from .local import report
+        from .local.manifest import load_run_manifest
+        from .local.progress import choose_view
+        from .local.run import run_local
+    except ImportError as exc:
+        raise UserError(
+            f"optiloop run needs the jobs and serve extras: pip install 'optiloop[jobs,serve]' ({exc})"
+        ) from None
+    try:
+        model = load_run_manifest(args.manifest, args.set or [])
+    except ManifestError as exc:
+        raise UserError(str(exc)) from None
+    root = args.out or Path("optiloop-runs") / model.metadata.name
+    view = choose_view(args.quiet, args.json)
+    try:
+        outcome = run_local(model, root, view, fresh=args.fresh)
+    except KeyboardInterrupt:
+        view.close()
+        print(
+            f"\noptiloop: interrupted; finished stages are kept in {root}, rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except DataQualityError as exc:
+        view.close()
+        print(f"optiloop: the data-quality gate failed: {exc}", file=sys.stderr)
+        print(f"  the full report: {root / 'r1' / 'data' / 'report.json'}", file=sys.stderr)
+        return EXIT_DATA_QUALITY
+    except OptiloopError as exc:
+        view.close()
+        if args.debug:
+            raise
+        print(f"optiloop: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    view.close()
+    path = root / f"r{outcome.revision}" / "report.html"
+    outcome.report_path = path
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(report.render(outcome), encoding="utf-8")
+    temporary.replace(path)
+    lines = report.summary_lines(outcome)
+    if args.json:
+        print(json.dumps({"event": "summary", "lines": lines, "report": str(path), "modelDir": str(outcome.model_dir)}))
+    elif args.quiet:
+        print(path)
+    else:
+        print("\n".join(lines))
+    fallback = outcome.compression is not None and outcome.compression.fallback
+    return EXIT_NO_CANDIDATE_PASSED if fallback else EXIT_OK
+
+
+def cmd_drift_check(args: argparse.Namespace) -> int:
+    from .local.run import drift_python
+
+    python = drift_python()
+    if python is None:
+        raise UserError(
+            "the drift environment is missing: run `make install`, or point OPTILOOP_DRIFT_PYTHON at the python of an "
+            "environment installed from requirements/drift.lock (see README, Licensing)"
+        )
+    command = [
+        str(python),
+        "-m",
+        "optiloop.drift",
+        "check",
+        "--reference",
+        str(args.reference),
+        "--data",
+        *map(str, args.data),
+    ]
+    for detector in args.detector or []:
+        command += ["--detector", detector]
+    command += ["--p-value", str(args.p_value), "--correction", args.correction]
+    return subprocess.run(command, check=False).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optiloop",
@@ -112,6 +199,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--name", help="model name in the URLs (default: the resource's name from the path)")
     serve.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the CPUs available)")
     serve.set_defaults(func=cmd_serve)
+
+    run = commands.add_parser(
+        "run",
+        help="run the whole loop on this machine from a ModelOptimization manifest",
+        description="Run data quality, features, tuning, compression, export, a predictor smoke test and a drift "
+        "baseline locally. Exit codes: 0 success, 2 invalid manifest or arguments, 3 data-quality gate failed, "
+        "4 no compression candidate passed (the baseline was exported), 1 anything else.",
+    )
+    run.add_argument("manifest", type=Path, metavar="MANIFEST", help="ModelOptimization YAML (as applied to a cluster)")
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="PATH=VALUE",
+        help="override a field, e.g. spec.tuning.maxTrials=8 (repeatable)",
+    )
+    run.add_argument("--out", type=Path, help="artifact directory (default: ./optiloop-runs/<name>)")
+    run.add_argument("--fresh", action="store_true", help="start over instead of resuming finished stages")
+    output = run.add_mutually_exclusive_group()
+    output.add_argument("-q", "--quiet", action="store_true", help="no progress; print only the report's path")
+    output.add_argument("--json", action="store_true", help="progress and summary as JSON lines on stdout")
+    run.set_defaults(func=cmd_run)
+
+    drift = commands.add_parser("drift", help="the drift monitor's tools (run in the drift environment)")
+    drift_commands = drift.add_subparsers(dest="drift_command", metavar="COMMAND", required=True)
+    check = drift_commands.add_parser("check", help="check rows against a model directory's training reference")
+    check.add_argument("--reference", required=True, type=Path, help="model directory (r<revision>/model)")
+    check.add_argument("--data", required=True, type=Path, nargs="+", help="rows as CSV or JSON")
+    check.add_argument("--detector", action="append", choices=("tabular", "ks", "cvm", "mmd"), help="repeatable")
+    check.add_argument("--p-value", type=float, default=0.05)
+    check.add_argument("--correction", choices=("bonferroni", "fdr"), default="bonferroni")
+    check.set_defaults(func=cmd_drift_check)
     return parser
 
 

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 from pydantic import ValidationError
+from torch import nn
 
 from ..api.jobs import CandidateReport, CompressionReport, StageInput, TrainingConfig, TuningResult
 from ..api.spec import DEFAULT_METRIC, CompressionStep, Metric, ModelOptimizationSpec
@@ -99,12 +100,12 @@ def _apply_torch_step(
     train, validation = data.splits["train"], data.splits["validation"]
     if step.prune is not None:
         settings = step.prune
+        masked: list[nn.Linear] = []
         if settings.method == "structured":
             result = pruning.prune_structured(model, settings.amount, settings.scope)
-            masked: list[object] = []
         else:
             result = copy.deepcopy(model)
-            masked = list(pruning.prune_unstructured(result, settings.amount, settings.scope))
+            masked = pruning.prune_unstructured(result, settings.amount, settings.scope)
         if settings.fine_tune_epochs > 0:
             train_model(
                 result,
@@ -113,7 +114,7 @@ def _apply_torch_step(
                 _fine_tune_config(training, settings.fine_tune_epochs),
                 class_weights=data.class_weights,
             )
-        pruning.make_permanent(masked)  # type: ignore[arg-type]
+        pruning.make_permanent(masked)
         return result
     assert step.distill is not None
     outcome = distillation.distill(model, step.distill, train, validation, training, data.class_weights)
@@ -262,9 +263,15 @@ def run_compression(
     data = prepare_data(stage, store)
     threads = configure_threads()
     test = data.splits["test"]
-    check_parity(baseline, export_onnx(baseline), test.raw[:256])
-
     candidates = build_candidates(spec, baseline, data, tuning.training, on_candidate=on_candidate)
+    for candidate in candidates:
+        if candidate.precision == "fp32" and candidate.onnx_bytes is not None:
+            try:
+                check_parity(candidate.model, candidate.onnx_bytes, test.raw[:256])
+            except CompressionError as exc:
+                if candidate.name == "baseline":
+                    raise
+                candidate.onnx_bytes, candidate.error = None, str(exc)
     measured = measure_candidates(candidates, test, spec.dataset.task, spec.compression.latency_batch_size, threads)
     metric = primary_metric(spec)
     if measured[0].error is not None:

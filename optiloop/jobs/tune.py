@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -175,7 +175,19 @@ def objective_values(
     return values
 
 
-def make_objective(stage: StageInput, data: PreparedData) -> Callable[[dict[str, Any], Reporter], list[float]]:
+class TuningProgress(Protocol):
+    """What a caller (the local runner's live view) hears while the search runs."""
+
+    def epoch(self, trial: int, epoch: int, value: float) -> None:
+        """A trial finished an epoch; ``value`` is its first objective on the validation split."""
+
+    def trial(self, record: TrialRecord, best: float | None) -> None:
+        """A trial ended (complete, pruned or failed); ``best`` is the best first objective so far."""
+
+
+def make_objective(
+    stage: StageInput, data: PreparedData, progress: TuningProgress | None = None
+) -> Callable[[dict[str, Any], Reporter], list[float]]:
     spec = stage.spec
     metrics = [o.metric for o in spec.objectives()]
     train, validation = data.splits["train"], data.splits["validation"]
@@ -183,14 +195,14 @@ def make_objective(stage: StageInput, data: PreparedData) -> Callable[[dict[str,
     def objective(params: dict[str, Any], reporter: Reporter) -> list[float]:
         architecture, training = decode(params, spec, data.transform)
         model = build_model(data.transform, architecture, train, training.seed)
-        outcome = train_model(
-            model,
-            train,
-            validation,
-            training,
-            class_weights=data.class_weights,
-            on_epoch=lambda record: reporter(record.epoch, record.validation.get(metrics[0], float("nan"))),
-        )
+
+        def on_epoch(record: Any) -> None:
+            value = record.validation.get(metrics[0], float("nan"))
+            if progress is not None:
+                progress.epoch(reporter.number, record.epoch, value)
+            reporter(record.epoch, value)
+
+        outcome = train_model(model, train, validation, training, class_weights=data.class_weights, on_epoch=on_epoch)
         reporter.note("epochs_run", outcome.epochs_run)
         return objective_values(model, outcome.validation, metrics, len(data.transform.columns))
 
@@ -302,10 +314,11 @@ def load_model(store: ArtifactStore, prefix: str) -> TabularModel:
     return model
 
 
-def run_tuning(stage: StageInput, store: ArtifactStore) -> TuningResult | None:
+def run_tuning(stage: StageInput, store: ArtifactStore, progress: TuningProgress | None = None) -> TuningResult | None:
     """Search, then (worker 0) retrain the best configuration and write the outputs.
 
-    Workers other than 0 only contribute trials and return None.
+    Workers other than 0 only contribute trials and return None. ``progress`` hears of every
+    epoch and trial of this worker.
     """
     prefix = f"r{stage.revision}/tuning"
     if completion_marker(store, prefix):
@@ -314,13 +327,27 @@ def run_tuning(stage: StageInput, store: ArtifactStore) -> TuningResult | None:
     study_name = f"{stage.name}-r{stage.revision}"
     storage = _StudyStorage(stage, store)
     try:
-        return _search_and_finish(stage, store, data, storage, study_name)
+        return _search_and_finish(stage, store, data, storage, study_name, progress)
     finally:
         storage.close()
 
 
+def _trial_callback(progress: TuningProgress, direction: str) -> Callable[[Any, Any], None]:
+    def report(study: Any, trial: Any) -> None:
+        values = [t.values[0] for t in study.get_trials(deepcopy=False) if t.values]
+        best = (max(values) if direction == "maximize" else min(values)) if values else None
+        progress.trial(_trial_record(trial), best)
+
+    return report
+
+
 def _search_and_finish(
-    stage: StageInput, store: ArtifactStore, data: PreparedData, storage: _StudyStorage, study_name: str
+    stage: StageInput,
+    store: ArtifactStore,
+    data: PreparedData,
+    storage: _StudyStorage,
+    study_name: str,
+    progress: TuningProgress | None,
 ) -> TuningResult | None:
     from optuna.trial import TrialState
 
@@ -329,8 +356,11 @@ def _search_and_finish(
     objectives = spec.objectives()
     metrics = [o.metric for o in objectives]
     directions = [o.direction or natural_direction(o.metric) for o in objectives]
+    callbacks: list[Callable[[Any, Any], None]] = [storage.after_trial]
+    if progress is not None:
+        callbacks.append(_trial_callback(progress, directions[0]))
     result = search(
-        make_objective(stage, data),
+        make_objective(stage, data, progress),
         search_space(spec),
         budget=Budget(spec.tuning.max_trials, spec.tuning.timeout_seconds),
         algorithm=spec.tuning.algorithm,
@@ -343,7 +373,7 @@ def _search_and_finish(
         grid_points=spec.tuning.grid_points,
         worker=stage.worker_index,
         parallel=stage.worker_count > 1,
-        callbacks=[storage.after_trial],
+        callbacks=callbacks,
     )
     if stage.worker_index != 0:
         return None

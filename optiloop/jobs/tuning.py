@@ -87,6 +87,11 @@ class Reporter:
     def note(self, key: str, value: Any) -> None:
         self._trial.set_user_attr(key, value)
 
+    @property
+    def number(self) -> int:
+        """The trial's number in the study."""
+        return int(self._trial.number)
+
 
 Objective = Callable[[dict[str, Any], Reporter], "float | Sequence[float]"]
 
