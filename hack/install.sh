@@ -2,7 +2,7 @@
 # Installs everything a fresh machine needs to develop and test optiloop:
 #   .venv        the main environment (operator, jobs, serve and dev extras) from requirements/main.lock
 #   .venv-drift  the drift monitor's own environment from requirements/drift.lock (pydantic 1, see README)
-#   PostgreSQL's server and Prometheus (Debian's packages) when missing, for the tests
+#   PostgreSQL's server, Prometheus and Chromium (Debian's packages) when missing, for the tests
 #   the test control plane (kube-apiserver and etcd), built from the Go module proxy into ~/.cache
 # Downloads and builds are cached outside the clone (uv's and Go's caches, ~/.cache/optiloop),
 # so running it again on a warm machine takes seconds. Safe to re-run at any time.
@@ -41,10 +41,11 @@ fi
 "$uv" pip sync --quiet --python .venv-drift/bin/python requirements/drift.lock
 "$uv" pip install --quiet --python .venv-drift/bin/python --no-deps -e .
 
-say "system packages for the tests (PostgreSQL for shared studies, Prometheus for the drift metrics)"
+say "system packages for the tests (PostgreSQL: shared studies; Prometheus: drift metrics; Chromium: the run report)"
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
 if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]]; then
     # Debian's packages register services but start nothing here: the tests run their own servers.

@@ -55,7 +55,7 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
         lines.append(f"    {'candidate':<28} {metric:>9} {'p95 b1 ms':>10} {'size':>10}  verdict")
         for c in report.candidates:
             mark = "*" if c.name == report.chosen else " "
-            verdict = "pass" if c.passed else "fail: " + "; ".join(c.failed_gates)[:70]
+            verdict = "pass" if c.passed else "fail: " + "; ".join(c.failed_gates)[:100]
             lines.append(
                 f"  {mark} {c.name:<28} {c.test_metrics.get(metric, math.nan):>9.4g} {_ms(c, 1):>10.3f} "
                 f"{c.size_bytes / 1024:>8.1f}KB  {verdict}"
