@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import shutil
 import sys
@@ -49,7 +48,7 @@ from .space import decode, search_space
 from .split import split_frame
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
 from .training import EncodedSplit, build_model, evaluate, train_model
-from .tuning import TIE_BREAKER_ATTR, WORKER_ATTR, Budget, Reporter, SearchResult, search
+from .tuning import WORKER_ATTR, Budget, Reporter, SearchResult, search
 
 STAGE_INPUT_ENV = "OPTILOOP_STAGE_INPUT"
 STUDY_URL_ENV = "OPTILOOP_STUDY_STORAGE_URL"
@@ -205,8 +204,6 @@ def make_objective(
 
         outcome = train_model(model, train, validation, training, class_weights=data.class_weights, on_epoch=on_epoch)
         reporter.note("epochs_run", outcome.epochs_run)
-        # Validation loss is continuous where accuracy ties; it ranks trials tied on the objective.
-        reporter.note(TIE_BREAKER_ATTR, float(outcome.validation.get("loss", math.inf)))
         return objective_values(model, outcome.validation, metrics, len(data.transform.columns))
 
     return objective

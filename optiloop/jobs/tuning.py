@@ -70,10 +70,6 @@ Param = IntParam | FloatParam | Choice
 SearchSpace = Mapping[str, Param]
 
 
-TIE_BREAKER_ATTR = "tie_breaker"
-"""User attribute an objective may set (``reporter.note``) to rank trials tied on the objective."""
-
-
 class Reporter:
     """Handed to the objective: ``report(step, value)`` feeds the pruner (and may raise
     :data:`Pruned`); ``note(key, value)`` records a fact about the trial in the study."""
@@ -122,23 +118,11 @@ class SearchResult:
 
     @property
     def best_trials(self) -> list[FrozenTrial]:
-        """The best trial, or for several objectives the Pareto front sorted by the first one.
-
-        Trials tied on a single objective (accuracy on a small validation split ties often) are
-        told apart by the ``tie_breaker`` user attribute when trials recorded one (lower wins),
-        then by trial number.
-        """
+        """The best trial, or for several objectives the Pareto front sorted by the first one."""
         if self.count(TrialState.COMPLETE) == 0:
             return []
         if len(self.directions) == 1:
-            best = self.study.best_trial
-            assert best.values is not None
-            tied = [
-                t
-                for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.values is not None and t.values[0] == best.values[0]
-            ]
-            return [min(tied, key=lambda t: (t.user_attrs.get(TIE_BREAKER_ATTR, math.inf), t.number))]
+            return [self.study.best_trial]
         front = list(self.study.best_trials)
         sign = -1.0 if self.directions[0] == "maximize" else 1.0
         return sorted(front, key=lambda t: (sign * t.values[0], t.number))

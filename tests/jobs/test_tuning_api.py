@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optiloop.jobs.errors import TuningError
-from optiloop.jobs.tuning import TIE_BREAKER_ATTR, Budget, Choice, FloatParam, IntParam, Reporter, grid_values, search
+from optiloop.jobs.tuning import Budget, Choice, FloatParam, IntParam, Reporter, grid_values, search
 
 SPACE = {"x": FloatParam(-4.0, 4.0), "n": IntParam(1, 8), "kind": Choice(("a", "b"))}
 
@@ -100,14 +100,3 @@ def test_an_objective_that_always_fails_ends() -> None:
     result = search(lambda p, r: float("nan"), SPACE, budget=Budget(4), directions=["minimize"], seed=0)
     assert result.count(TrialState.FAIL) == 12
     assert result.best_trials == []
-
-
-def test_trials_tied_on_the_objective_are_ranked_by_their_tie_breaker() -> None:
-    def tied(params: dict[str, Any], report: Reporter) -> float:
-        report.note(TIE_BREAKER_ATTR, abs(params["x"] - 1.0))  # closest to x = 1 should win
-        return 0.9  # every trial reaches the same accuracy
-
-    result = search(tied, SPACE, budget=Budget(8), algorithm="random", directions=["maximize"], seed=3)
-    completed = [t for t in result.trials if t.state == TrialState.COMPLETE]
-    expected = min(completed, key=lambda t: abs(t.params["x"] - 1.0))
-    assert result.best_trials[0].number == expected.number
