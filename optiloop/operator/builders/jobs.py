@@ -1,0 +1,142 @@
+"""The tuning and compression Jobs of one revision.
+
+The pod runs the job entry point with the :class:`StageInput` in ``OPTILOOP_STAGE_INPUT``.
+Artifacts on ``pvc://<claim>/<path>`` come from the claim mounted at ``/mnt/pvc/<claim>``;
+on ``s3://`` the credentials come from the referenced Secret (``envFrom``), never from the
+resource itself. With ``tuning.parallelTrials > 1`` the tuning Job is an Indexed Job whose
+pods share one study (Kubernetes gives each its ``JOB_COMPLETION_INDEX``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...api import ModelOptimization
+from ...api.jobs import StageInput
+from .. import names
+from ..config import OperatorConfig
+from .common import container_security_context, metadata, pod_security_context, scratch_volume
+
+PVC_ROOT = "/mnt/pvc"
+TUNE_MODULE = "optiloop.jobs.tune"
+COMPRESS_MODULE = "optiloop.jobs.compress"
+
+
+def artifacts_root(resource: ModelOptimization) -> str:
+    """Where the revision's artifacts live: the deployment's storage URI."""
+    return str(resource.spec.deployment.storage_uri)
+
+
+def stage_input(resource: ModelOptimization, revision: int, parent_revision: int | None = None) -> StageInput:
+    """The input every stage pod of ``revision`` gets."""
+    return StageInput(
+        name=resource.metadata.name,
+        spec=resource.spec,
+        artifacts=artifacts_root(resource),
+        revision=revision,
+        worker_count=resource.spec.tuning.parallel_trials,
+        parent_revision=parent_revision,
+    )
+
+
+def _storage(resource: ModelOptimization) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes, mounts and env-from entries that give the pod its artifact store."""
+    uri = artifacts_root(resource)
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env_from: list[dict[str, Any]] = []
+    if uri.startswith("pvc://"):
+        claim = uri.removeprefix("pvc://").split("/", 1)[0]
+        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": "artifacts", "mountPath": f"{PVC_ROOT}/{claim}"})
+    secret = resource.spec.deployment.storage_credentials_secret_ref
+    if secret is not None:
+        env_from.append({"secretRef": {"name": secret.name}})
+    return volumes, mounts, env_from
+
+
+def _env(resource: ModelOptimization, stage: StageInput) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "OPTILOOP_STAGE_INPUT", "value": stage.model_dump_json(by_alias=True, exclude_none=True)},
+        {"name": "OPTILOOP_PVC_ROOT", "value": PVC_ROOT},
+        {"name": "HOME", "value": "/tmp"},
+        # A container sees every CPU of its node; its CPU limit (rounded up) is what it may use.
+        {"name": "OPTILOOP_THREADS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}},
+    ]
+    storage = resource.spec.tuning.study_storage
+    if storage.type == "rdb" and storage.url_secret_ref is not None:
+        env.append(
+            {
+                "name": "OPTILOOP_STUDY_STORAGE_URL",
+                "valueFrom": {"secretKeyRef": {"name": storage.url_secret_ref.name, "key": storage.url_secret_ref.key}},
+            }
+        )
+    return env
+
+
+def _job(
+    resource: ModelOptimization,
+    config: OperatorConfig,
+    name: str,
+    component: str,
+    revision: int,
+    module: str,
+    stage: StageInput,
+    parallelism: int = 1,
+) -> dict[str, Any]:
+    jobs = resource.spec.jobs
+    volumes, mounts, env_from = _storage(resource)
+    scratch, scratch_mount = scratch_volume()
+    container: dict[str, Any] = {
+        "name": component,
+        "image": config.jobs_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", module],
+        "env": _env(resource, stage),
+        "resources": jobs.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        "securityContext": container_security_context(),
+        "volumeMounts": [scratch_mount, *mounts],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": config.job_service_account,
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [scratch, *volumes],
+    }
+    if jobs.node_selector:
+        pod_spec["nodeSelector"] = dict(jobs.node_selector)
+    job_meta = metadata(resource, name, component, revision)
+    # No ttlSecondsAfterFinished: a finished Job's status is what the operator reads back.
+    spec: dict[str, Any] = {
+        "backoffLimit": jobs.backoff_limit,
+        "template": {"metadata": {"labels": job_meta["labels"]}, "spec": pod_spec},
+    }
+    if jobs.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = jobs.active_deadline_seconds
+    if parallelism > 1:
+        spec.update(completionMode="Indexed", completions=parallelism, parallelism=parallelism)
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": spec}
+
+
+def tuning_job(
+    resource: ModelOptimization, config: OperatorConfig, revision: int, parent_revision: int | None = None
+) -> dict[str, Any]:
+    """The Job that runs data quality, features and the search for ``revision``."""
+    stage = stage_input(resource, revision, parent_revision)
+    name = names.tuning_job(resource.metadata.name, revision)
+    parallel = resource.spec.tuning.parallel_trials
+    return _job(resource, config, name, "tuning", revision, TUNE_MODULE, stage, parallelism=parallel)
+
+
+def compression_job(
+    resource: ModelOptimization, config: OperatorConfig, revision: int, parent_revision: int | None = None
+) -> dict[str, Any]:
+    """The Job that compresses and exports the tuned model of ``revision``."""
+    stage = stage_input(resource, revision, parent_revision).model_copy(update={"worker_count": 1})
+    name = names.compression_job(resource.metadata.name, revision)
+    return _job(resource, config, name, "compression", revision, COMPRESS_MODULE, stage)

@@ -1,0 +1,90 @@
+"""The Jobs the operator builds are accepted by the real API server, and their pods pass the
+`restricted` Pod Security admission of a namespace that enforces it."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from optiloop.api import ModelOptimization
+from optiloop.operator.builders.jobs import compression_job, tuning_job
+from optiloop.operator.config import OperatorConfig
+
+
+@pytest.fixture
+def restricted_namespace(k8s: Any) -> Iterator[str]:
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s)
+    name = f"restricted-{secrets.token_hex(3)}"
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    yield name
+    core.delete_namespace(name)
+
+
+def resource(namespace: str, **spec: Any) -> ModelOptimization:
+    return ModelOptimization.model_validate(
+        {
+            "apiVersion": "optiloop.dev/v1alpha1",
+            "kind": "ModelOptimization",
+            "metadata": {"name": "iris", "namespace": namespace, "uid": "0b8f5c2e-1111-2222-3333-444455556666"},
+            "spec": {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": "pvc://models/iris"}, **spec},
+        }
+    )
+
+
+def pod_from(job: dict[str, Any], namespace: str) -> dict[str, Any]:
+    template = job["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{job['metadata']['name']}-pod", "namespace": namespace, **template["metadata"]},
+        "spec": template["spec"],
+    }
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {
+            "tuning": {
+                "maxTrials": 8,
+                "parallelTrials": 4,
+                "studyStorage": {"type": "rdb", "urlSecretRef": {"name": "db", "key": "url"}},
+            }
+        },
+    ],
+    ids=["single", "indexed"],
+)
+def test_built_jobs_pass_server_validation_and_restricted_admission(
+    k8s: Any, restricted_namespace: str, spec: dict[str, Any]
+) -> None:
+    from kubernetes import client
+
+    batch, core = client.BatchV1Api(k8s), client.CoreV1Api(k8s)
+    model = resource(restricted_namespace, **spec)
+    for job in (tuning_job(model, OperatorConfig(), 1), compression_job(model, OperatorConfig(), 1)):
+        created = batch.create_namespaced_job(restricted_namespace, job, dry_run="All", field_validation="Strict")
+        assert created.metadata.name == job["metadata"]["name"]
+        pod = core.create_namespaced_pod(restricted_namespace, pod_from(job, restricted_namespace), dry_run="All")
+        assert pod.spec.containers[0].security_context.allow_privilege_escalation is False
+
+
+def test_the_namespace_really_enforces_restricted(k8s: Any, restricted_namespace: str) -> None:
+    from kubernetes import client
+
+    job = tuning_job(resource(restricted_namespace), OperatorConfig(), 1)
+    pod = pod_from(job, restricted_namespace)
+    pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    with pytest.raises(client.ApiException) as raised:
+        client.CoreV1Api(k8s).create_namespaced_pod(restricted_namespace, pod, dry_run="All")
+    assert raised.value.status == 403
+    assert "allowPrivilegeEscalation" in raised.value.body

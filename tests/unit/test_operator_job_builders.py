@@ -1,0 +1,155 @@
+"""The operator's Job builders: derived names, owner references, labels, the stage input, the
+artifact store, Indexed Jobs for parallel trials, and `restricted` pod security everywhere."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from optiloop.api import ModelOptimization
+from optiloop.api.jobs import StageInput
+from optiloop.operator.builders.jobs import compression_job, tuning_job
+from optiloop.operator.config import OperatorConfig
+
+CONFIG = OperatorConfig(jobs_image="registry.example/optiloop/jobs:1.2.3", job_service_account="optiloop-jobs")
+
+
+def resource(**spec: Any) -> ModelOptimization:
+    body: dict[str, Any] = {
+        "apiVersion": "optiloop.dev/v1alpha1",
+        "kind": "ModelOptimization",
+        "metadata": {"name": "iris", "namespace": "ml", "uid": "0b8f5c2e-1111-2222-3333-444455556666", "generation": 3},
+        "spec": {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": "pvc://models/iris"}, **spec},
+    }
+    return ModelOptimization.model_validate(body)
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    containers = job["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def env(job: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(job)["env"]}
+
+
+def test_tuning_job_names_labels_and_owner() -> None:
+    job = tuning_job(resource(), CONFIG, revision=2)
+    meta = job["metadata"]
+    assert meta["name"] == "iris-tune-r2"
+    assert meta["namespace"] == "ml"
+    assert meta["labels"] == {
+        "app.kubernetes.io/managed-by": "optiloop",
+        "optiloop.dev/name": "iris",
+        "optiloop.dev/component": "tuning",
+        "optiloop.dev/revision": "2",
+    }
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "optiloop.dev/v1alpha1",
+            "kind": "ModelOptimization",
+            "name": "iris",
+            "uid": "0b8f5c2e-1111-2222-3333-444455556666",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert job["spec"]["template"]["metadata"]["labels"] == meta["labels"]
+
+
+def test_the_pod_runs_the_stage_with_its_input() -> None:
+    job = tuning_job(resource(), CONFIG, revision=2, parent_revision=1)
+    assert container(job)["command"] == ["python", "-m", "optiloop.jobs.tune"]
+    assert container(job)["image"] == CONFIG.jobs_image
+    stage = StageInput.model_validate_json(env(job)["OPTILOOP_STAGE_INPUT"])
+    assert (stage.name, stage.revision, stage.parent_revision, stage.artifacts) == ("iris", 2, 1, "pvc://models/iris")
+    assert env(job)["OPTILOOP_THREADS"] == {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}
+    compress = compression_job(resource(), CONFIG, revision=2)
+    assert compress["metadata"]["name"] == "iris-compress-r2"
+    assert container(compress)["command"] == ["python", "-m", "optiloop.jobs.compress"]
+
+
+def test_pvc_artifacts_are_mounted_where_the_stage_looks() -> None:
+    job = tuning_job(resource(), CONFIG, revision=1)
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "artifacts", "persistentVolumeClaim": {"claimName": "models"}} in pod["volumes"]
+    assert {"name": "artifacts", "mountPath": "/mnt/pvc/models"} in container(job)["volumeMounts"]
+    assert env(job)["OPTILOOP_PVC_ROOT"] == "/mnt/pvc"
+
+
+def test_s3_credentials_come_only_from_the_referenced_secret() -> None:
+    model = resource(deployment={"storageUri": "s3://bucket/iris", "storageCredentialsSecretRef": {"name": "store"}})
+    job = tuning_job(model, CONFIG, revision=1)
+    assert container(job)["envFrom"] == [{"secretRef": {"name": "store"}}]
+    assert not any(v.get("persistentVolumeClaim") for v in job["spec"]["template"]["spec"]["volumes"])
+
+
+def test_parallel_trials_make_an_indexed_job_sharing_an_rdb_study() -> None:
+    model = resource(
+        tuning={
+            "maxTrials": 20,
+            "parallelTrials": 4,
+            "studyStorage": {"type": "rdb", "urlSecretRef": {"name": "optuna-db", "key": "url"}},
+        }
+    )
+    job = tuning_job(model, CONFIG, revision=1)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 4
+    assert StageInput.model_validate_json(env(job)["OPTILOOP_STAGE_INPUT"]).worker_count == 4
+    assert env(job)["OPTILOOP_STUDY_STORAGE_URL"] == {"secretKeyRef": {"name": "optuna-db", "key": "url"}}
+    compress = compression_job(model, CONFIG, revision=1)
+    assert "completionMode" not in compress["spec"]
+    assert StageInput.model_validate_json(env(compress)["OPTILOOP_STAGE_INPUT"]).worker_count == 1
+
+
+def test_job_settings_come_from_spec_jobs_and_the_rest_from_the_operator() -> None:
+    model = resource(
+        jobs={
+            "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": 4}},
+            "nodeSelector": {"pool": "cpu"},
+            "backoffLimit": 3,
+            "activeDeadlineSeconds": 3600,
+        }
+    )
+    job = tuning_job(model, CONFIG, revision=1)
+    pod = job["spec"]["template"]["spec"]
+    assert container(job)["resources"] == {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": 4}}
+    assert pod["nodeSelector"] == {"pool": "cpu"}
+    assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (3, 3600)
+    assert pod["serviceAccountName"] == "optiloop-jobs"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["restartPolicy"] == "Never"
+
+
+@pytest.mark.parametrize("build", [tuning_job, compression_job])
+def test_every_pod_meets_the_restricted_pod_security_standard(build: Any) -> None:
+    job = build(resource(), CONFIG, revision=1)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container(job)["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["readOnlyRootFilesystem"] is True
+    assert {"name": "scratch", "mountPath": "/tmp"} in container(job)["volumeMounts"]
+    assert not any("hostPath" in volume for volume in pod["volumes"])
+    assert json.dumps(job).count('privileged": true') == 0
+
+
+def test_a_resource_without_a_uid_cannot_own_children() -> None:
+    body = resource().model_dump(by_alias=True)
+    body["metadata"]["uid"] = None
+    with pytest.raises(ValueError, match="has no uid"):
+        tuning_job(ModelOptimization.model_validate(body), CONFIG, revision=1)
+
+
+def test_configuration_from_the_environment() -> None:
+    config = OperatorConfig.from_env(
+        {"OPTILOOP_JOBS_IMAGE": "x/jobs:1", "OPTILOOP_NAMESPACES": "a, b,", "OPTILOOP_IMAGE_PULL_POLICY": "Always"}
+    )
+    assert (config.jobs_image, config.namespaces, config.image_pull_policy) == ("x/jobs:1", ("a", "b"), "Always")
+    with pytest.raises(ValueError, match="OPTILOOP_IMAGE_PULL_POLICY"):
+        OperatorConfig.from_env({"OPTILOOP_IMAGE_PULL_POLICY": "Sometimes"})
