@@ -1,5 +1,5 @@
-"""The Jobs the operator builds are accepted by the real API server, and their pods pass the
-`restricted` Pod Security admission of a namespace that enforces it."""
+"""The children the operator builds (stage Jobs, the drift monitor) are accepted by the real API
+server, and their pods pass the `restricted` Pod Security admission of a namespace enforcing it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from optiloop.api import ModelOptimization
 from optiloop.operator.builders.jobs import compression_job, tuning_job
+from optiloop.operator.builders.serving import drift_monitor
 from optiloop.operator.config import OperatorConfig
 
 
@@ -88,3 +89,20 @@ def test_the_namespace_really_enforces_restricted(k8s: Any, restricted_namespace
         client.CoreV1Api(k8s).create_namespaced_pod(restricted_namespace, pod, dry_run="All")
     assert raised.value.status == 403
     assert "allowPrivilegeEscalation" in raised.value.body
+
+
+def test_drift_monitor_passes_server_validation_and_restricted_admission(k8s: Any, restricted_namespace: str) -> None:
+    from kubernetes import client
+
+    deployment, service = drift_monitor(resource(restricted_namespace), OperatorConfig(), 1)
+    apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
+    apps.create_namespaced_deployment(restricted_namespace, deployment, dry_run="All", field_validation="Strict")
+    core.create_namespaced_service(restricted_namespace, service, dry_run="All", field_validation="Strict")
+    template = deployment["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "drift-pod", **template["metadata"]},
+        "spec": template["spec"],
+    }
+    core.create_namespaced_pod(restricted_namespace, pod, dry_run="All")

@@ -1,0 +1,175 @@
+"""The KServe InferenceService that serves a revision, and the drift monitor that watches it.
+
+The InferenceService (``serving.kserve.io/v1beta1``) runs either KServe's ONNX runtime
+(``modelFormat: onnx``, protocol v2, the model directory's Triton layout) or optiloop's
+predictor image (a custom container; KServe's storage initializer fetches ``STORAGE_URI``
+into ``/mnt/models``). Its payload logger sends every request to the drift monitor. A
+retrained revision is rolled out as a canary with ``canaryTrafficPercent``; promotion drops
+the field (100% to the latest revision), rollback puts the previous revision back.
+
+The drift monitor is a Deployment and a Service in the resource's namespace. It reads the
+serving revision's model directory from the artifact claim, mounted read-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...api import ModelOptimization
+from .. import names
+from ..config import OperatorConfig
+from .common import container_security_context, metadata, pod_security_context, scratch_volume
+from .jobs import PVC_ROOT, artifacts_root
+
+ISVC_API_VERSION = "serving.kserve.io/v1beta1"
+DRIFT_PORT = 8080
+
+
+def model_uri(resource: ModelOptimization, revision: int) -> str:
+    """Storage URI of a revision's model for the configured runtime."""
+    base = f"{artifacts_root(resource).rstrip('/')}/r{revision}/model"
+    return f"{base}/triton" if resource.spec.deployment.runtime == "onnx" else base
+
+
+def drift_monitor_url(resource: ModelOptimization) -> str:
+    """In-cluster URL of the resource's drift monitor (where the payload logger posts)."""
+    namespace = resource.metadata.namespace or "default"
+    return f"http://{names.drift_monitor(resource.metadata.name)}.{namespace}.svc.cluster.local:{DRIFT_PORT}/"
+
+
+def _predictor_model(resource: ModelOptimization, config: OperatorConfig, revision: int) -> dict[str, Any]:
+    deployment = resource.spec.deployment
+    resources = deployment.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    if deployment.runtime == "onnx":
+        return {
+            "model": {
+                "modelFormat": {"name": "onnx"},
+                "protocolVersion": "v2",
+                "storageUri": model_uri(resource, revision),
+                "resources": resources,
+            }
+        }
+    scratch, scratch_mount = scratch_volume()
+    return {
+        "containers": [
+            {
+                "name": "kserve-container",
+                "image": config.predictor_image,
+                "imagePullPolicy": config.image_pull_policy,
+                "command": ["python", "-m", "optiloop.serve"],
+                "args": ["--model-dir", "/mnt/models", "--model-name", names.inference_service(resource.metadata.name)],
+                "env": [
+                    {"name": "STORAGE_URI", "value": model_uri(resource, revision)},
+                    {
+                        "name": "OPTILOOP_THREADS",
+                        "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}},
+                    },
+                ],
+                "resources": resources,
+                "securityContext": container_security_context(),
+                "volumeMounts": [scratch_mount],
+            }
+        ],
+        "volumes": [scratch],
+        "securityContext": pod_security_context(),
+    }
+
+
+def inference_service(
+    resource: ModelOptimization, config: OperatorConfig, revision: int, canary: bool = False
+) -> dict[str, Any]:
+    """The InferenceService serving ``revision``; ``canary`` sends it only the spec's traffic share."""
+    deployment = resource.spec.deployment
+    predictor: dict[str, Any] = {
+        "minReplicas": deployment.min_replicas,
+        "maxReplicas": deployment.max_replicas,
+        "scaleMetric": deployment.scale_metric,
+        "scaleTarget": deployment.scale_target,
+        **_predictor_model(resource, config, revision),
+    }
+    if resource.spec.monitoring.enabled:
+        predictor["logger"] = {"mode": "request", "url": drift_monitor_url(resource)}
+    if canary:
+        predictor["canaryTrafficPercent"] = deployment.canary_traffic_percent
+    meta = metadata(resource, names.inference_service(resource.metadata.name), "serving", revision)
+    return {
+        "apiVersion": ISVC_API_VERSION,
+        "kind": "InferenceService",
+        "metadata": meta,
+        "spec": {"predictor": predictor},
+    }
+
+
+def _model_dir_mount(
+    resource: ModelOptimization, revision: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    uri = artifacts_root(resource)
+    if not uri.startswith("pvc://"):
+        raise ValueError(
+            f"the drift monitor reads the model directory from the artifact claim; storageUri {uri} is not pvc://"
+        )
+    claim, _, path = uri.removeprefix("pvc://").partition("/")
+    volume = {"name": "artifacts", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+    mount = {"name": "artifacts", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
+    model_dir = "/".join(p for p in (PVC_ROOT, claim, path.strip("/"), f"r{revision}", "model") if p)
+    return [volume], [mount], model_dir
+
+
+def drift_monitor(resource: ModelOptimization, config: OperatorConfig, revision: int) -> list[dict[str, Any]]:
+    """The drift monitor's Deployment and Service for the serving ``revision``."""
+    name = names.drift_monitor(resource.metadata.name)
+    monitoring = resource.spec.monitoring
+    volumes, mounts, model_dir = _model_dir_mount(resource, revision)
+    scratch, scratch_mount = scratch_volume()
+    meta = metadata(resource, name, "drift-monitor", revision)
+    selector = {k: v for k, v in meta["labels"].items() if k != "optiloop.dev/revision"}
+    args = [
+        "serve", "--model-dir", model_dir, "--namespace", resource.metadata.namespace or "default",
+        "--model", resource.metadata.name, "--detector", monitoring.detector, "--p-value", str(monitoring.p_value),
+        "--correction", monitoring.correction, "--window-size", str(monitoring.window_size),
+        "--window", monitoring.window, "--port", str(DRIFT_PORT),
+    ]  # fmt: skip
+    probe = {"httpGet": {"path": "/healthz", "port": DRIFT_PORT}, "periodSeconds": 10}
+    container = {
+        "name": "drift-monitor",
+        "image": config.drift_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", "optiloop.drift"],
+        "args": args,
+        "ports": [{"name": "http", "containerPort": DRIFT_PORT}],
+        # Importing Alibi Detect takes about 20 s; readiness waits for the reference to load.
+        "startupProbe": {**probe, "failureThreshold": 30},
+        "livenessProbe": probe,
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": DRIFT_PORT}, "periodSeconds": 5},
+        "securityContext": container_security_context(),
+        "volumeMounts": [scratch_mount, *mounts],
+        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": meta["labels"],
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(DRIFT_PORT)},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
+                    "containers": [container],
+                    "volumes": [scratch, *volumes],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": DRIFT_PORT, "targetPort": "http"}]},
+    }
+    return [deployment, service]

@@ -1,0 +1,95 @@
+"""The InferenceService and drift-monitor builders: the runtime and storage URI per revision,
+autoscaling and canary settings, the payload logger aimed at the drift monitor, and a drift
+monitor that reads the serving revision's model directory with restricted pod security."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from optiloop.api import ModelOptimization
+from optiloop.operator.builders.serving import drift_monitor, inference_service, model_uri
+from optiloop.operator.config import OperatorConfig
+
+CONFIG = OperatorConfig(predictor_image="registry.example/optiloop/serve:1", drift_image="registry.example/drift:1")
+
+
+def resource(**spec: Any) -> ModelOptimization:
+    deployment = {"storageUri": "pvc://models/iris", **spec.pop("deployment", {})}
+    return ModelOptimization.model_validate(
+        {
+            "apiVersion": "optiloop.dev/v1alpha1",
+            "kind": "ModelOptimization",
+            "metadata": {"name": "iris", "namespace": "ml", "uid": "u-1"},
+            "spec": {"dataset": {"uri": "builtin://iris"}, "deployment": deployment, **spec},
+        }
+    )
+
+
+def test_optiloop_runtime_serves_the_revisions_model_directory_with_its_own_image() -> None:
+    isvc = inference_service(resource(), CONFIG, revision=3)
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["metadata"]["name"] == "iris"
+    assert isvc["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    predictor = isvc["spec"]["predictor"]
+    container = predictor["containers"][0]
+    assert container["image"] == CONFIG.predictor_image
+    assert {"name": "STORAGE_URI", "value": "pvc://models/iris/r3/model"} in container["env"]
+    assert container["args"] == ["--model-dir", "/mnt/models", "--model-name", "iris"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert "canaryTrafficPercent" not in predictor
+
+
+def test_onnx_runtime_uses_kserves_onnx_format_and_the_triton_layout() -> None:
+    model = resource(deployment={"runtime": "onnx", "storageUri": "s3://bucket/iris"})
+    predictor = inference_service(model, CONFIG, revision=2)["spec"]["predictor"]
+    assert predictor["model"]["modelFormat"] == {"name": "onnx"}
+    assert predictor["model"]["protocolVersion"] == "v2"
+    assert predictor["model"]["storageUri"] == "s3://bucket/iris/r2/model/triton"
+    assert "containers" not in predictor
+    assert model_uri(model, 2).endswith("/triton")
+
+
+def test_autoscaling_canary_and_logger_come_from_the_spec() -> None:
+    model = resource(
+        deployment={
+            "minReplicas": 2,
+            "maxReplicas": 9,
+            "scaleMetric": "rps",
+            "scaleTarget": 50,
+            "canaryTrafficPercent": 20,
+        }
+    )
+    predictor = inference_service(model, CONFIG, revision=4, canary=True)["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 9)
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("rps", 50)
+    assert predictor["canaryTrafficPercent"] == 20
+    assert predictor["logger"] == {"mode": "request", "url": "http://iris-drift.ml.svc.cluster.local:8080/"}
+    quiet = resource(monitoring={"enabled": False})
+    assert "logger" not in inference_service(quiet, CONFIG, revision=1)["spec"]["predictor"]
+
+
+def test_drift_monitor_reads_the_serving_revision_from_the_claim() -> None:
+    model = resource(
+        monitoring={"detector": "ks", "pValue": 0.01, "correction": "fdr", "windowSize": 300, "window": "tumbling"}
+    )
+    deployment, service = drift_monitor(model, CONFIG, revision=5)
+    assert deployment["metadata"]["name"] == service["metadata"]["name"] == "iris-drift"
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == CONFIG.drift_image
+    args = container["args"]
+    assert args[args.index("--model-dir") + 1] == "/mnt/pvc/models/iris/r5/model"
+    assert args[args.index("--detector") + 1] == "ks"
+    assert args[args.index("--window") + 1] == "tumbling"
+    assert {"name": "artifacts", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "optiloop.dev/revision" not in deployment["spec"]["selector"]["matchLabels"]  # stable across revisions
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_drift_monitor_needs_the_artifacts_on_a_claim() -> None:
+    with pytest.raises(ValueError, match="is not pvc://"):
+        drift_monitor(resource(deployment={"storageUri": "s3://bucket/iris"}), CONFIG, revision=1)
