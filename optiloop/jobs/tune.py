@@ -377,7 +377,8 @@ def _search_and_finish(
     )
     if stage.worker_index != 0:
         return None
-    _wait_for_other_workers(result, timeout=float(spec.tuning.timeout_seconds))
+    if stage.worker_count > 1:
+        _wait_for_other_workers(result, timeout=float(spec.tuning.timeout_seconds))
     best = result.best_trials
     if not best:
         raise TuningError(f"no trial of study {study_name} completed ({len(result.trials)} ran); see trials.json")

@@ -16,6 +16,7 @@ study without repeating trials.
 
 from __future__ import annotations
 
+import datetime
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -214,17 +215,28 @@ def _suggest(trial: optuna.Trial, name: str, param: Param) -> Any:
     return trial.suggest_categorical(name, list(param.options))
 
 
-def _fail_stale_trials(study: optuna.Study, worker: int) -> int:
-    """Fail RUNNING trials this worker left behind when it was killed.
+UNCLAIMED_GRACE_SECONDS = 60.0
+"""A live worker tags its new trial within milliseconds; an untagged RUNNING trial older than
+this was created by a process that died before it could tag it."""
+
+
+def _fail_stale_trials(study: optuna.Study, worker: int, parallel: bool) -> int:
+    """Fail RUNNING trials that no live process will finish.
 
     Only one process runs per worker index (an Indexed Job restarts a pod under its own
-    index), so a RUNNING trial tagged with our index cannot belong to a live process.
+    index), so a RUNNING trial tagged with our index cannot belong to a live process. A
+    process killed between creating a trial and tagging it leaves an untagged one: with a
+    single worker nobody else can own it; with several, it is stale once it is older than
+    :data:`UNCLAIMED_GRACE_SECONDS`.
     """
-    stale = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if t.user_attrs.get(WORKER_ATTR) == worker
-    ]
+    now = datetime.datetime.now()
+    stale = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(WORKER_ATTR)
+        started = trial.datetime_start or now
+        abandoned = owner is None and (now - started).total_seconds() > UNCLAIMED_GRACE_SECONDS
+        if owner == worker or not parallel or abandoned:
+            stale.append(trial)
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
     return len(stale)
@@ -271,7 +283,7 @@ def search(
         ),
         pruner=make_pruner(pruner, max_resource),
     )
-    _fail_stale_trials(study, worker)
+    _fail_stale_trials(study, worker, parallel)
 
     def run_trial(trial: optuna.Trial) -> float | Sequence[float]:
         trial.set_user_attr(WORKER_ATTR, worker)

@@ -100,3 +100,23 @@ def test_an_objective_that_always_fails_ends() -> None:
     result = search(lambda p, r: float("nan"), SPACE, budget=Budget(4), directions=["minimize"], seed=0)
     assert result.count(TrialState.FAIL) == 12
     assert result.best_trials == []
+
+
+def test_a_trial_a_killed_process_created_but_never_tagged_is_failed_on_resume(tmp_path: Path) -> None:
+    journal = tmp_path / "study.journal"
+    first = search(bowl, SPACE, budget=Budget(2), directions=["minimize"], storage=journal, study_name="s", seed=0)
+    first.study.ask()  # as if the process died right after creating a trial (Ctrl-C during sampling)
+    resumed = search(bowl, SPACE, budget=Budget(4), directions=["minimize"], storage=journal, study_name="s", seed=0)
+    states = [t.state for t in resumed.trials]
+    assert TrialState.RUNNING not in states
+    assert states.count(TrialState.COMPLETE) == 4
+
+
+def test_with_several_workers_a_fresh_untagged_trial_is_left_to_its_owner(tmp_path: Path) -> None:
+    journal = tmp_path / "study.journal"
+    first = search(bowl, SPACE, budget=Budget(1), directions=["minimize"], storage=journal, study_name="s", seed=0)
+    first.study.ask()  # another worker's trial, created a moment ago and not yet tagged
+    again = search(
+        bowl, SPACE, budget=Budget(3), directions=["minimize"], storage=journal, study_name="s", seed=0, parallel=True
+    )
+    assert [t.state for t in again.trials].count(TrialState.RUNNING) == 1

@@ -101,7 +101,14 @@ def test_an_interrupted_run_resumes_and_fresh_starts_over(tmp_path: Path) -> Non
     ]
     args += ["--set", "spec.tuning.maxTrials=6", "--set", "spec.tuning.search.epochs={min: 10, max: 20}"]
     process = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OPTILOOP_THREADS": "2"}
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OPTILOOP_THREADS": "2"},
+        # A shell running the suite in the background starts it with SIGINT ignored, and children
+        # inherit that; the user at a terminal gets the default disposition, which is what is tested.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None
     trials_seen = 0
