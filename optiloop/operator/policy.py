@@ -1,0 +1,116 @@
+"""Pure decisions of the drift loop: when to retrain, and what to do with a canary.
+
+Nothing here reads a clock or calls anything; the caller passes ``now`` and what it
+observed, and gets back a decision with a CamelCase reason for the status condition.
+
+Retraining needs all of: drift in ``consecutiveEvaluations`` evaluations in a row, no
+retraining in flight, the retrain budget not spent, and the cooldown passed since the last
+retrain. An evaluation whose query could not be answered changes nothing (and never retrains).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from ..api.spec import CanaryAnalysis, RetrainingPolicy
+from ..api.status import DriftStatus
+
+
+@dataclass(frozen=True)
+class DriftDecision:
+    """The bookkeeping after one evaluation, and whether to start a new revision."""
+
+    drift: DriftStatus
+    retrain: bool
+    reason: str
+
+
+def evaluate_drift(
+    value: float | None,
+    threshold: float,
+    previous: DriftStatus,
+    policy: RetrainingPolicy,
+    now: datetime,
+    retraining_in_flight: bool,
+) -> DriftDecision:
+    """Fold one drift query result into the bookkeeping and decide on retraining.
+
+    ``value`` is the query's result (``None``: Prometheus unreachable or no sample);
+    drift means ``value >= threshold`` (1 for the default query).
+    """
+    if value is None:
+        return DriftDecision(previous.model_copy(update={"last_evaluation_time": now}), False, "PrometheusUnreachable")
+    drifting = value >= threshold
+    consecutive = previous.consecutive_drifting + 1 if drifting else 0
+    status = previous.model_copy(
+        update={"last_evaluation_time": now, "last_value": value, "consecutive_drifting": consecutive}
+    )
+    if not drifting:
+        return DriftDecision(status, False, "WithinBounds")
+    if consecutive < policy.consecutive_evaluations:
+        return DriftDecision(status, False, "DriftPending")
+    if not policy.on_drift:
+        return DriftDecision(status, False, "RetrainingDisabled")
+    if retraining_in_flight:
+        return DriftDecision(status, False, "RetrainInFlight")
+    if previous.retrains_triggered >= policy.max_retrains:
+        return DriftDecision(status, False, "RetrainBudgetSpent")
+    last = previous.last_retrain_time
+    if last is not None and now - last < timedelta(seconds=policy.cooldown_seconds):
+        return DriftDecision(status, False, "CooldownActive")
+    retrained = status.model_copy(
+        update={
+            "retrains_triggered": previous.retrains_triggered + 1,
+            "last_retrain_time": now,
+            "consecutive_drifting": 0,
+        }
+    )
+    return DriftDecision(retrained, True, "DriftSustained")
+
+
+CanaryAction = Literal["wait", "promote", "rollback"]
+
+
+@dataclass(frozen=True)
+class CanaryDecision:
+    """What to do with a canary now, and why."""
+
+    action: CanaryAction
+    reason: str
+
+
+def judge_canary(
+    ready: bool,
+    started: datetime,
+    now: datetime,
+    analysis: CanaryAnalysis,
+    error_rate: float | None,
+    latency_p95_ms: float | None,
+) -> CanaryDecision:
+    """Promote a canary that stayed Ready and within bounds for the analysis window; roll back one
+    that broke a bound or never became Ready within two windows; otherwise wait.
+
+    Unknown measurements (Prometheus unreachable) never promote: the canary waits, and rolls
+    back only if it cannot become Ready.
+    """
+    elapsed = now - started
+    window = timedelta(seconds=analysis.window_seconds)
+    if not ready:
+        if elapsed >= 2 * window:
+            return CanaryDecision("rollback", "CanaryNotReady")
+        return CanaryDecision("wait", "CanaryStarting")
+    if error_rate is not None and error_rate > analysis.max_error_rate:
+        return CanaryDecision("rollback", "ErrorRateTooHigh")
+    if (
+        latency_p95_ms is not None
+        and analysis.max_latency_p95_ms is not None
+        and latency_p95_ms > analysis.max_latency_p95_ms
+    ):
+        return CanaryDecision("rollback", "LatencyTooHigh")
+    if error_rate is None or (analysis.max_latency_p95_ms is not None and latency_p95_ms is None):
+        return CanaryDecision("wait", "CanaryMetricsUnknown")
+    if elapsed >= window:
+        return CanaryDecision("promote", "CanaryHealthy")
+    return CanaryDecision("wait", "CanaryAnalysing")
