@@ -34,7 +34,7 @@ from ..errors import OptiloopError
 from ..jobs.compress import run_compression
 from ..jobs.features import encode_raw
 from ..jobs.latency import open_session
-from ..jobs.storage import LocalStore, StageWriter, completion_marker
+from ..jobs.storage import LocalStore, StageWriter, is_complete
 from ..jobs.tune import configure_threads, run_data_quality, run_features, run_tuning
 from .progress import View
 
@@ -178,10 +178,6 @@ def _evaluation(model_dir: Path, transform: FeatureTransform, test: pd.DataFrame
     return {"task": "regression", "actual": actual.tolist(), "predicted": np.asarray(outputs[0], dtype=float).tolist()}
 
 
-def _finished(store: LocalStore, prefix: str) -> bool:
-    return completion_marker(store, prefix) is not None
-
-
 def run_local(model: ModelOptimization, root: Path, view: View, fresh: bool = False, revision: int = 1) -> RunOutcome:
     """Run every stage for ``model`` with artifacts below ``root``; raises the stage's errors."""
     import optuna
@@ -197,7 +193,7 @@ def run_local(model: ModelOptimization, root: Path, view: View, fresh: bool = Fa
     threads = configure_threads()
     prefix = f"r{revision}"
 
-    resumed = _finished(store, f"{prefix}/data")
+    resumed = is_complete(store, f"{prefix}/data")
     view.stage_started("data quality", model.spec.dataset.uri)
     outcome.data = run_data_quality(stage, store)
     rows = outcome.data.split_rows
@@ -208,12 +204,12 @@ def run_local(model: ModelOptimization, root: Path, view: View, fresh: bool = Fa
         resumed,
     )
 
-    resumed = _finished(store, f"{prefix}/features")
+    resumed = is_complete(store, f"{prefix}/features")
     view.stage_started("features")
     outcome.transform = run_features(stage, store, outcome.data)
     view.stage_finished("features", f"{outcome.transform.input_width} model inputs", resumed)
 
-    resumed = _finished(store, f"{prefix}/tuning")
+    resumed = is_complete(store, f"{prefix}/tuning")
     tuning = model.spec.tuning
     view.stage_started("tuning", f"{tuning.algorithm}, up to {tuning.max_trials} trials, {threads} threads")
     outcome.tuning = run_tuning(stage, store, progress=view)
@@ -228,7 +224,7 @@ def run_local(model: ModelOptimization, root: Path, view: View, fresh: bool = Fa
         resumed,
     )
 
-    resumed = _finished(store, f"{prefix}/compression")
+    resumed = is_complete(store, f"{prefix}/compression")
     view.stage_started("compression", f"{len(model.spec.compression.steps)} steps + baseline")
     outcome.compression = run_compression(stage, store, on_candidate=lambda c: view.note(f"  built candidate {c.name}"))
     view.stage_finished("compression", outcome.compression.message, resumed)
@@ -237,7 +233,7 @@ def run_local(model: ModelOptimization, root: Path, view: View, fresh: bool = Fa
     test = pd.read_parquet(io.BytesIO(store.read_bytes(f"{prefix}/data/test.parquet")))
     features = [c.name for c in outcome.transform.columns]
 
-    resumed = _finished(store, f"{prefix}/run/smoke")
+    resumed = is_complete(store, f"{prefix}/run/smoke")
     view.stage_started("smoke test", "the exported model through the predictor on loopback")
     if resumed:
         outcome.smoke = json.loads(store.read_bytes(f"{prefix}/run/smoke/result.json"))
@@ -261,7 +257,7 @@ def run_local(model: ModelOptimization, root: Path, view: View, fresh: bool = Fa
         )
         view.note(f"drift baseline {outcome.drift_note}")
     else:
-        resumed = _finished(store, f"{prefix}/run/drift")
+        resumed = is_complete(store, f"{prefix}/run/drift")
         view.stage_started("drift baseline", f"{model.spec.monitoring.detector} on the held-out test split")
         if resumed:
             outcome.drift = json.loads(store.read_bytes(f"{prefix}/run/drift/result.json"))

@@ -19,6 +19,9 @@ from pydantic import ValidationError
 from ..api.jobs import ModelMetadata
 from ..errors import OptiloopError
 
+# The export stage's completion marker (optiloop.jobs.storage writes it); read here again because
+# the predictor must not depend on the jobs package (import-linter contract), and because a served
+# directory needs checks a stage does not: allowed file types and paths that stay inside.
 COMPLETE_MARKER = "_COMPLETE.json"
 METADATA_FILE = "metadata.json"
 ALLOWED_SUFFIXES = frozenset({".onnx", ".json", ".pbtxt"})
