@@ -35,7 +35,6 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-from pydantic import ValidationError
 from torch import nn
 
 from ..api.jobs import CandidateReport, CompressionReport, StageInput, TrainingConfig, TuningResult
@@ -52,8 +51,16 @@ from .models import TabularModel, count_parameters
 from .onnx_export import export_onnx, quantize_dynamic_int8, quantize_static_int8, to_fp16_storage
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
 from .training import EncodedSplit, train_model
-from .tune import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, PreparedData, configure_threads, load_model, prepare_data
-from .tune import read_stage_input as read_input
+from .tune import (
+    EXIT_FAILURE,
+    EXIT_INVALID,
+    EXIT_OK,
+    PreparedData,
+    configure_threads,
+    load_model,
+    prepare_data,
+    stage_input_or_report,
+)
 
 FINE_TUNE_LR_FACTOR = 0.3
 """Fine-tuning after pruning starts from the tuned learning rate scaled down: the weights are
@@ -304,13 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--input", type=Path, help="stage input JSON (default: $OPTILOOP_STAGE_INPUT)")
     args = parser.parse_args(argv)
-    try:
-        stage = read_input(args.input)
-    except ValidationError as exc:
-        print(f"invalid stage input: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except OptiloopError as exc:
-        print(str(exc), file=sys.stderr)
+    stage = stage_input_or_report(args.input)
+    if stage is None:
         return EXIT_INVALID
     try:
         report = run_compression(stage, open_store(stage.artifacts))

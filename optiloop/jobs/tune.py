@@ -439,6 +439,17 @@ def read_stage_input(path: Path | None) -> StageInput:
     return stage
 
 
+def stage_input_or_report(path: Path | None) -> StageInput | None:
+    """The stage input for an entry point, or None after printing why it is invalid (exit code 2)."""
+    try:
+        return read_stage_input(path)
+    except ValidationError as exc:
+        print(f"invalid stage input: {exc}", file=sys.stderr)
+    except OptiloopError as exc:
+        print(str(exc), file=sys.stderr)
+    return None
+
+
 def configure_threads() -> int:
     """Bound torch to the CPUs this process may use (or ``OPTILOOP_THREADS``)."""
     threads = int(os.environ.get(THREADS_ENV, "0")) or len(os.sched_getaffinity(0))
@@ -453,13 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--stage", choices=("data", "features", "tuning"), default="tuning", help="run up to this sub-stage"
     )
     args = parser.parse_args(argv)
-    try:
-        stage = read_stage_input(args.input)
-    except ValidationError as exc:
-        print(f"invalid stage input: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except OptiloopError as exc:
-        print(str(exc), file=sys.stderr)
+    stage = stage_input_or_report(args.input)
+    if stage is None:
         return EXIT_INVALID
     configure_threads()
     try:
