@@ -173,6 +173,17 @@ def cmd_drift_check(args: argparse.Namespace) -> int:
     return subprocess.run(command, check=False).returncode
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    _require_api()
+    from .operator.main import run_operator
+
+    try:
+        run_operator(args.namespace or (), args.all_namespaces, args.standalone, args.priority, args.verbose)
+    except ValueError as exc:  # a bad OPTILOOP_* variable
+        raise UserError(str(exc)) from None
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optiloop",
@@ -220,6 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("-q", "--quiet", action="store_true", help="no progress; print only the report's path")
     output.add_argument("--json", action="store_true", help="progress and summary as JSON lines on stdout")
     run.set_defaults(func=cmd_run)
+
+    operator = commands.add_parser(
+        "operator",
+        help="run the Kubernetes operator (configured by OPTILOOP_* variables, see the README)",
+        description="Reconcile ModelOptimization resources. Credentials: the service account in a pod, "
+        "$KUBECONFIG elsewhere.",
+    )
+    scope = operator.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", action="append", metavar="NS", help="watch only this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    operator.add_argument("--standalone", action="store_true", help="run without peering (a single replica)")
+    operator.add_argument("--priority", type=int, help="peering priority; distinct for every replica")
+    operator.add_argument("--verbose", action="store_true", help="debug logging")
+    operator.set_defaults(func=cmd_operator)
 
     drift = commands.add_parser("drift", help="the drift monitor's tools (run in the drift environment)")
     drift_commands = drift.add_subparsers(dest="drift_command", metavar="COMMAND", required=True)

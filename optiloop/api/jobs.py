@@ -13,6 +13,7 @@ from pydantic import Field
 
 from ._base import ApiModel
 from .spec import Activation, CompressionGates, Metric, ModelOptimizationSpec, Task
+from .status import BestTrial, ModelMetrics
 
 ParamValue = float | int | str | bool
 
@@ -381,3 +382,33 @@ class ModelMetadata(ApiModel):
     """Parameters of the network."""
     lineage: ModelLineage
     """Where it came from."""
+
+
+# --- what a stage Job reports to the operator ---------------------------------
+
+TERMINATION_MESSAGE_LIMIT = 4096
+"""Bytes Kubernetes keeps of a container's termination message."""
+
+OutcomeReason = Literal["Succeeded", "WorkerFinished", "DataQualityFailed", "InvalidInput", "StageFailed"]
+
+
+class StageOutcome(ApiModel):
+    """A stage Job's result as its pod reports it in the termination message.
+
+    The operator reads this from the pod's status instead of from the artifact store, so it
+    needs neither the artifact claim mounted nor storage credentials; it is kept under the
+    4 KiB Kubernetes allows (see :func:`optiloop.jobs.outcome.termination_message`).
+    """
+
+    stage: Literal["tuning", "compression"]
+    """Which stage."""
+    succeeded: bool
+    """Whether the stage finished its work."""
+    reason: OutcomeReason
+    """``Succeeded``; ``WorkerFinished`` (a tuning worker other than the first); or why it failed."""
+    message: Annotated[str, Field(max_length=2048)] = ""
+    """People-readable details (for a failed data-quality gate: the failed rules)."""
+    best_trial: BestTrial | None = None
+    """The winning trial (tuning)."""
+    model: ModelMetrics | None = None
+    """The chosen model's measurements (compression)."""

@@ -148,6 +148,10 @@ class RevisionRecord(ApiModel):
     """When the trigger was observed (for drift: when drift was confirmed)."""
     started_at: datetime | None = None
     """When its tuning Job was created."""
+    tuned_at: datetime | None = None
+    """When its tuning Job was seen to succeed."""
+    compressed_at: datetime | None = None
+    """When its compression Job was seen to succeed."""
     deployed_at: datetime | None = None
     """When it began serving (as a canary, for retrained revisions)."""
     promoted_at: datetime | None = None
@@ -160,6 +164,12 @@ class RevisionRecord(ApiModel):
     """Chosen compression candidate."""
     primary_value: float | None = None
     """Primary metric of the chosen model on the test split."""
+    model: ModelMetrics | None = None
+    """Measurements of the chosen model (copied to ``status.model`` while it serves)."""
+    parent_revision: Revision | None = None
+    """Revision that was serving when this one started."""
+    fingerprint: Annotated[str, Field(max_length=64)] | None = None
+    """Hash of the spec fields that shape the model; a spec change that alters it starts a new revision."""
     message: Message = ""
     """Why it ended as it did."""
 

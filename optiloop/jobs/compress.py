@@ -49,6 +49,7 @@ from .latency import measure_round_robin, open_session
 from .metrics import task_metrics
 from .models import TabularModel, count_parameters
 from .onnx_export import export_onnx, quantize_dynamic_int8, quantize_static_int8, to_fp16_storage
+from .outcome import compression_outcome, failed_outcome, report_outcome
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
 from .training import EncodedSplit, train_model
 from .tune import (
@@ -311,14 +312,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--input", type=Path, help="stage input JSON (default: $OPTILOOP_STAGE_INPUT)")
     args = parser.parse_args(argv)
-    stage = stage_input_or_report(args.input)
+    stage = stage_input_or_report(args.input, "compression")
     if stage is None:
         return EXIT_INVALID
     try:
         report = run_compression(stage, open_store(stage.artifacts))
     except OptiloopError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        report_outcome(failed_outcome("compression", "StageFailed", f"{type(exc).__name__}: {exc}"))
         return EXIT_FAILURE
+    report_outcome(compression_outcome(report))
     print(json.dumps({"chosen": report.chosen, "fallback": report.fallback, "message": report.message}))
     return EXIT_OK
 

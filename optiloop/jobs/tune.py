@@ -36,13 +36,14 @@ from pydantic import ValidationError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from ..api.jobs import DataQualityReport, FeatureTransform, StageInput, TrialRecord, TuningResult
+from ..api.jobs import DataQualityReport, FeatureTransform, StageInput, StageOutcome, TrialRecord, TuningResult
 from ..api.spec import natural_direction
 from ..errors import OptiloopError
 from .data import load_dataset
 from .errors import DataQualityError, StorageError, TuningError
 from .features import encode_raw, encode_target, fit_transform
 from .models import TabularModel, count_parameters
+from .outcome import failed_outcome, report_outcome, tuning_outcome
 from .quality import check_quality, failure_message
 from .space import decode, search_space
 from .split import split_frame
@@ -439,14 +440,17 @@ def read_stage_input(path: Path | None) -> StageInput:
     return stage
 
 
-def stage_input_or_report(path: Path | None) -> StageInput | None:
-    """The stage input for an entry point, or None after printing why it is invalid (exit code 2)."""
+def stage_input_or_report(path: Path | None, stage: str = "tuning") -> StageInput | None:
+    """The stage input for an entry point, or None after printing (and reporting to the operator)
+    why it is invalid (exit code 2)."""
     try:
         return read_stage_input(path)
     except ValidationError as exc:
-        print(f"invalid stage input: {exc}", file=sys.stderr)
+        problem = f"invalid stage input: {exc}"
     except OptiloopError as exc:
-        print(str(exc), file=sys.stderr)
+        problem = str(exc)
+    print(problem, file=sys.stderr)
+    report_outcome(failed_outcome(stage, "InvalidInput", problem))
     return None
 
 
@@ -476,16 +480,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = {"features": run_features(stage, store).input_width}
         else:
             tuned = run_tuning(stage, store)
-            summary = (
-                {"worker": stage.worker_index}
-                if tuned is None
-                else {"bestTrial": tuned.best_trial.number, "testMetrics": tuned.test_metrics}
-            )
+            if tuned is None:
+                summary = {"worker": stage.worker_index}
+                report_outcome(StageOutcome(stage="tuning", succeeded=True, reason="WorkerFinished"))
+            else:
+                summary = {"bestTrial": tuned.best_trial.number, "testMetrics": tuned.test_metrics}
+                report_outcome(tuning_outcome(tuned))
     except DataQualityError as exc:
         print(str(exc), file=sys.stderr)
+        report_outcome(failed_outcome("tuning", "DataQualityFailed", str(exc)))
         return EXIT_DATA_QUALITY
     except OptiloopError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        report_outcome(failed_outcome("tuning", "StageFailed", f"{type(exc).__name__}: {exc}"))
         return EXIT_FAILURE
     print(json.dumps(summary))
     return EXIT_OK

@@ -9,17 +9,29 @@
 | ``OPTILOOP_JOB_SERVICE_ACCOUNT`` | service account the Jobs run as | ``default`` |
 | ``OPTILOOP_PROMETHEUS_URL`` | Prometheus for drift and canaries | ``http://prometheus-operated.monitoring:9090`` |
 | ``OPTILOOP_NAMESPACES`` | comma-separated namespaces to watch; empty watches all | empty |
+| ``OPTILOOP_RESYNC_SECONDS`` | period of the per-resource timer (drift checks, canary analysis, resync) | ``10`` |
+| ``OPTILOOP_WORKERS`` | threads running reconciles | ``16`` |
+| ``OPTILOOP_METRICS_ADDRESS`` / ``OPTILOOP_METRICS_PORT`` | where ``/metrics`` listens | ``0.0.0.0`` / ``8080`` |
+| ``OPTILOOP_HEALTH_PORT`` | port of the liveness endpoint ``/healthz`` (same address) | ``8081`` |
+| ``OPTILOOP_PEERING`` | Kopf peering object shared by the replicas; empty runs standalone | ``optiloop`` |
+| ``OPTILOOP_PRIORITY`` | this replica's peering priority; must differ between replicas | derived from the host name |
+| ``OPTILOOP_PEERING_LIFETIME`` | seconds before a silent replica counts as gone (the takeover time) | ``60`` |
 
 Images and service accounts come only from here: a ModelOptimization cannot choose them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .. import __version__
+
+N = TypeVar("N", int, float)
 
 
 def _default_image(component: str) -> str:
@@ -37,6 +49,14 @@ class OperatorConfig:
     job_service_account: str = "default"
     prometheus_url: str = "http://prometheus-operated.monitoring:9090"
     namespaces: tuple[str, ...] = ()
+    resync_seconds: float = 10.0
+    workers: int = 16
+    metrics_address: str = "0.0.0.0"
+    metrics_port: int = 8080
+    health_port: int = 8081
+    peering: str = "optiloop"
+    priority: int = field(default_factory=lambda: host_priority(socket.gethostname()))
+    peering_lifetime: int = 60
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -55,4 +75,31 @@ class OperatorConfig:
             job_service_account=env.get("OPTILOOP_JOB_SERVICE_ACCOUNT", defaults.job_service_account),
             prometheus_url=env.get("OPTILOOP_PROMETHEUS_URL", defaults.prometheus_url),
             namespaces=namespaces,
+            resync_seconds=_number(env, "OPTILOOP_RESYNC_SECONDS", defaults.resync_seconds, float, 1),
+            workers=_number(env, "OPTILOOP_WORKERS", defaults.workers, int, 1),
+            metrics_address=env.get("OPTILOOP_METRICS_ADDRESS", defaults.metrics_address),
+            metrics_port=_number(env, "OPTILOOP_METRICS_PORT", defaults.metrics_port, int, 0),
+            health_port=_number(env, "OPTILOOP_HEALTH_PORT", defaults.health_port, int, 0),
+            peering=env.get("OPTILOOP_PEERING", defaults.peering),
+            priority=_number(env, "OPTILOOP_PRIORITY", defaults.priority, int, 0),
+            peering_lifetime=_number(env, "OPTILOOP_PEERING_LIFETIME", defaults.peering_lifetime, int, 5),
         )
+
+
+def host_priority(hostname: str) -> int:
+    """A peering priority derived from the pod name: distinct replicas get distinct priorities
+    (equal priorities would make Kopf pause every replica)."""
+    return 1 + int(hashlib.sha256(hostname.encode()).hexdigest()[:6], 16)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N], minimum: float) -> N:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {raw!r}")
+    return value

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from ..api.spec import CanaryAnalysis, RetrainingPolicy
-from ..api.status import DriftStatus
+from ..api.spec import CanaryAnalysis, MonitoringSpec, RetrainingPolicy
+from ..api.status import DriftStatus, ModelOptimizationStatus
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,14 @@ def evaluate_drift(
     return DriftDecision(retrained, True, "DriftSustained")
 
 
+def drift_due(monitoring: MonitoringSpec, status: ModelOptimizationStatus, now: datetime) -> bool:
+    """Whether an evaluation is due: monitoring on, a revision serving, and the interval passed."""
+    if not monitoring.enabled or status.serving_revision is None:
+        return False
+    last = status.drift.last_evaluation_time if status.drift is not None else None
+    return last is None or now - last >= timedelta(seconds=monitoring.evaluation_interval_seconds)
+
+
 CanaryAction = Literal["wait", "promote", "rollback"]
 
 
@@ -92,8 +100,9 @@ def judge_canary(
     """Promote a canary that stayed Ready and within bounds for the analysis window; roll back one
     that broke a bound or never became Ready within two windows; otherwise wait.
 
-    Unknown measurements (Prometheus unreachable) never promote: the canary waits, and rolls
-    back only if it cannot become Ready.
+    ``error_rate`` is None when Prometheus could not be asked: such a canary never promotes,
+    it waits (and rolls back only if it cannot become Ready). ``latency_p95_ms`` is None when
+    no request was timed; only a measured latency can break the latency bound.
     """
     elapsed = now - started
     window = timedelta(seconds=analysis.window_seconds)
@@ -109,7 +118,7 @@ def judge_canary(
         and latency_p95_ms > analysis.max_latency_p95_ms
     ):
         return CanaryDecision("rollback", "LatencyTooHigh")
-    if error_rate is None or (analysis.max_latency_p95_ms is not None and latency_p95_ms is None):
+    if error_rate is None:
         return CanaryDecision("wait", "CanaryMetricsUnknown")
     if elapsed >= window:
         return CanaryDecision("promote", "CanaryHealthy")

@@ -30,13 +30,13 @@ from .model_dir import ModelDirectory, load_model_directory
 
 REQUESTS = Counter(
     "optiloop_predictor_requests_total",
-    "Prediction requests by protocol and outcome (ok, invalid, error).",
-    ["model", "protocol", "outcome"],
+    "Prediction requests by protocol and outcome (ok, invalid, error); the operator judges canaries on these.",
+    ["model", "revision", "protocol", "outcome"],
 )
 LATENCY = Histogram(
     "optiloop_predictor_inference_seconds",
     "Time to encode a request, run ONNX Runtime and build the response.",
-    ["model", "protocol"],
+    ["model", "revision", "protocol"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 BATCH_SIZE = Histogram(
@@ -58,6 +58,7 @@ class OnnxPredictor(Model):  # type: ignore[misc]
         self.directory: ModelDirectory | None = None
         self.encoder: FeatureEncoder | None = None
         self.session: Any = None
+        self.revision = ""
 
     def load(self) -> bool:
         """Verify the model directory and open the ONNX Runtime session."""
@@ -77,6 +78,8 @@ class OnnxPredictor(Model):  # type: ignore[misc]
                 f"metadata.json ({directory.metadata.input_name}, {expected} features)"
             )
         self.directory, self.session = directory, session
+        # The revision label tells a canary's requests from the stable revision's.
+        self.revision = str(directory.metadata.lineage.revision)
         self.encoder = FeatureEncoder(directory.metadata)
         self.ready = True
         return True
@@ -94,13 +97,13 @@ class OnnxPredictor(Model):  # type: ignore[misc]
         try:
             response = self._predict_v2(payload) if isinstance(payload, InferRequest) else self._predict_v1(payload)
         except (RequestError, InvalidInput) as exc:
-            REQUESTS.labels(self.name, protocol, "invalid").inc()
+            REQUESTS.labels(self.name, self.revision, protocol, "invalid").inc()
             raise InvalidInput(str(exc)) from None
         except Exception:
-            REQUESTS.labels(self.name, protocol, "error").inc()
+            REQUESTS.labels(self.name, self.revision, protocol, "error").inc()
             raise
-        REQUESTS.labels(self.name, protocol, "ok").inc()
-        LATENCY.labels(self.name, protocol).observe(time.perf_counter() - started)
+        REQUESTS.labels(self.name, self.revision, protocol, "ok").inc()
+        LATENCY.labels(self.name, self.revision, protocol).observe(time.perf_counter() - started)
         return response
 
     def _predict_v1(self, payload: Any) -> dict[str, Any]:

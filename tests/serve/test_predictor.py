@@ -174,10 +174,11 @@ def test_metrics_count_requests_by_outcome(server: Server) -> None:
     samples = {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and line[0] != "#"
     }
-    assert samples['optiloop_predictor_requests_total{model="cities",outcome="ok",protocol="v1"}'] >= 1
-    assert samples['optiloop_predictor_requests_total{model="cities",outcome="invalid",protocol="v1"}'] >= 1
+    assert samples['optiloop_predictor_requests_total{model="cities",outcome="ok",protocol="v1",revision="1"}'] >= 1
+    invalid = 'optiloop_predictor_requests_total{model="cities",outcome="invalid",protocol="v1",revision="1"}'
+    assert samples[invalid] >= 1
     assert samples['optiloop_predictor_batch_size_count{model="cities"}'] >= 1
-    assert samples['optiloop_predictor_inference_seconds_count{model="cities",protocol="v1"}'] >= 1
+    assert samples['optiloop_predictor_inference_seconds_count{model="cities",protocol="v1",revision="1"}'] >= 1
     assert 'request_predict_seconds_count{model_name="cities"}' in samples  # KServe's own
 
 

@@ -78,7 +78,7 @@ ANALYSIS = CanaryAnalysis(window_seconds=300, max_error_rate=0.01, max_latency_p
         (True, 100, 0.05, 5.0, ("rollback", "ErrorRateTooHigh")),
         (True, 400, 0.0, 25.0, ("rollback", "LatencyTooHigh")),
         (True, 400, None, 5.0, ("wait", "CanaryMetricsUnknown")),
-        (True, 400, 0.0, None, ("wait", "CanaryMetricsUnknown")),
+        (True, 400, 0.0, None, ("promote", "CanaryHealthy")),
     ],
 )
 def test_canary_decisions(

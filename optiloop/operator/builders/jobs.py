@@ -20,6 +20,7 @@ from .common import container_security_context, metadata, pod_security_context, 
 PVC_ROOT = "/mnt/pvc"
 TUNE_MODULE = "optiloop.jobs.tune"
 COMPRESS_MODULE = "optiloop.jobs.compress"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 
 def artifacts_root(resource: ModelOptimization) -> str:
@@ -59,6 +60,8 @@ def _env(resource: ModelOptimization, stage: StageInput) -> list[dict[str, Any]]
     env: list[dict[str, Any]] = [
         {"name": "OPTILOOP_STAGE_INPUT", "value": stage.model_dump_json(by_alias=True, exclude_none=True)},
         {"name": "OPTILOOP_PVC_ROOT", "value": PVC_ROOT},
+        # The pod reports its StageOutcome as the termination message the operator reads back.
+        {"name": "OPTILOOP_RESULT_FILE", "value": TERMINATION_MESSAGE_PATH},
         {"name": "HOME", "value": "/tmp"},
         # A container sees every CPU of its node; its CPU limit (rounded up) is what it may use.
         {"name": "OPTILOOP_THREADS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}},
@@ -96,6 +99,7 @@ def _job(
         "resources": jobs.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True),
         "securityContext": container_security_context(),
         "volumeMounts": [scratch_mount, *mounts],
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if env_from:

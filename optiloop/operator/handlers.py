@@ -1,0 +1,82 @@
+"""Kopf's entry points: each translates an event into one call of the reconciler.
+
+* create, update and resume of a ModelOptimization reconcile it;
+* an event on one of its Jobs, its InferenceService or its drift monitor reconciles the owner;
+* a timer per resource, every ``OPTILOOP_RESYNC_SECONDS``, reconciles and evaluates drift when
+  due (the spec's interval) - canary windows and drift have no event of their own.
+
+Errors are mapped here: an invalid spec is permanent (status and Event already say why);
+API trouble is retried with a delay; anything else is retried later and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from ..api import GROUP, PLURAL, VERSION
+from .builders.common import LABEL_NAME
+from .builders.serving import ISVC_API_VERSION
+from .config import OperatorConfig
+from .k8s import Cluster, ForeignChildError, TransientApiError
+from .loop import InvalidSpecError, Reconciler
+from .metrics import serve_metrics
+from .settings import configure
+
+CONFIG = OperatorConfig.from_env()
+_reconciler: Reconciler | None = None
+_ISVC_GROUP, _ISVC_VERSION = ISVC_API_VERSION.split("/")
+_CHILD = {LABEL_NAME: kopf.PRESENT}
+
+
+def _run(namespace: str | None, name: str, evaluate_drift: bool = False, retry: bool = True) -> None:
+    assert _reconciler is not None, "the startup handler builds the reconciler"
+    try:
+        _reconciler.reconcile(namespace or "default", name, evaluate_drift)
+    except InvalidSpecError as exc:
+        if retry:
+            raise kopf.PermanentError(str(exc)) from None
+    except TransientApiError as exc:
+        if retry:
+            raise kopf.TemporaryError(str(exc), delay=5) from None
+        logging.getLogger(__name__).info("will retry %s/%s: %s", namespace, name, exc)
+    except ForeignChildError as exc:
+        if retry:
+            raise kopf.TemporaryError(str(exc), delay=60) from None
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _reconciler
+    configure(settings, CONFIG)
+    _reconciler = Reconciler(Cluster(), CONFIG)
+    if CONFIG.metrics_port:
+        serve_metrics(CONFIG.metrics_port, CONFIG.metrics_address)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def changed(name: str, namespace: str | None, **_: Any) -> None:
+    _run(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=1.0)
+def resync(name: str, namespace: str | None, **_: Any) -> None:
+    _run(namespace, name, evaluate_drift=True, retry=False)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def deleted(name: str, namespace: str | None, **_: Any) -> None:
+    if _reconciler is not None:
+        _reconciler.forget(namespace or "default", name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_CHILD)
+@kopf.on.event("apps", "v1", "deployments", labels=_CHILD)
+@kopf.on.event(_ISVC_GROUP, _ISVC_VERSION, "inferenceservices", labels=_CHILD)
+def child_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    _run(namespace, labels[LABEL_NAME], retry=False)

@@ -1,0 +1,262 @@
+"""The operator's only Kubernetes caller: read a resource and its children, write children,
+status and Events. Objects travel as plain dicts (the API's JSON), never as client models.
+
+Errors are mapped here once: a conflict or a server hiccup (409 on replace, 429, 5xx, a cut
+connection) is :class:`TransientApiError`, to be retried; ``AlreadyExists`` on a child we own is
+success; a child name held by someone else's object is :class:`ForeignChildError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from ..api import GROUP, PLURAL, VERSION
+from ..errors import OptiloopError
+from .builders.common import LABEL_NAME
+from .builders.serving import ISVC_API_VERSION
+
+log = logging.getLogger(__name__)
+ISVC_GROUP, ISVC_VERSION = ISVC_API_VERSION.split("/")
+ISVC_PLURAL = "inferenceservices"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+COMPONENT = "optiloop-operator"
+
+
+class TransientApiError(OptiloopError):
+    """The API server could not do it now (conflict, throttling, 5xx, connection); retry soon."""
+
+
+class ForeignChildError(OptiloopError):
+    """A child's derived name is taken by an object this resource does not own."""
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status in (409, 429) or (exc.status or 0) >= 500:
+            raise TransientApiError(f"{what}: {exc.status} {exc.reason}") from exc
+        raise
+    except (HTTPError, OSError) as exc:
+        raise TransientApiError(f"{what}: {exc}") from exc
+
+
+def _json(response: Any) -> Any:
+    return json.loads(response.data)
+
+
+def _absent(call: Callable[[], Any]) -> Any:
+    """The call's JSON answer, or None on 404."""
+    try:
+        return _json(call())
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+class Cluster:
+    """Typed access to the few API calls the operator makes."""
+
+    def __init__(self, api_client: Any | None = None) -> None:
+        self.api = api_client or _default_client()
+        # Bodies are plain dicts, which the client accepts but its annotations do not admit.
+        self.custom: Any = client.CustomObjectsApi(self.api)
+        self.batch: Any = client.BatchV1Api(self.api)
+        self.apps: Any = client.AppsV1Api(self.api)
+        self.core: Any = client.CoreV1Api(self.api)
+        self.instance = socket.gethostname()
+
+    # --- reading --------------------------------------------------------------
+
+    def get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ModelOptimization as stored, or None when it is gone."""
+        with _mapped(f"read ModelOptimization {namespace}/{name}"):
+            return _absent(  # type: ignore[no-any-return]
+                lambda: self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+                )
+            )
+
+    def list_jobs(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The resource's Jobs, every revision."""
+        with _mapped(f"list Jobs of {namespace}/{name}"):
+            answer = self.batch.list_namespaced_job(
+                namespace, label_selector=f"{LABEL_NAME}={name}", _preload_content=False
+            )
+        return list(_json(answer)["items"])
+
+    def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """The pods of one Job (their termination messages carry the stage outcome)."""
+        with _mapped(f"list pods of Job {namespace}/{job}"):
+            answer = self.core.list_namespaced_pod(
+                namespace, label_selector=f"{JOB_NAME_LABEL}={job}", _preload_content=False
+            )
+        return list(_json(answer)["items"])
+
+    def get_inference_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The InferenceService, or None."""
+        with _mapped(f"read InferenceService {namespace}/{name}"):
+            return _absent(  # type: ignore[no-any-return]
+                lambda: self.custom.get_namespaced_custom_object(
+                    ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, name, _preload_content=False
+                )
+            )
+
+    def get_monitor(self, namespace: str, name: str) -> dict[str, dict[str, Any]]:
+        """The drift monitor's Deployment and Service that exist, by kind."""
+        found: dict[str, dict[str, Any]] = {}
+        with _mapped(f"read drift monitor {namespace}/{name}"):
+            deployment = _absent(lambda: self.apps.read_namespaced_deployment(name, namespace, _preload_content=False))
+            service = _absent(lambda: self.core.read_namespaced_service(name, namespace, _preload_content=False))
+        for kind, obj in (("Deployment", deployment), ("Service", service)):
+            if obj is not None:
+                obj.setdefault("kind", kind)
+                found[kind] = obj
+        return found
+
+    # --- writing --------------------------------------------------------------
+
+    def create(self, namespace: str, body: dict[str, Any], owner_uid: str) -> bool:
+        """Create a child; True when created, False when our own child already existed."""
+        kind, name = body["kind"], body["metadata"]["name"]
+        try:
+            with _mapped(f"create {kind} {namespace}/{name}"):
+                try:
+                    self._create(namespace, body)
+                    return True
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+        except TransientApiError:
+            pass
+        existing = self._read(namespace, kind, name)
+        owners = (existing or {}).get("metadata", {}).get("ownerReferences") or []
+        if existing is None:
+            raise TransientApiError(f"{kind} {namespace}/{name} existed, then vanished; retrying")
+        if not any(o.get("uid") == owner_uid for o in owners):
+            raise ForeignChildError(
+                f"{kind} {namespace}/{name} exists and is not owned by this ModelOptimization; "
+                "rename or delete it so optiloop can create its own"
+            )
+        return False
+
+    def replace(self, namespace: str, body: dict[str, Any], resource_version: str) -> None:
+        """Replace a child we read at ``resource_version`` (a conflict is transient)."""
+        body = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
+        kind, name = body["kind"], body["metadata"]["name"]
+        with _mapped(f"replace {kind} {namespace}/{name}"):
+            if kind == "InferenceService":
+                self.custom.replace_namespaced_custom_object(
+                    ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, name, body
+                )
+            elif kind == "Deployment":
+                self.apps.replace_namespaced_deployment(name, namespace, body)
+            elif kind == "Service":
+                self.core.replace_namespaced_service(name, namespace, body)
+            else:
+                raise ValueError(f"the operator never replaces a {kind}")
+
+    def delete(self, namespace: str, kind: str, name: str) -> None:
+        """Delete a child and, in the background, what it owns (a Job's pods); gone already is fine."""
+        options = {"propagationPolicy": "Background"}
+        calls = {
+            "Job": lambda: self.batch.delete_namespaced_job(name, namespace, body=options),
+            "Deployment": lambda: self.apps.delete_namespaced_deployment(name, namespace, body=options),
+            "Service": lambda: self.core.delete_namespaced_service(name, namespace, body=options),
+        }
+        with _mapped(f"delete {kind} {namespace}/{name}"):
+            try:
+                calls[kind]()
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+    def write_status(self, namespace: str, name: str, status: dict[str, Any], resource_version: str) -> str:
+        """Merge-patch ``status`` (nulls remove fields) if the resource is still at ``resource_version``;
+        returns the new resourceVersion."""
+        patch = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        with _mapped(f"write status of {namespace}/{name}"):
+            answer = self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, patch, _preload_content=False
+            )
+        return str(_json(answer)["metadata"]["resourceVersion"])
+
+    def post_event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post an Event on the resource; a failure to post is logged, never raised."""
+        meta = resource["metadata"]
+        now = datetime.now(UTC)
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": resource.get("apiVersion"),
+                "kind": resource.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": f"{GROUP}/operator",
+            "reportingInstance": self.instance[:128],
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event)
+        except (ApiException, HTTPError, OSError) as exc:
+            log.warning("could not post Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
+
+    # --- plumbing -------------------------------------------------------------
+
+    def _create(self, namespace: str, body: dict[str, Any]) -> None:
+        kind = body["kind"]
+        if kind == "Job":
+            self.batch.create_namespaced_job(namespace, body)
+        elif kind == "InferenceService":
+            self.custom.create_namespaced_custom_object(ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, body)
+        elif kind == "Deployment":
+            self.apps.create_namespaced_deployment(namespace, body)
+        elif kind == "Service":
+            self.core.create_namespaced_service(namespace, body)
+        else:
+            raise ValueError(f"the operator never creates a {kind}")
+
+    def _read(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+        calls: dict[str, Callable[[], Any]] = {
+            "Job": lambda: self.batch.read_namespaced_job(name, namespace, _preload_content=False),
+            "InferenceService": lambda: self.custom.get_namespaced_custom_object(
+                ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, name, _preload_content=False
+            ),
+            "Deployment": lambda: self.apps.read_namespaced_deployment(name, namespace, _preload_content=False),
+            "Service": lambda: self.core.read_namespaced_service(name, namespace, _preload_content=False),
+        }
+        with _mapped(f"read {kind} {namespace}/{name}"):
+            return _absent(calls[kind])  # type: ignore[no-any-return]
+
+
+def _default_client() -> Any:
+    """In a pod: the service account; elsewhere: ``$KUBECONFIG`` or ``~/.kube/config``."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()

@@ -1,0 +1,202 @@
+"""Runs one reconcile end to end: read the resource and its children, ask Prometheus what the
+plan needs, plan (pure), then write children, Events and, only when it changed, status.
+
+Kopf calls this from change handlers, child-event handlers and the resync timer, possibly at
+once for one resource; a per-resource lock makes those calls take turns in this process, and
+the status write is conditional on the resourceVersion that was read, so a stale plan is never
+written over a newer state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..api import ModelOptimization
+from ..api.status import DriftStatus, ModelOptimizationStatus
+from ..api.validation import manifest_errors
+from ..errors import OptiloopError
+from . import metrics, names, prometheus, queries
+from .config import OperatorConfig
+from .k8s import Cluster
+from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job
+from .policy import DriftDecision, drift_due, evaluate_drift
+from .reconcile import Delete, Plan, canary_revision, invalid_spec, reconcile, retraining_in_flight
+
+log = logging.getLogger(__name__)
+DRIFT_THRESHOLD = 1.0
+"""The drift query returns 1 while drifting (the monitor's ``optiloop_drift_detected``)."""
+
+
+class InvalidSpecError(OptiloopError):
+    """The resource's spec does not validate; nothing is built until it changes."""
+
+
+class Reconciler:
+    """Reconciles ModelOptimizations against one API server with one configuration."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        config: OperatorConfig,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.cluster = cluster
+        self.config = config
+        self.clock = clock
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the lock of a deleted resource (memory stays flat over many resources)."""
+        with self._locks_guard:
+            self._locks.pop((namespace, name), None)
+
+    def reconcile(self, namespace: str, name: str, evaluate_drift: bool = False) -> Plan | None:
+        """Bring one resource a step closer to its spec; None when it is gone or being deleted."""
+        started = time.perf_counter()
+        try:
+            with self._lock(namespace, name):
+                return self._reconcile(namespace, name, evaluate_drift)
+        except Exception as exc:
+            metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+
+    def _reconcile(self, namespace: str, name: str, evaluate_drift: bool) -> Plan | None:
+        body = self.cluster.get_resource(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        now = self.clock()
+        generation = int(body["metadata"].get("generation") or 0)
+        previous = _status(body)
+        resource = self._parse(body, previous, generation, now)
+        observed = self._observe(resource, previous)
+        decision = self._drift(resource, previous, now) if evaluate_drift else None
+        plan = reconcile(resource, observed, self.config, now, decision)
+        self._apply(namespace, resource, plan)
+        for event in plan.events:
+            self.cluster.post_event(body, event.type, event.reason, event.message)
+            if event.reason == "RetrainStarted":
+                metrics.RETRAINS.inc()
+            elif event.reason in ("CanaryPromoted", "CanaryRolledBack"):
+                metrics.CANARIES.labels("promoted" if event.reason == "CanaryPromoted" else "rolled_back").inc()
+        self._write_status(body, previous, plan.status)
+        return plan
+
+    # --- steps ----------------------------------------------------------------
+
+    def _parse(
+        self, body: dict[str, Any], previous: ModelOptimizationStatus | None, generation: int, now: datetime
+    ) -> ModelOptimization:
+        document = {k: v for k, v in body.items() if k != "status"}
+        errors = manifest_errors(document)
+        if errors:
+            message = "; ".join(str(e) for e in errors)[:4096]
+            status = invalid_spec(previous, generation, message, now)
+            if self._write_status(body, previous, status):
+                self.cluster.post_event(body, "Warning", "InvalidSpec", message)
+            raise InvalidSpecError(message)
+        resource = ModelOptimization.model_validate(document)
+        resource.status = previous
+        return resource
+
+    def _observe(self, resource: ModelOptimization, status: ModelOptimizationStatus | None) -> Observed:
+        namespace, name = resource.metadata.namespace or "default", resource.metadata.name
+        current = status.revision if status is not None else None
+        jobs: dict[tuple[str, int], ObservedJob] = {}
+        for job in self.cluster.list_jobs(namespace, name):
+            seen = observe_job(job, ())
+            if seen is None:
+                continue
+            if seen.state != "Running" and seen.revision == current:
+                seen = observe_job(job, self.cluster.list_job_pods(namespace, seen.name)) or seen
+            jobs[(seen.component, seen.revision)] = seen
+        service = self.cluster.get_inference_service(namespace, names.inference_service(name))
+        monitor = self.cluster.get_monitor(namespace, names.drift_monitor(name))
+        canary = canary_revision(status)
+        return Observed(
+            jobs=jobs,
+            service=observe_child(service) if service is not None else None,
+            monitor={kind: observe_child(obj) for kind, obj in monitor.items()},
+            canary=self._canary_metrics(resource, canary) if canary is not None else None,
+        )
+
+    def _prometheus_url(self, resource: ModelOptimization) -> str:
+        return resource.spec.monitoring.prometheus.url or self.config.prometheus_url
+
+    def _canary_metrics(self, resource: ModelOptimization, revision: int) -> CanaryMetrics:
+        window = resource.spec.deployment.canary_analysis.window_seconds
+        url = self._prometheus_url(resource)
+        errors = prometheus.query(url, queries.canary_error_rate_query(resource, revision, window))
+        latency = prometheus.query(url, queries.canary_latency_query(resource, revision, window))
+        # Reachable but empty: no request failed (or none came); an unreachable Prometheus stays unknown.
+        error_rate = (errors.value or 0.0) if errors.reachable else None
+        return CanaryMetrics(error_rate, latency.value if latency.reachable else None)
+
+    def _drift(
+        self, resource: ModelOptimization, status: ModelOptimizationStatus | None, now: datetime
+    ) -> DriftDecision | None:
+        if status is None or status.serving_revision is None or not drift_due(resource.spec.monitoring, status, now):
+            return None
+        promql = queries.drift_query(resource, status.serving_revision)
+        answer = prometheus.query(self._prometheus_url(resource), promql)
+        # No sample yet (the monitor has not filled a window) counts as not drifting.
+        value = (answer.value or 0.0) if answer.reachable else None
+        decision = evaluate_drift(
+            value,
+            DRIFT_THRESHOLD,
+            status.drift or DriftStatus(),
+            resource.spec.monitoring.retraining,
+            now,
+            retraining_in_flight(status),
+        )
+        metrics.DRIFT_EVALUATIONS.labels(decision.reason).inc()
+        return decision
+
+    def _apply(self, namespace: str, resource: ModelOptimization, plan: Plan) -> None:
+        uid = resource.metadata.uid or ""
+        for action in plan.actions:
+            if isinstance(action, Delete):
+                self.cluster.delete(namespace, action.kind, action.name)
+            elif action.resource_version is not None:
+                self.cluster.replace(namespace, action.body, action.resource_version)
+            elif self.cluster.create(namespace, action.body, uid):
+                metrics.CHILDREN_CREATED.labels(action.kind).inc()
+
+    def _write_status(
+        self, body: dict[str, Any], previous: ModelOptimizationStatus | None, status: ModelOptimizationStatus
+    ) -> bool:
+        """Write ``status`` unless it equals what is stored; True when written."""
+        if previous is not None and previous == status:
+            return False
+        meta = body["metadata"]
+        document = status.model_dump(mode="json", by_alias=True)
+        meta["resourceVersion"] = self.cluster.write_status(
+            meta["namespace"], meta["name"], document, meta["resourceVersion"]
+        )
+        metrics.STATUS_WRITES.inc()
+        return True
+
+
+def _status(body: dict[str, Any]) -> ModelOptimizationStatus | None:
+    raw = body.get("status")
+    if not raw:
+        return None
+    try:
+        return ModelOptimizationStatus.model_validate(raw)
+    except ValidationError as exc:
+        # Status is ours; an unreadable one (edited by hand) is rebuilt rather than fatal.
+        log.warning("ignoring unreadable status of %s: %s", body["metadata"].get("name"), exc)
+        return None

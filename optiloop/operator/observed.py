@@ -1,0 +1,153 @@
+"""What the operator saw of a resource's children, read out of the raw API objects.
+
+Pure: :mod:`optiloop.operator.k8s` fetches the objects, these functions turn them into the
+few facts reconciling needs (a Job's state and reported outcome, whether a child is up to
+date and ready).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from ..api.jobs import StageOutcome
+from .builders.common import LABEL_COMPONENT, LABEL_REVISION
+
+SPEC_HASH_ANNOTATION = "optiloop.dev/spec-hash"
+"""Hash of the spec the operator last wrote to a child; a different desired hash means update."""
+
+JobState = Literal["Running", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    """One stage Job of one revision."""
+
+    name: str
+    component: str
+    revision: int
+    state: JobState
+    reason: str = ""
+    message: str = ""
+    outcome: StageOutcome | None = None
+
+
+@dataclass(frozen=True)
+class ObservedChild:
+    """A child the operator keeps up to date: the InferenceService, or the drift monitor's parts."""
+
+    kind: str
+    name: str
+    resource_version: str
+    spec_hash: str | None
+    revision: int | None
+    ready: bool = False
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class CanaryMetrics:
+    """The canary's error rate and p95 latency over the analysis window; None: unknown."""
+
+    error_rate: float | None
+    latency_p95_ms: float | None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything reconciling looks at besides the resource itself."""
+
+    jobs: Mapping[tuple[str, int], ObservedJob] = field(default_factory=dict)
+    service: ObservedChild | None = None
+    monitor: Mapping[str, ObservedChild] = field(default_factory=dict)
+    canary: CanaryMetrics | None = None
+
+
+def _revision(obj: Mapping[str, Any]) -> int | None:
+    value = (obj.get("metadata", {}).get("labels") or {}).get(LABEL_REVISION)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+def _conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {c.get("type", ""): c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def job_state(job: Mapping[str, Any]) -> tuple[JobState, str, str]:
+    """A Job's state from its ``Complete``/``Failed`` conditions, with the failure's reason and message."""
+    conditions = _conditions(job)
+    failed = conditions.get("Failed")
+    if failed is not None and failed.get("status") == "True":
+        return "Failed", str(failed.get("reason") or "JobFailed"), str(failed.get("message") or "")
+    complete = conditions.get("Complete")
+    if complete is not None and complete.get("status") == "True":
+        return "Succeeded", "", ""
+    return "Running", "", ""
+
+
+def pod_outcome(pods: Iterable[Mapping[str, Any]]) -> StageOutcome | None:
+    """The stage outcome reported by the Job's pods: a finished result first, else a failure.
+
+    A termination message that is not a :class:`StageOutcome` (the log tail Kubernetes keeps
+    when a pod crashed before reporting) becomes a failed outcome carrying that text.
+    """
+    outcomes: list[StageOutcome] = []
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            message = terminated.get("message")
+            if not message:
+                continue
+            try:
+                outcomes.append(StageOutcome.model_validate(json.loads(message)))
+            except (ValueError, ValidationError):
+                stage = str(((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_COMPONENT, "tuning"))
+                outcomes.append(
+                    StageOutcome.model_validate(
+                        {
+                            "stage": stage if stage in ("tuning", "compression") else "tuning",
+                            "succeeded": False,
+                            "reason": "StageFailed",
+                            "message": str(message)[-2048:],
+                        }
+                    )
+                )
+    ranked = sorted(outcomes, key=lambda o: (not o.succeeded, o.reason == "WorkerFinished"))
+    return ranked[0] if ranked else None
+
+
+def observe_job(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> ObservedJob | None:
+    """An :class:`ObservedJob` from a Job we labelled, or None for a Job without our labels."""
+    labels = job.get("metadata", {}).get("labels") or {}
+    revision = _revision(job)
+    if revision is None or LABEL_COMPONENT not in labels:
+        return None
+    state, reason, message = job_state(job)
+    outcome = pod_outcome(pods) if state != "Running" else None
+    return ObservedJob(job["metadata"]["name"], labels[LABEL_COMPONENT], revision, state, reason, message, outcome)
+
+
+def observe_child(obj: Mapping[str, Any]) -> ObservedChild:
+    """An :class:`ObservedChild` with readiness from its ``Ready`` or ``Available`` condition.
+
+    A status written for an older ``metadata.generation`` does not count as ready.
+    """
+    meta = obj.get("metadata", {})
+    status = obj.get("status") or {}
+    conditions = _conditions(obj)
+    ready_condition = conditions.get("Ready") or conditions.get("Available")
+    observed_generation = status.get("observedGeneration")
+    current = observed_generation is None or observed_generation == meta.get("generation")
+    ready = ready_condition is not None and ready_condition.get("status") == "True" and current
+    return ObservedChild(
+        kind=str(obj.get("kind", "")),
+        name=str(meta.get("name", "")),
+        resource_version=str(meta.get("resourceVersion", "")),
+        spec_hash=(meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION),
+        revision=_revision(obj),
+        ready=bool(ready),
+        url=status.get("url"),
+    )

@@ -1,0 +1,40 @@
+"""The PromQL the operator runs (pure: strings in, strings out).
+
+The drift query must match the metric the drift monitor exports; the monitor cannot import
+this module (it lives in its own environment), so a test holds the two together.
+"""
+
+from __future__ import annotations
+
+from ..api import ModelOptimization
+
+
+def _selector(namespace: str, name: str, revision: int) -> str:
+    return f'namespace="{namespace}", model="{name}", revision="{revision}"'
+
+
+def drift_query(resource: ModelOptimization, revision: int) -> str:
+    """The spec's query with ``$namespace``, ``$name`` and ``$revision`` filled in, or the default:
+    1 while the serving revision's drift monitor reports drift."""
+    namespace = resource.metadata.namespace or "default"
+    name = resource.metadata.name
+    custom = resource.spec.monitoring.prometheus.query
+    if custom is not None:
+        return custom.replace("$namespace", namespace).replace("$name", name).replace("$revision", str(revision))
+    return f"max by (namespace, model, revision) (optiloop_drift_detected{{{_selector(namespace, name, revision)}}})"
+
+
+def canary_error_rate_query(resource: ModelOptimization, revision: int, window_seconds: int) -> str:
+    """Share of the canary's requests that failed on the server (5xx) over the analysis window;
+    requests the predictor rejected as invalid are the client's fault and do not count."""
+    selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
+    total = f"sum(rate(optiloop_predictor_requests_total{{{selector}}}[{window_seconds}s]))"
+    errors = f'sum(rate(optiloop_predictor_requests_total{{{selector}, outcome="error"}}[{window_seconds}s]))'
+    return f"({errors} or vector(0)) / {total}"
+
+
+def canary_latency_query(resource: ModelOptimization, revision: int, window_seconds: int) -> str:
+    """The canary's p95 inference latency in milliseconds over the analysis window."""
+    selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
+    buckets = f"sum by (le) (rate(optiloop_predictor_inference_seconds_bucket{{{selector}}}[{window_seconds}s]))"
+    return f"histogram_quantile(0.95, {buckets}) * 1000"

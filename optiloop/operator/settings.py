@@ -1,0 +1,43 @@
+"""Kopf's settings for optiloop: bookkeeping in annotations under our prefix, our finalizer,
+bounded watches, peering and worker limits.
+
+The finalizer: Kopf adds ``optiloop.dev/finalizer`` because the resync timer must be stopped
+when a resource goes away. If the operator is gone for good, a deletion waits for it; the
+escape hatch is ``kubectl patch modeloptimization NAME --type=json
+-p '[{"op":"remove","path":"/metadata/finalizers"}]'`` (children still go through their owner
+references).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from ..api import GROUP
+from .config import OperatorConfig
+
+FINALIZER = f"{GROUP}/finalizer"
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """Apply optiloop's choices to Kopf's ``settings`` (called from the startup handler)."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Watches end on the server's side before the client gives up, and reconnect quickly;
+    # a silent stream is restarted after 5 minutes at the latest.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = config.workers
+    # Our own Events say what happened; Kopf's "Handler succeeded" ones would drown them.
+    settings.posting.level = logging.WARNING
+    settings.peering.lifetime = config.peering_lifetime
+    settings.peering.stealth = True
+    # Unhandled exceptions back off instead of retrying every minute forever at the same pace.
+    settings.batching.error_delays = (1, 2, 5, 10, 30, 60, 120)
