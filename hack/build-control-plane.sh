@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test control plane (kube-apiserver and etcd) from the Go module proxy.
+# Builds the test control plane (kube-apiserver, kube-controller-manager and etcd) from the
+# Go module proxy. The controller-manager runs only its garbage collector in the tests, so
+# owner references really delete children.
 #
 # Kubernetes publishes no binaries to the registries CI can reach, so both are
 # compiled from the exactly pinned wrapper modules under hack/tools/. The
@@ -18,7 +20,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools="$here/tools"
 
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
-  for bin in kube-apiserver etcd; do
+  for bin in kube-apiserver kube-controller-manager etcd; do
     [[ -x "$KUBEBUILDER_ASSETS/$bin" ]] || { echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no executable $bin" >&2; exit 1; }
   done
   echo "$KUBEBUILDER_ASSETS"
@@ -42,7 +44,7 @@ fingerprint="$( (cat "$tools"/*/go.mod "$tools"/*/go.sum "$tools"/etcd/main.go; 
 cache_root="${OPTILOOP_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/optiloop/tools}"
 dest="$cache_root/k8s-${k8s_version}-etcd-${etcd_version}-${fingerprint}"
 
-if [[ -x "$dest/kube-apiserver" && -x "$dest/etcd" ]]; then
+if [[ -x "$dest/kube-apiserver" && -x "$dest/kube-controller-manager" && -x "$dest/etcd" ]]; then
   echo "$dest"
   exit 0
 fi
@@ -63,6 +65,7 @@ build() {  # build <wrapper dir> <package> <output name> <ldflags>
 
 
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "-s -w$version_flags"
+build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-manager "-s -w$version_flags"
 build etcd . etcd "-s -w"
 
 "$dest/kube-apiserver" --version >&2

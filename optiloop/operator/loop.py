@@ -22,7 +22,7 @@ from ..api import ModelOptimization
 from ..api.status import DriftStatus, ModelOptimizationStatus
 from ..api.validation import manifest_errors
 from ..errors import OptiloopError
-from . import metrics, names, prometheus, queries
+from . import failpoints, metrics, names, prometheus, queries
 from .config import OperatorConfig
 from .k8s import Cluster
 from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job
@@ -174,6 +174,7 @@ class Reconciler:
                 self.cluster.replace(namespace, action.body, action.resource_version)
             elif self.cluster.create(namespace, action.body, uid):
                 metrics.CHILDREN_CREATED.labels(action.kind).inc()
+                failpoints.reached(f"after-create:{action.kind}")
 
     def _write_status(
         self, body: dict[str, Any], previous: ModelOptimizationStatus | None, status: ModelOptimizationStatus

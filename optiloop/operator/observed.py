@@ -47,6 +47,8 @@ class ObservedChild:
     revision: int | None
     ready: bool = False
     url: str | None = None
+    updating: bool = False
+    """Its controller has not yet acted on the latest spec (``status.observedGeneration`` lags)."""
 
 
 @dataclass(frozen=True)
@@ -150,4 +152,5 @@ def observe_child(obj: Mapping[str, Any]) -> ObservedChild:
         revision=_revision(obj),
         ready=bool(ready),
         url=status.get("url"),
+        updating=not current,
     )

@@ -351,7 +351,7 @@ class _Reconcile:
                 self.condition("Deployed", "Unknown", "Deploying", f"waiting for revision {revision} to be Ready")
         elif ready:
             self.condition("Deployed", "True", "Serving", f"revision {revision} serves at {self.status.url}")
-        elif not current:
+        elif not current or (observed is not None and observed.updating):
             self.condition("Deployed", "Unknown", "Updating", f"applying serving settings to revision {revision}")
         else:
             self.condition("Deployed", "Unknown", "PredictorNotReady", "the InferenceService is not Ready")

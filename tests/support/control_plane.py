@@ -2,7 +2,8 @@
 
 Started the way controller-runtime's envtest starts one: fresh certificates, a static
 token for an administrator, RBAC authorization, and the ServiceAccount admission
-plugin off (no controller-manager runs to create service accounts). Every process is
+plugin off (no service-account controller runs). A kube-controller-manager runs only its
+garbage collector, so deleting an owner deletes its children. Every process is
 tied to the test process with ``PR_SET_PDEATHSIG`` so nothing outlives a killed run.
 
     with ControlPlane.start(workdir) as cp:
@@ -287,10 +288,32 @@ class ControlPlane:
             )
         )
         kubeconfig.chmod(0o600)
+        if (bins / "kube-controller-manager").exists():
+            # Only the garbage collector: owner references delete children as in a cluster, while
+            # Jobs and Deployments are left to the tests (no Job controller fights their stand-in).
+            processes.append(
+                _spawn(
+                    "kube-controller-manager",
+                    [
+                        str(bins / "kube-controller-manager"),
+                        f"--kubeconfig={kubeconfig}",
+                        f"--authentication-kubeconfig={kubeconfig}",
+                        f"--authorization-kubeconfig={kubeconfig}",
+                        "--controllers=garbage-collector-controller",
+                        "--leader-elect=false",
+                        "--bind-address=127.0.0.1",
+                        f"--secure-port={free_port()}",
+                        f"--cert-dir={certs}",
+                        "--concurrent-gc-syncs=5",
+                        "--v=1",
+                    ],
+                    workdir,
+                )
+            )
         return cls(workdir, url, token, ca, kubeconfig, version, processes)
 
     def stop(self) -> None:
-        """Stop the API server, then etcd."""
+        """Stop the controller-manager, the API server, then etcd."""
         for proc in reversed(self.processes):
             proc.stop()
         self.processes.clear()

@@ -82,3 +82,66 @@ def running_prometheus(targets: list[str], interval: str = "1s") -> Iterator[Pro
             process.kill()
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class PrometheusStandIn:
+    """An HTTP server that answers instant queries the way Prometheus does, with values a test sets.
+
+    Drift queries (on ``optiloop_drift_detected``) answer ``drift``; canary queries answer
+    ``error_rate`` and ``latency_ms`` (None: an empty vector). ``mode`` "down" answers 503,
+    "garbage" answers a body that is not Prometheus' JSON; ``stop()`` refuses connections.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.drift: float | None = 0.0
+        self.error_rate: float | None = 0.0
+        self.latency_ms: float | None = None
+        self.mode = "up"
+        self.queries: list[str] = []
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("query", [""])[0]
+                stand_in.queries.append(query)
+                if stand_in.mode == "down":
+                    self._send(503, b"service unavailable")
+                elif stand_in.mode == "garbage":
+                    self._send(200, b"<html>not prometheus</html>")
+                else:
+                    self._send(200, json.dumps(stand_in.answer(query)).encode())
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def answer(self, query: str) -> dict[str, Any]:
+        if "optiloop_drift_detected" in query:
+            value = self.drift
+        elif "histogram_quantile" in query:
+            value = self.latency_ms
+        else:
+            value = self.error_rate
+        result = [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
+        return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+    def drift_queries(self) -> int:
+        return sum("optiloop_drift_detected" in q for q in self.queries)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
