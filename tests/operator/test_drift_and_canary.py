@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import skip_or_fail
 from tests.operator.conftest import StartOperator
 from tests.support.control_plane import ControlPlane
 from tests.support.operator import OperatorProcess, Resources, StandIn, wait_until
@@ -158,3 +159,36 @@ def test_a_spec_change_rolls_out_as_a_canary_and_a_deployment_only_change_does_n
     record = status(resources)["history"][-1]
     assert record["trigger"] == "SpecChanged"
     assert record["generation"] == resources.get("iris")["metadata"]["generation"]
+
+
+def test_drift_exported_by_the_monitor_and_scraped_by_a_real_prometheus_starts_a_retrain(
+    control_plane: ControlPlane, watched: str, start_operator: StartOperator
+) -> None:
+    from prometheus_client import start_http_server
+
+    from optiloop.drift.metrics import DriftMetrics
+    from tests.support.control_plane import free_port
+    from tests.support.prometheus import prometheus_bin, running_prometheus
+
+    if prometheus_bin() is None:
+        skip_or_fail("Debian's prometheus is not installed (make install)")
+    exporter = DriftMetrics(watched, "iris", 1)
+    exporter.detected.labels(**exporter.labels).set(0)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=exporter.registry)
+    resources = Resources(control_plane.api_client(), watched)
+    operator = start_operator()
+    try:
+        with running_prometheus([f"127.0.0.1:{port}"]) as real, StandIn(control_plane, watched):
+            spec = drift_spec(real.url)
+            spec["monitoring"]["evaluationIntervalSeconds"] = 5
+            serve_revision_1(resources, operator, spec)
+            exporter.detected.labels(**exporter.labels).set(1)
+            wait_until(lambda: real.query("optiloop_drift_detected == 1"), 30, "Prometheus to scrape the drift")
+            wait_until(lambda: status(resources)["revision"] == 2, 40, "revision 2 from real drift", operator)
+            names = lambda: [j["metadata"]["name"] for j in resources.jobs("iris")]  # noqa: E731
+            wait_until(lambda: "iris-tune-r2" in names(), 30, "revision 2's tuning Job", operator)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert status(resources)["history"][-1]["trigger"] == "Drift"
