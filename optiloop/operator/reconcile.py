@@ -423,9 +423,8 @@ class _Reconcile:
             self.ensure(body, existing.get(body["kind"]))
         if self.status.drift is None:
             self.status.drift = DriftStatus()
-        if find(self.status.conditions, "DriftWithinBounds") is None or (
-            self.status.drift.last_evaluation_time is None
-        ):
+        drift = find(self.status.conditions, "DriftWithinBounds")
+        if drift is None or drift.reason in ("NotServing", "MonitoringDisabled", "MonitorUnavailable"):
             monitor = names.drift_monitor(self.resource.metadata.name)
             message = f"{monitor} watches the inputs; the first evaluation is pending"
             self.condition("DriftWithinBounds", "Unknown", "NotEvaluated", message)

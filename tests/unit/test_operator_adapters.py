@@ -1,0 +1,189 @@
+"""Reading what the operator observes: Job states and stage outcomes from pods, child readiness,
+Prometheus answers (good, empty and garbage), the PromQL it sends, and its configuration."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from optiloop.api import ModelOptimization
+from optiloop.api.jobs import TERMINATION_MESSAGE_LIMIT, StageOutcome
+from optiloop.api.status import BestTrial, ParameterValue
+from optiloop.jobs.outcome import failed_outcome, termination_message
+from optiloop.operator import prometheus, queries
+from optiloop.operator.config import OperatorConfig, host_priority
+from optiloop.operator.observed import job_state, observe_child, observe_job, pod_outcome
+
+
+def pod(message: str | None, component: str = "tuning") -> dict[str, Any]:
+    terminated = {"exitCode": 0} if message is None else {"exitCode": 0, "message": message}
+    return {
+        "metadata": {"labels": {"optiloop.dev/component": component}},
+        "status": {"containerStatuses": [{"state": {"terminated": terminated}}]},
+    }
+
+
+def outcome(**fields: Any) -> str:
+    return json.dumps({"stage": "tuning", "succeeded": True, "reason": "Succeeded", **fields})
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ([], ("Running", "", "")),
+        ([{"type": "Complete", "status": "True"}], ("Succeeded", "", "")),
+        ([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow"}],
+         ("Failed", "DeadlineExceeded", "too slow")),
+        ([{"type": "SuccessCriteriaMet", "status": "True"}], ("Running", "", "")),
+        ([{"type": "Failed", "status": "False"}], ("Running", "", "")),
+    ],
+)  # fmt: skip
+def test_job_state_follows_the_finished_conditions(conditions: list[dict[str, str]], expected: Any) -> None:
+    assert job_state({"status": {"conditions": conditions}}) == expected
+
+
+def test_the_first_worker_result_wins_over_other_workers_and_failures() -> None:
+    pods = [
+        pod(outcome(reason="WorkerFinished")),
+        pod(outcome(bestTrial={"number": 2})),
+        pod(json.dumps({"stage": "tuning", "succeeded": False, "reason": "StageFailed", "message": "x"})),
+        pod(None),
+    ]
+    best = pod_outcome(pods)
+    assert best is not None
+    assert best.best_trial is not None
+    assert best.best_trial.number == 2
+
+
+def test_a_log_tail_instead_of_an_outcome_becomes_a_failure_with_that_text() -> None:
+    found = pod_outcome([pod("Traceback ...\nMemoryError", component="compression")])
+    assert found is not None
+    assert (found.stage, found.succeeded, found.reason) == ("compression", False, "StageFailed")
+    assert "MemoryError" in found.message
+    assert pod_outcome([pod(None)]) is None
+
+
+def test_observe_job_ignores_jobs_without_our_labels_and_reads_finished_pods() -> None:
+    assert observe_job({"metadata": {"name": "x", "labels": {}}}, []) is None
+    body = {
+        "metadata": {
+            "name": "iris-tune-r3",
+            "labels": {"optiloop.dev/component": "tuning", "optiloop.dev/revision": "3"},
+        },
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
+    seen = observe_job(body, [pod(outcome())])
+    assert seen is not None
+    assert (seen.component, seen.revision, seen.state) == ("tuning", 3, "Succeeded")
+    assert seen.outcome is not None
+
+
+def test_a_child_is_ready_only_for_its_current_generation() -> None:
+    def isvc(generation: int, observed: int | None) -> dict[str, Any]:
+        status: dict[str, Any] = {"conditions": [{"type": "Ready", "status": "True"}], "url": "http://x"}
+        if observed is not None:
+            status["observedGeneration"] = observed
+        return {"kind": "InferenceService", "metadata": {"name": "iris", "generation": generation,
+                "resourceVersion": "5", "labels": {"optiloop.dev/revision": "2"},
+                "annotations": {"optiloop.dev/spec-hash": "abc"}}, "status": status}  # fmt: skip
+
+    current = observe_child(isvc(3, 3))
+    assert (current.ready, current.updating, current.revision, current.spec_hash) == (True, False, 2, "abc")
+    stale = observe_child(isvc(4, 3))
+    assert (stale.ready, stale.updating) == (False, True)
+    deployment = observe_child({"kind": "Deployment", "metadata": {"name": "d"},
+                                "status": {"conditions": [{"type": "Available", "status": "True"}]}})  # fmt: skip
+    assert deployment.ready
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"status": "success", "data": {"resultType": "vector", "result": []}}, (True, None)),
+        ({"status": "success", "data": {"resultType": "vector",
+          "result": [{"value": [1, "0"]}, {"value": [1, "1"]}]}}, (True, 1.0)),
+        ({"status": "success", "data": {"resultType": "scalar", "result": [1, "0.25"]}}, (True, 0.25)),
+        ({"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, "NaN"]}]}}, (True, None)),
+        ({"status": "error", "error": "bad query"}, (False, None)),
+        ({"status": "success", "data": {"resultType": "matrix", "result": []}}, (False, None)),
+        ({"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, "high"]}]}}, (False, None)),
+        ("<html>", (False, None)),
+        ({"status": "success"}, (False, None)),
+    ],
+)  # fmt: skip
+def test_prometheus_answers_are_read_or_refused(document: Any, expected: tuple[bool, float | None]) -> None:
+    result = prometheus.parse_answer(document)
+    assert (result.reachable, result.value) == expected
+
+
+def test_a_prometheus_that_refuses_connections_is_unreachable() -> None:
+    from tests.support.control_plane import free_port
+
+    result = prometheus.query(f"http://127.0.0.1:{free_port()}", "up", timeout=2)
+    assert not result.reachable
+    assert result.error
+
+
+def resource(**monitoring: Any) -> ModelOptimization:
+    return ModelOptimization.model_validate(
+        {
+            "metadata": {"name": "iris", "namespace": "ml"},
+            "spec": {
+                "dataset": {"uri": "builtin://iris"},
+                "deployment": {"storageUri": "pvc://models/iris"},
+                "monitoring": monitoring,
+            },
+        }
+    )
+
+
+def test_the_default_drift_query_is_the_one_the_drift_monitor_documents() -> None:
+    from optiloop.drift.metrics import default_query
+
+    assert queries.drift_query(resource(), 3) == default_query("ml", "iris", 3)
+
+
+def test_a_custom_drift_query_gets_namespace_name_and_revision() -> None:
+    custom = resource(prometheus={"query": 'max(my_drift{ns="$namespace", app="$name", rev="$revision"})'})
+    assert queries.drift_query(custom, 2) == 'max(my_drift{ns="ml", app="iris", rev="2"})'
+
+
+def test_canary_queries_select_the_canary_revision_and_count_only_server_errors() -> None:
+    error_rate = queries.canary_error_rate_query(resource(), 4, 120)
+    assert 'revision="4"' in error_rate
+    assert 'outcome="error"' in error_rate
+    assert "[120s]" in error_rate
+    assert "histogram_quantile(0.95" in queries.canary_latency_query(resource(), 4, 120)
+
+
+def test_termination_messages_fit_in_four_kibibytes() -> None:
+    params = [ParameterValue(name=f"p{i}", value="x" * 256) for i in range(64)]
+    big = StageOutcome(stage="tuning", succeeded=True, reason="Succeeded",
+                       best_trial=BestTrial(number=1, params=params))  # fmt: skip
+    text = termination_message(big)
+    assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
+    assert StageOutcome.model_validate_json(text).best_trial is not None
+    failed = termination_message(failed_outcome("compression", "StageFailed", "é" * 5000))
+    assert len(failed.encode()) <= TERMINATION_MESSAGE_LIMIT
+    assert StageOutcome.model_validate_json(failed).message.endswith("...")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OPTILOOP_RESYNC_SECONDS", "soon", "OPTILOOP_RESYNC_SECONDS must be a number"),
+        ("OPTILOOP_WORKERS", "0", "OPTILOOP_WORKERS must be at least 1"),
+        ("OPTILOOP_IMAGE_PULL_POLICY", "Sometimes", "OPTILOOP_IMAGE_PULL_POLICY must be"),
+    ],
+)
+def test_bad_configuration_names_the_variable(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OperatorConfig.from_env({variable: value})
+
+
+def test_replicas_get_distinct_priorities_from_their_host_names() -> None:
+    priorities = {host_priority(f"optiloop-operator-5d9f-{i}") for i in range(50)}
+    assert len(priorities) == 50
+    assert OperatorConfig.from_env({"OPTILOOP_PRIORITY": "7"}).priority == 7
