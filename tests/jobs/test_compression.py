@@ -13,9 +13,10 @@ import numpy as np
 import onnx
 import pytest
 
-from optiloop.api.jobs import CompressionReport, StageInput
+from optiloop.api.jobs import CompressionReport, StageInput, StageOutcome
 from optiloop.jobs.compress import run_compression
 from optiloop.jobs.latency import open_session
+from optiloop.jobs.outcome import compression_outcome
 from optiloop.jobs.storage import is_complete, open_store
 from optiloop.jobs.training import predict
 from optiloop.jobs.tune import load_model, prepare_data, run_tuning
@@ -107,6 +108,11 @@ def test_every_candidate_is_measured_at_both_batch_sizes(digits: tuple[StageInpu
     assert chosen.passed
     assert not report.fallback
     assert report.message.startswith(f"chose {chosen.name}")
+    model = compression_outcome(report).model
+    assert model is not None
+    assert (model.candidate, model.size_bytes, model.gates_passed) == (chosen.name, chosen.size_bytes, True)
+    assert model.primary_value == chosen.test_metrics[report.primary_metric]
+    assert model.latency_p95_ms == chosen.latency[0].p95_ms
 
 
 def test_exported_graphs_match_torch(digits: tuple[StageInput, CompressionReport]) -> None:
@@ -178,6 +184,9 @@ def test_nothing_passing_exports_the_baseline_and_says_why(tmp_path: Path) -> No
     assert "1-prune-structured: " in report.message
     assert all(c.failed_gates for c in report.candidates)
     assert load_model_directory(tmp_path / "out" / "r1" / "model").metadata.lineage.candidate == "baseline"
+    fallback = compression_outcome(report).model
+    assert fallback is not None
+    assert (fallback.candidate, fallback.gates_passed) == ("baseline", False)
 
 
 def test_regression_candidates_are_judged_on_error_increase(tmp_path: Path) -> None:
@@ -210,8 +219,13 @@ def run_entry_point(path: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=300,
-        env={"OPTILOOP_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        env={"OPTILOOP_THREADS": "1", "PATH": "/usr/bin:/bin", "OPTILOOP_RESULT_FILE": str(path) + ".outcome"},
     )
+
+
+def reported(path: Path) -> StageOutcome:
+    """The outcome the entry point left where Kubernetes reads the termination message."""
+    return StageOutcome.model_validate_json(Path(str(path) + ".outcome").read_text())
 
 
 def test_entry_point_exit_codes(tmp_path: Path) -> None:
@@ -221,9 +235,12 @@ def test_entry_point_exit_codes(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "invalid stage input" in result.stderr
     assert "spec" in result.stderr
+    assert (reported(bad).stage, reported(bad).reason) == ("compression", "InvalidInput")
 
     early = tmp_path / "early.json"
     early.write_text(stage_input(str(tmp_path / "empty"), quick_spec()).model_dump_json(by_alias=True))
     result = run_entry_point(early)
     assert result.returncode == 1
     assert "tuning stage of revision 1 has not finished" in result.stderr
+    assert reported(early).reason == "StageFailed"
+    assert "has not finished" in reported(early).message

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from optiloop.api.jobs import StageInput
+from optiloop.api.jobs import StageInput, StageOutcome
 from optiloop.jobs.storage import is_complete, open_store
 from optiloop.jobs.training import predict
 from optiloop.jobs.tune import load_model, run_tuning
@@ -165,9 +165,14 @@ def test_killed_tuning_resumes_from_its_stored_trials(tmp_path: Path) -> None:
     assert 3 <= len(before) < 10
     assert not is_complete(open_store(str(tmp_path)), "r1/tuning")
 
-    process = run_stage_process(stage, tmp_path)
+    result_file = tmp_path / "termination-log"
+    process = run_stage_process(stage, tmp_path, {"OPTILOOP_RESULT_FILE": str(result_file)})
     _, err = process.communicate(timeout=600)
     assert process.returncode == 0, err[-3000:]
+    outcome = StageOutcome.model_validate_json(result_file.read_text())
+    assert (outcome.succeeded, outcome.reason) == (True, "Succeeded")
+    assert outcome.best_trial is not None
+    assert outcome.best_trial.trials_completed == 10
 
     after = load_trials(journal)
     assert len(finished(after)) == 10
@@ -234,12 +239,15 @@ def test_data_quality_failure_exits_3_and_runs_nothing_downstream(tmp_path: Path
     data.mkdir(parents=True)
     pd.DataFrame({"x": range(100), "target": [1] * 100}).to_csv(data / "one-class.csv", index=False)
     spec = quick_spec("pvc://data/one-class.csv")
-    process = run_stage_process(
-        stage_input(str(tmp_path / "out"), spec), tmp_path, {"OPTILOOP_PVC_ROOT": str(tmp_path / "pvc")}
-    )
+    result_file = tmp_path / "termination-log"
+    env = {"OPTILOOP_PVC_ROOT": str(tmp_path / "pvc"), "OPTILOOP_RESULT_FILE": str(result_file)}
+    process = run_stage_process(stage_input(str(tmp_path / "out"), spec), tmp_path, env)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 3
     assert "data-quality rule classes failed" in err
+    outcome = StageOutcome.model_validate_json(result_file.read_text())
+    assert (outcome.succeeded, outcome.reason) == (False, "DataQualityFailed")
+    assert "classes" in outcome.message
     assert json.loads((tmp_path / "out/r1/data/report.json").read_text())["passed"] is False
     assert not is_complete(open_store(str(tmp_path / "out")), "r1/data")
     assert not (tmp_path / "out/r1/features").exists()
