@@ -3,6 +3,7 @@ handles failed and deleted Jobs, spec and deployment-only updates, and writes st
 
 from __future__ import annotations
 
+import urllib.request
 from typing import Any
 
 from tests.operator.conftest import StartOperator
@@ -69,6 +70,16 @@ def test_apply_to_ready_creates_every_child_with_owner_labels_and_restricted_pod
     reasons = [e["reason"] for e in resources.events("iris")]
     for reason in ("RevisionStarted", "TuningStarted", "TuningSucceeded", "CompressionSucceeded", "Serving"):
         assert reason in reasons
+    # Kopf's bookkeeping stays in annotations under our prefix; the liveness endpoint answers.
+    annotations = body["metadata"]["annotations"]
+    assert "optiloop.dev/last-handled-configuration" in annotations
+    assert not [key for key in annotations if key.startswith("kopf.zalando.org")]
+    assert body["metadata"]["finalizers"] == ["optiloop.dev/finalizer"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5) as response:
+        assert response.status == 200
+    samples = operator.metrics()
+    assert samples['optiloop_operator_children_created_total{kind="Job"}'] == 2
+    assert samples['optiloop_operator_children_created_total{kind="InferenceService"}'] == 1
 
 
 def test_a_failed_tuning_job_sets_ready_false_and_waits_for_a_spec_change(

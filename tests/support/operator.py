@@ -97,9 +97,10 @@ class OperatorProcess:
     peering: str = ""
     popen: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
+    health_port: int = 0
 
     def start(self) -> OperatorProcess:
-        self.metrics_port = free_port()
+        self.metrics_port, self.health_port = free_port(), free_port()
         env = {
             **os.environ,
             "KUBECONFIG": str(self.plane.kubeconfig),
@@ -109,7 +110,7 @@ class OperatorProcess:
             "OPTILOOP_RESYNC_SECONDS": "1",
             "OPTILOOP_METRICS_ADDRESS": "127.0.0.1",
             "OPTILOOP_METRICS_PORT": str(self.metrics_port),
-            "OPTILOOP_HEALTH_PORT": str(free_port()),
+            "OPTILOOP_HEALTH_PORT": str(self.health_port),
             "OPTILOOP_PEERING": self.peering,
             "OPTILOOP_PRIORITY": str(self.priority),
             "OPTILOOP_PEERING_LIFETIME": "10",
