@@ -9,6 +9,8 @@
 | ``OPTILOOP_JOB_SERVICE_ACCOUNT`` | service account the Jobs run as | ``default`` |
 | ``OPTILOOP_PROMETHEUS_URL`` | Prometheus for drift and canaries | ``http://prometheus-operated.monitoring:9090`` |
 | ``OPTILOOP_NAMESPACES`` | comma-separated namespaces to watch; empty watches all | empty |
+| ``OPTILOOP_DEFAULT_JOB_RESOURCES`` | Job pod resources when ``spec.jobs.resources`` is empty (JSON) | none |
+| ``OPTILOOP_DEFAULT_PREDICTOR_RESOURCES`` | the same for the predictor and ``spec.deployment.resources`` | none |
 | ``OPTILOOP_RESYNC_SECONDS`` | period of the per-resource timer (drift checks, canary analysis, resync) | ``10`` |
 | ``OPTILOOP_WORKERS`` | threads running reconciles | ``16`` |
 | ``OPTILOOP_METRICS_ADDRESS`` / ``OPTILOOP_METRICS_PORT`` | where ``/metrics`` listens | ``0.0.0.0`` / ``8080`` |
@@ -29,7 +31,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 from .. import __version__
+from ..api.spec import ResourceRequirements
 
 N = TypeVar("N", int, float)
 
@@ -49,6 +54,8 @@ class OperatorConfig:
     job_service_account: str = "default"
     prometheus_url: str = "http://prometheus-operated.monitoring:9090"
     namespaces: tuple[str, ...] = ()
+    default_job_resources: ResourceRequirements = field(default_factory=ResourceRequirements)
+    default_predictor_resources: ResourceRequirements = field(default_factory=ResourceRequirements)
     resync_seconds: float = 10.0
     workers: int = 16
     metrics_address: str = "0.0.0.0"
@@ -75,6 +82,8 @@ class OperatorConfig:
             job_service_account=env.get("OPTILOOP_JOB_SERVICE_ACCOUNT", defaults.job_service_account),
             prometheus_url=env.get("OPTILOOP_PROMETHEUS_URL", defaults.prometheus_url),
             namespaces=namespaces,
+            default_job_resources=_resources(env, "OPTILOOP_DEFAULT_JOB_RESOURCES"),
+            default_predictor_resources=_resources(env, "OPTILOOP_DEFAULT_PREDICTOR_RESOURCES"),
             resync_seconds=_number(env, "OPTILOOP_RESYNC_SECONDS", defaults.resync_seconds, float, 1),
             workers=_number(env, "OPTILOOP_WORKERS", defaults.workers, int, 1),
             metrics_address=env.get("OPTILOOP_METRICS_ADDRESS", defaults.metrics_address),
@@ -90,6 +99,17 @@ def host_priority(hostname: str) -> int:
     """A peering priority derived from the pod name: distinct replicas get distinct priorities
     (equal priorities would make Kopf pause every replica)."""
     return 1 + int(hashlib.sha256(hostname.encode()).hexdigest()[:6], 16)
+
+
+def _resources(env: Mapping[str, str], name: str) -> ResourceRequirements:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ResourceRequirements()
+    try:
+        return ResourceRequirements.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f'{name} must be JSON like {{"requests": {{"cpu": "1"}}}}: {problems}') from None
 
 
 def _number(env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N], minimum: float) -> N:

@@ -153,3 +153,20 @@ def test_configuration_from_the_environment() -> None:
     assert (config.jobs_image, config.namespaces, config.image_pull_policy) == ("x/jobs:1", ("a", "b"), "Always")
     with pytest.raises(ValueError, match="OPTILOOP_IMAGE_PULL_POLICY"):
         OperatorConfig.from_env({"OPTILOOP_IMAGE_PULL_POLICY": "Sometimes"})
+
+
+def test_default_resources_apply_only_when_the_resource_asks_for_none() -> None:
+    config = OperatorConfig.from_env(
+        {"OPTILOOP_DEFAULT_JOB_RESOURCES": '{"requests": {"cpu": "1"}, "limits": {"memory": "4Gi"}}'}
+    )
+    assert container(tuning_job(resource(), config, revision=1))["resources"] == {
+        "requests": {"cpu": "1"},
+        "limits": {"memory": "4Gi"},
+    }
+    own = resource(jobs={"resources": {"limits": {"cpu": "3"}}})
+    assert container(tuning_job(own, config, revision=1))["resources"] == {"limits": {"cpu": "3"}}
+
+
+def test_malformed_default_resources_name_the_variable() -> None:
+    with pytest.raises(ValueError, match="OPTILOOP_DEFAULT_PREDICTOR_RESOURCES must be JSON"):
+        OperatorConfig.from_env({"OPTILOOP_DEFAULT_PREDICTOR_RESOURCES": '{"limits": {"gpu": "1"}}'})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...api import API_VERSION, KIND, ModelOptimization
+from ...api.spec import ResourceRequirements
 
 LABEL_NAME = "optiloop.dev/name"
 LABEL_COMPONENT = "optiloop.dev/component"
@@ -72,3 +73,9 @@ def container_security_context() -> dict[str, Any]:
 def scratch_volume() -> tuple[dict[str, Any], dict[str, Any]]:
     """An emptyDir for temporary files (the root filesystem is read-only), and its mount."""
     return {"name": SCRATCH_VOLUME, "emptyDir": {}}, {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH}
+
+
+def resources_or_default(requested: ResourceRequirements, default: ResourceRequirements) -> dict[str, Any]:
+    """The resource's own requirements, or the operator's default when it asks for none."""
+    chosen = requested if requested.requests or requested.limits else default
+    return chosen.model_dump(mode="json", by_alias=True, exclude_defaults=True)

@@ -15,7 +15,13 @@ from ...api import ModelOptimization
 from ...api.jobs import StageInput
 from .. import names
 from ..config import OperatorConfig
-from .common import container_security_context, metadata, pod_security_context, scratch_volume
+from .common import (
+    container_security_context,
+    metadata,
+    pod_security_context,
+    resources_or_default,
+    scratch_volume,
+)
 
 PVC_ROOT = "/mnt/pvc"
 TUNE_MODULE = "optiloop.jobs.tune"
@@ -96,7 +102,7 @@ def _job(
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", module],
         "env": _env(resource, stage),
-        "resources": jobs.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        "resources": resources_or_default(jobs.resources, config.default_job_resources),
         "securityContext": container_security_context(),
         "volumeMounts": [scratch_mount, *mounts],
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,

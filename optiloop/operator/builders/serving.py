@@ -18,7 +18,13 @@ from typing import Any
 from ...api import ModelOptimization
 from .. import names
 from ..config import OperatorConfig
-from .common import container_security_context, metadata, pod_security_context, scratch_volume
+from .common import (
+    container_security_context,
+    metadata,
+    pod_security_context,
+    resources_or_default,
+    scratch_volume,
+)
 from .jobs import PVC_ROOT, artifacts_root
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
@@ -39,7 +45,7 @@ def drift_monitor_url(resource: ModelOptimization) -> str:
 
 def _predictor_model(resource: ModelOptimization, config: OperatorConfig, revision: int) -> dict[str, Any]:
     deployment = resource.spec.deployment
-    resources = deployment.resources.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    resources = resources_or_default(deployment.resources, config.default_predictor_resources)
     if deployment.runtime == "onnx":
         return {
             "model": {
