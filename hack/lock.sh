@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Re-resolves the two lock files from pyproject.toml. Run after changing dependencies,
-# then `make install` to apply them. The locks target CPython 3.11 on x86_64 Linux
+# Re-resolves the lock files from pyproject.toml. Run after changing dependencies,
+# then `make install` to apply them. main.lock is the development environment (every extra
+# but drift); operator.lock, jobs.lock and serve.lock are its subsets for the images,
+# constrained to main.lock's pins so an image runs exactly what the tests ran; drift.lock is
+# the drift monitor's own environment. The locks target CPython 3.11 on x86_64 Linux
 # (the CI machines and the images) and carry hashes, so an install is byte-for-byte
 # reproducible.
 set -euo pipefail
@@ -11,4 +14,8 @@ common=(--generate-hashes --python-version 3.11 --python-platform x86_64-manylin
   --custom-compile-command "hack/lock.sh" -o requirements/main.lock
 "$uv" pip compile pyproject.toml "${common[@]}" --extra drift \
   --custom-compile-command "hack/lock.sh" -o requirements/drift.lock
-echo "wrote requirements/main.lock and requirements/drift.lock"
+for extra in operator jobs serve; do
+  "$uv" pip compile pyproject.toml "${common[@]}" --extra "$extra" -c requirements/main.lock \
+    --custom-compile-command "hack/lock.sh" -o "requirements/$extra.lock"
+done
+echo "wrote requirements/{main,operator,jobs,serve,drift}.lock"

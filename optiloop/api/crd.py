@@ -26,6 +26,7 @@ from ._base import cel_string
 from .resource import ModelOptimization
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "modeloptimization.yaml"
+CHART_CRD_FILE = Path(__file__).resolve().parents[2] / "charts" / "optiloop" / "crds" / "modeloptimization.yaml"
 
 Schema = dict[str, Any]
 
@@ -233,17 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.stdout:
         sys.stdout.write(rendered)
         return 0
+    # The Helm chart ships a byte-identical copy; both are written and checked together.
+    files = [args.file] if args.file != CRD_FILE else [CRD_FILE, CHART_CRD_FILE]
     if args.check:
-        current = args.file.read_text() if args.file.exists() else ""
-        if current != rendered:
-            print(f"{args.file} is out of date: run `python -m optiloop.api.crd`", file=sys.stderr)
-            return 1
-        return 0
-    args.file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.file.with_suffix(".yaml.tmp")
-    tmp.write_text(rendered)
-    tmp.replace(args.file)
-    print(f"wrote {args.file}")
+        stale = [f for f in files if (f.read_text() if f.exists() else "") != rendered]
+        for file in stale:
+            print(f"{file} is out of date: run `python -m optiloop.api.crd`", file=sys.stderr)
+        return 1 if stale else 0
+    for file in files:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(".yaml.tmp")
+        tmp.write_text(rendered)
+        tmp.replace(file)
+        print(f"wrote {file}")
     return 0
 
 

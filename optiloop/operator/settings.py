@@ -37,6 +37,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.execution.max_workers = config.workers
     # Our own Events say what happened; Kopf's "Handler succeeded" ones would drown them.
     settings.posting.level = logging.WARNING
+    # Watching exact namespaces needs no cluster-wide scans of namespaces and CRDs, and the
+    # namespaced RBAC grants none (the resources are found once, through discovery).
+    settings.scanning.disabled = bool(config.namespaces)
     settings.peering.lifetime = config.peering_lifetime
     settings.peering.stealth = True
     # Unhandled exceptions back off instead of retrying every minute forever at the same pace.

@@ -1,0 +1,96 @@
+{{/* Full name of the release's objects. */}}
+{{- define "optiloop.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels on every object of the chart. */}}
+{{- define "optiloop.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* Labels that select the operator pods. */}}
+{{- define "optiloop.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "optiloop.serviceAccountName" -}}
+{{- default (include "optiloop.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* Fails the render on settings that cannot work together. */}}
+{{- define "optiloop.validate" -}}
+{{- if not (has .Values.watch.mode (list "cluster" "namespaced")) -}}
+{{- fail (printf "watch.mode must be \"cluster\" or \"namespaced\", not %q" .Values.watch.mode) -}}
+{{- end -}}
+{{- if and (eq .Values.watch.mode "namespaced") (not .Values.watch.namespaces) -}}
+{{- fail "watch.mode=namespaced needs at least one namespace in watch.namespaces" -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled -}}
+{{- fail "enable either metrics.serviceMonitor or metrics.podMonitor, not both (Prometheus would scrape twice)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The permissions, in two parts. "framework": what Kopf itself needs (peering, Events,
+resource discovery). "application": what optiloop's reconcile does (our resource and its
+status, the Jobs and their pods' termination messages, InferenceServices, the drift
+monitor's Deployment and Service, Events). tests/chart/ checks these against the verbs the
+operator really uses on a real API server.
+*/}}
+{{- define "optiloop.rules.framework" -}}
+# Kopf peering: one active replica, the others on standby.
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+# Kopf posts Events for handler failures; the operator posts its own on every transition.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}
+
+{{- define "optiloop.rules.application" -}}
+# The ModelOptimization resource: watched, annotated and finalized by Kopf, status by optiloop.
+- apiGroups: ["optiloop.dev"]
+  resources: ["modeloptimizations"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["optiloop.dev"]
+  resources: ["modeloptimizations/status"]
+  verbs: ["get", "patch"]
+# Children carry ownerReferences with blockOwnerDeletion, which needs this where the
+# OwnerReferencesPermissionEnforcement admission plugin runs.
+- apiGroups: ["optiloop.dev"]
+  resources: ["modeloptimizations/finalizers"]
+  verbs: ["update"]
+# The tuning and compression Jobs; superseded ones are deleted.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Read-only: a finished Job's pods carry the stage outcome in their termination message.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# The InferenceService serving the model.
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "list", "watch", "create", "update"]
+# The drift monitor.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create", "update", "delete"]
+{{- end -}}
