@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the test control plane (kube-apiserver, kube-controller-manager and etcd) from the
-# Go module proxy. The controller-manager runs only its garbage collector in the tests, so
+# Builds the test control plane (kube-apiserver, kube-controller-manager and etcd) and Helm
+# (which lints and renders the chart in the tests) from the Go module proxy. The controller-manager runs only its garbage collector in the tests, so
 # owner references really delete children.
 #
 # Kubernetes publishes no binaries to the registries CI can reach, so both are
@@ -20,7 +20,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools="$here/tools"
 
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
-  for bin in kube-apiserver kube-controller-manager etcd; do
+  for bin in kube-apiserver kube-controller-manager etcd helm; do
     [[ -x "$KUBEBUILDER_ASSETS/$bin" ]] || { echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no executable $bin" >&2; exit 1; }
   done
   echo "$KUBEBUILDER_ASSETS"
@@ -39,12 +39,16 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   version_flags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
 done
 
+helm_version="$(pinned helm helm.sh/helm/v3)"
+[[ -n "$helm_version" ]] || { echo "cannot read the pinned Helm version from $tools/helm/go.mod" >&2; exit 1; }
+helm_flags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
+
 # The cache key covers everything that changes the binaries: the pinned modules and the link flags.
-fingerprint="$( (cat "$tools"/*/go.mod "$tools"/*/go.sum "$tools"/etcd/main.go; echo "$version_flags"; go env GOVERSION) | sha256sum | cut -c1-12)"
+fingerprint="$( (cat "$tools"/*/go.mod "$tools"/*/go.sum "$tools"/etcd/main.go; echo "$version_flags $helm_flags"; go env GOVERSION) | sha256sum | cut -c1-12)"
 cache_root="${OPTILOOP_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/optiloop/tools}"
 dest="$cache_root/k8s-${k8s_version}-etcd-${etcd_version}-${fingerprint}"
 
-if [[ -x "$dest/kube-apiserver" && -x "$dest/kube-controller-manager" && -x "$dest/etcd" ]]; then
+if [[ -x "$dest/kube-apiserver" && -x "$dest/kube-controller-manager" && -x "$dest/etcd" && -x "$dest/helm" ]]; then
   echo "$dest"
   exit 0
 fi
@@ -67,7 +71,9 @@ build() {  # build <wrapper dir> <package> <output name> <ldflags>
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "-s -w$version_flags"
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-manager "-s -w$version_flags"
 build etcd . etcd "-s -w"
+build helm helm.sh/helm/v3/cmd/helm helm "$helm_flags"
 
 "$dest/kube-apiserver" --version >&2
 "$dest/etcd" --version | head -1 >&2
+"$dest/helm" version --short >&2
 echo "$dest"

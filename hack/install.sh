@@ -3,7 +3,7 @@
 #   .venv        the main environment (operator, jobs, serve and dev extras) from requirements/main.lock
 #   .venv-drift  the drift monitor's own environment from requirements/drift.lock (pydantic 1, see README)
 #   PostgreSQL's server, Prometheus and Chromium (Debian's packages) when missing, for the tests
-#   the test control plane (kube-apiserver and etcd), built from the Go module proxy into ~/.cache
+#   the test control plane (kube-apiserver, kube-controller-manager, etcd) and Helm, built from the Go module proxy into ~/.cache
 # Downloads and builds are cached outside the clone (uv's and Go's caches, ~/.cache/optiloop),
 # so running it again on a warm machine takes seconds. Safe to re-run at any time.
 set -euo pipefail
@@ -16,7 +16,7 @@ python="${PYTHON:-$(command -v python3.11 || command -v python3 || true)}"
 [[ -n "$python" ]] || die "Python 3.11 is required (set PYTHON=/path/to/python3.11)"
 "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
   || die "$python is Python $("$python" -c 'import platform; print(platform.python_version())'); optiloop needs 3.11 (set PYTHON=...)"
-command -v go >/dev/null || die "Go (1.24 or newer) is required to build the test control plane"
+command -v go >/dev/null || die "Go (1.26 or newer) is required to build the test control plane and Helm"
 
 uv_version="$(awk -F'==' '/^uv==/ { split($2, v, " "); print v[1] }' requirements/main.lock)"
 
@@ -55,7 +55,7 @@ if ((${#missing[@]})); then
   fi
 fi
 
-say "test control plane (kube-apiserver, etcd)"
+say "test control plane (kube-apiserver, kube-controller-manager, etcd) and Helm"
 hack/build-control-plane.sh
 
 say "installed; run the tests with: make test"

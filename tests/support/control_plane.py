@@ -230,6 +230,12 @@ class ControlPlane:
             processes.append(etcd)
             wait_for(lambda: _http_ok(f"{etcd_url}/health", etcd), timeout, what=f"etcd health at {etcd_url}")
 
+            # Every request, without bodies, so tests can see which verbs a client really used.
+            audit_policy = workdir / "audit-policy.yaml"
+            audit_policy.write_text(
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
+                "rules:\n  - level: Metadata\n"
+            )
             url = f"https://127.0.0.1:{api_port}"
             apiserver = _spawn(
                 "kube-apiserver",
@@ -251,6 +257,9 @@ class ControlPlane:
                     f"--service-account-signing-key-file={sa_key}",
                     "--disable-admission-plugins=ServiceAccount",
                     "--allow-privileged=false",
+                    f"--audit-policy-file={audit_policy}",
+                    f"--audit-log-path={workdir / 'audit.log'}",
+                    "--audit-log-mode=blocking",
                     "--profiling=false",
                     "--v=1",
                 ],
@@ -333,6 +342,19 @@ class ControlPlane:
         configuration.ssl_ca_cert = str(self.ca_file)
         configuration.api_key = {"authorization": f"Bearer {token or self.token}"}
         return client.ApiClient(configuration)
+
+    def audit_events(self, user: str) -> list[dict[str, Any]]:
+        """The audit log's completed requests made by ``user`` (for example a service account's
+        ``system:serviceaccount:<namespace>:<name>``)."""
+        import json
+
+        events = []
+        with (self.workdir / "audit.log").open() as log:
+            for line in log:
+                event = json.loads(line)
+                if event.get("stage") == "ResponseComplete" and event.get("user", {}).get("username") == user:
+                    events.append(event)
+        return events
 
     def get_json(self, path: str) -> Any:
         """GET ``path`` on the API server as admin and decode the JSON answer."""
