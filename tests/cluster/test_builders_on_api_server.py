@@ -11,7 +11,7 @@ import pytest
 
 from optiloop.api import ModelOptimization
 from optiloop.operator.builders.jobs import compression_job, tuning_job
-from optiloop.operator.builders.serving import drift_monitor
+from optiloop.operator.builders.serving import drift_monitor, inference_service
 from optiloop.operator.config import OperatorConfig
 
 
@@ -106,3 +106,19 @@ def test_drift_monitor_passes_server_validation_and_restricted_admission(k8s: An
         "spec": template["spec"],
     }
     core.create_namespaced_pod(restricted_namespace, pod, dry_run="All")
+
+
+def test_the_predictor_settings_we_control_pass_restricted_admission(k8s: Any, restricted_namespace: str) -> None:
+    from kubernetes import client
+
+    isvc = inference_service(resource(restricted_namespace), OperatorConfig(), 1)
+    predictor = isvc["spec"]["predictor"]
+    # KServe adds its storage initializer and, serverless, its queue proxy; the rest is ours.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "predictor-pod", "namespace": restricted_namespace},
+        "spec": {k: predictor[k] for k in ("containers", "volumes", "securityContext")},
+    }
+    created = client.CoreV1Api(k8s).create_namespaced_pod(restricted_namespace, pod, dry_run="All")
+    assert created.spec.containers[0].security_context.read_only_root_filesystem is True
