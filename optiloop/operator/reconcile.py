@@ -154,7 +154,9 @@ class _Reconcile:
     def ensure(self, body: dict[str, Any], observed: ObservedChild | None) -> bool:
         """Create or replace ``body`` unless the child already has its spec; True when up to date."""
         digest = spec_hash(body)
-        body["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
+        # A fresh metadata dict: builders may share one between children (the hash is per child).
+        body["metadata"] = {**body["metadata"], "annotations": {**body["metadata"].get("annotations", {})}}
+        body["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = digest
         if observed is None:
             self.actions.append(Apply(body))
             return False

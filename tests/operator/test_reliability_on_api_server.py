@@ -93,18 +93,29 @@ def test_twenty_no_op_reconciles_write_nothing(
 ) -> None:
     resources = Resources(control_plane.api_client(), watched)
     operator = start_operator()
-    spec = {**SPEC, "monitoring": {"enabled": False}}
+    # Every child exists (drift monitor included); one drift evaluation, then none for a day.
+    spec = {**SPEC, "monitoring": {"evaluationIntervalSeconds": 86400}}
     with StandIn(control_plane, watched):
         resources.create("iris", spec)
         wait_until(lambda: resources.ready("iris"), 60, "Ready", operator)
+        wait_until(lambda: resources.condition("iris", "DriftWithinBounds")["reason"] == "PrometheusUnreachable", 30,
+                   "the first drift evaluation", operator)  # fmt: skip
+        assert resources.apps.read_namespaced_deployment("iris-drift", watched)
         time.sleep(1.5)  # let the reconciles triggered by the last child events finish
         before = resources.get("iris")
+        monitor_versions = {
+            "Deployment": resources.apps.read_namespaced_deployment("iris-drift", watched).metadata.resource_version,
+            "Service": resources.core.read_namespaced_service("iris-drift", watched).metadata.resource_version,
+        }
         writes, count = operator.metrics()["optiloop_operator_status_writes_total"], reconciles(operator)
         wait_until(lambda: reconciles(operator) >= count + 20, 60, "20 more reconciles", operator)
         after = resources.get("iris")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after["status"] == before["status"]
     assert operator.metrics()["optiloop_operator_status_writes_total"] == writes
+    for kind, read in (("Deployment", resources.apps.read_namespaced_deployment),
+                       ("Service", resources.core.read_namespaced_service)):  # fmt: skip
+        assert read("iris-drift", watched).metadata.resource_version == monitor_versions[kind], f"{kind} rewritten"
 
 
 def test_two_replicas_one_active_and_the_standby_takes_over_when_it_dies(

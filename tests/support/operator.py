@@ -100,7 +100,7 @@ class OperatorProcess:
     health_port: int = 0
 
     def start(self) -> OperatorProcess:
-        self.metrics_port, self.health_port = free_port(), free_port()
+        self.metrics_port, self.health_port = self.metrics_port or free_port(), free_port()
         env = {
             **os.environ,
             "KUBECONFIG": str(self.plane.kubeconfig),

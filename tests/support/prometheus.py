@@ -36,8 +36,15 @@ class Prometheus:
 
 
 @contextmanager
-def running_prometheus(targets: list[str], interval: str = "1s") -> Iterator[Prometheus]:
-    """Prometheus scraping ``targets`` (``host:port``) at ``interval``; stopped on exit."""
+def running_prometheus(
+    targets: list[str],
+    interval: str = "1s",
+    labels: dict[str, str] | None = None,
+    file_sd: Path | None = None,
+    port: int | None = None,
+) -> Iterator[Prometheus]:
+    """Prometheus scraping ``targets`` (``host:port``) at ``interval``, with ``labels`` on every series,
+    plus the targets listed in ``file_sd`` (Prometheus re-reads it); stopped on exit."""
     binary = prometheus_bin()
     if binary is None:
         raise FileNotFoundError("prometheus is not installed (make install installs Debian's package)")
@@ -51,8 +58,17 @@ def running_prometheus(targets: list[str], interval: str = "1s") -> Iterator[Pro
         "  - job_name: optiloop\n"
         "    static_configs:\n"
         f"      - targets: {json.dumps(targets)}\n"
+        f"        labels: {json.dumps(labels or {})}\n"
+        + (
+            "  - job_name: optiloop-files\n"
+            "    file_sd_configs:\n"
+            f"      - files: [{json.dumps(str(file_sd))}]\n"
+            "        refresh_interval: 1s\n"
+            if file_sd is not None
+            else ""
+        )
     )
-    port = free_port()
+    port = port or free_port()
     log = (workdir / "prometheus.log").open("w")
     process = subprocess.Popen(
         [

@@ -13,9 +13,9 @@ from optiloop.api import ModelOptimization
 from optiloop.api.jobs import StageOutcome
 from optiloop.api.status import DriftStatus, ModelOptimizationStatus, RevisionRecord
 from optiloop.operator.config import OperatorConfig
-from optiloop.operator.observed import CanaryMetrics, Observed, ObservedChild, ObservedJob
+from optiloop.operator.observed import SPEC_HASH_ANNOTATION, CanaryMetrics, Observed, ObservedChild, ObservedJob
 from optiloop.operator.policy import DriftDecision
-from optiloop.operator.reconcile import Apply, Delete, Plan, fingerprint, invalid_spec, reconcile, spec_hash
+from optiloop.operator.reconcile import Apply, Delete, Plan, fingerprint, invalid_spec, reconcile
 
 CONFIG = OperatorConfig(jobs_image="jobs:1", predictor_image="serve:1", drift_image="drift:1")
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -56,7 +56,7 @@ def child_from(plan: Plan, kind: str, ready: bool = True) -> ObservedChild:
         kind=kind,
         name=body["metadata"]["name"],
         resource_version="7",
-        spec_hash=spec_hash(body),
+        spec_hash=body["metadata"]["annotations"][SPEC_HASH_ANNOTATION],  # as stored by the API server
         revision=int(body["metadata"]["labels"]["optiloop.dev/revision"]),
         ready=ready,
         url="http://iris.ml.example.com" if ready else None,

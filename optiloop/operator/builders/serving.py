@@ -13,6 +13,7 @@ serving revision's model directory from the artifact claim, mounted read-only.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ...api import ModelOptimization
@@ -175,7 +176,7 @@ def drift_monitor(resource: ModelOptimization, config: OperatorConfig, revision:
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta,
+        "metadata": copy.deepcopy(meta),
         "spec": {"selector": selector, "ports": [{"name": "http", "port": DRIFT_PORT, "targetPort": "http"}]},
     }
     return [deployment, service]
