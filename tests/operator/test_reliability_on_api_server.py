@@ -73,8 +73,13 @@ def test_a_deleted_job_is_recreated_and_a_deleted_resource_takes_its_children(
         assert resources.get("iris")["metadata"]["finalizers"] == ["optiloop.dev/finalizer"]
 
         resources.delete("iris")
-        wait_until(lambda: not resources.jobs("iris") and resources.inference_service("iris") is None, 60,
-                   "garbage collection of the children", operator)  # fmt: skip
+        try:
+            wait_until(lambda: not resources.jobs("iris") and resources.inference_service("iris") is None, 90,
+                       "garbage collection of the children", operator)  # fmt: skip
+        except TimeoutError as exc:
+            left = [j["metadata"]["name"] for j in resources.jobs("iris")], resources.inference_service("iris")
+            gc_log = control_plane.log_tail("kube-controller-manager")
+            raise AssertionError(f"{exc}\nleft: {left}\n--- kube-controller-manager ---\n{gc_log}") from None
         wait_until(lambda: not resources.apps.list_namespaced_deployment(watched).items, 30, "the monitor to go")
     from kubernetes.client.exceptions import ApiException
 

@@ -343,6 +343,10 @@ class ControlPlane:
         configuration.api_key = {"authorization": f"Bearer {token or self.token}"}
         return client.ApiClient(configuration)
 
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        """The end of one server's log (``etcd``, ``kube-apiserver``, ``kube-controller-manager``)."""
+        return next((p.tail(lines) for p in self.processes if p.name == name), f"{name} is not running")
+
     def audit_events(self, user: str) -> list[dict[str, Any]]:
         """The audit log's completed requests made by ``user`` (for example a service account's
         ``system:serviceaccount:<namespace>:<name>``)."""

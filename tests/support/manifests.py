@@ -288,8 +288,13 @@ def full_status() -> Manifest:
                 "trigger": "Drift",
                 "outcome": "Promoted",
                 "triggeredAt": t,
+                "tunedAt": t,
+                "compressedAt": t,
                 "deployedAt": t,
                 "promotedAt": t,
+                "parentRevision": 1,
+                "fingerprint": "0123456789abcdef",
+                "model": {"candidate": "1-prune", "primaryMetric": "accuracy", "primaryValue": 0.96},
             },
         ],
     }

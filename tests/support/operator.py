@@ -239,6 +239,7 @@ class StandIn:
         self.batch = client.BatchV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self.apps = client.AppsV1Api(self.api)
         self.namespace = namespace
         self.jobs = jobs
         self.services_ready = True
