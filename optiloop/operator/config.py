@@ -11,7 +11,8 @@
 | ``OPTILOOP_NAMESPACES`` | comma-separated namespaces to watch; empty watches all | empty |
 | ``OPTILOOP_DEFAULT_JOB_RESOURCES`` | Job pod resources when ``spec.jobs.resources`` is empty (JSON) | none |
 | ``OPTILOOP_DEFAULT_PREDICTOR_RESOURCES`` | the same for the predictor and ``spec.deployment.resources`` | none |
-| ``OPTILOOP_RESYNC_SECONDS`` | period of the per-resource timer (drift checks, canary analysis, resync) | ``10`` |
+| ``OPTILOOP_RESYNC_SECONDS`` | period of the per-resource timer (drift checks, canary analysis) | ``10`` |
+| ``OPTILOOP_FULL_RESYNC_SECONDS`` | a resource with nothing due is reconciled at least this often | ``300`` |
 | ``OPTILOOP_WORKERS`` | threads running reconciles | ``16`` |
 | ``OPTILOOP_METRICS_ADDRESS`` / ``OPTILOOP_METRICS_PORT`` | where ``/metrics`` listens | ``0.0.0.0`` / ``8080`` |
 | ``OPTILOOP_HEALTH_PORT`` | port of the liveness endpoint ``/healthz`` (same address) | ``8081`` |
@@ -57,6 +58,7 @@ class OperatorConfig:
     default_job_resources: ResourceRequirements = field(default_factory=ResourceRequirements)
     default_predictor_resources: ResourceRequirements = field(default_factory=ResourceRequirements)
     resync_seconds: float = 10.0
+    full_resync_seconds: float = 300.0
     workers: int = 16
     metrics_address: str = "0.0.0.0"
     metrics_port: int = 8080
@@ -85,6 +87,7 @@ class OperatorConfig:
             default_job_resources=_resources(env, "OPTILOOP_DEFAULT_JOB_RESOURCES"),
             default_predictor_resources=_resources(env, "OPTILOOP_DEFAULT_PREDICTOR_RESOURCES"),
             resync_seconds=_number(env, "OPTILOOP_RESYNC_SECONDS", defaults.resync_seconds, float, 1),
+            full_resync_seconds=_number(env, "OPTILOOP_FULL_RESYNC_SECONDS", defaults.full_resync_seconds, float, 1),
             workers=_number(env, "OPTILOOP_WORKERS", defaults.workers, int, 1),
             metrics_address=env.get("OPTILOOP_METRICS_ADDRESS", defaults.metrics_address),
             metrics_port=_number(env, "OPTILOOP_METRICS_PORT", defaults.metrics_port, int, 0),

@@ -2,8 +2,9 @@
 
 * create, update and resume of a ModelOptimization reconcile it;
 * an event on one of its Jobs, its InferenceService or its drift monitor reconciles the owner;
-* a timer per resource, every ``OPTILOOP_RESYNC_SECONDS``, reconciles and evaluates drift when
-  due (the spec's interval) - canary windows and drift have no event of their own.
+* a timer per resource ticks every ``OPTILOOP_RESYNC_SECONDS`` and reconciles only when something
+  is due: a drift evaluation (the spec's interval), a canary under analysis (neither has an event
+  of its own), or a full resync every ``OPTILOOP_FULL_RESYNC_SECONDS``.
 
 Errors are mapped here: an invalid spec is permanent (status and Event already say why);
 API trouble is retried with a delay; anything else is retried later and counted.
@@ -32,10 +33,10 @@ _ISVC_GROUP, _ISVC_VERSION = ISVC_API_VERSION.split("/")
 _CHILD = {LABEL_NAME: kopf.PRESENT}
 
 
-def _run(namespace: str | None, name: str, evaluate_drift: bool = False, retry: bool = True) -> None:
+def _run(namespace: str | None, name: str, retry: bool = True) -> None:
     assert _reconciler is not None, "the startup handler builds the reconciler"
     try:
-        _reconciler.reconcile(namespace or "default", name, evaluate_drift)
+        _reconciler.reconcile(namespace or "default", name)
     except InvalidSpecError as exc:
         if retry:
             raise kopf.PermanentError(str(exc)) from None
@@ -65,8 +66,12 @@ def changed(name: str, namespace: str | None, **_: Any) -> None:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=1.0)
-def resync(name: str, namespace: str | None, **_: Any) -> None:
-    _run(namespace, name, evaluate_drift=True, retry=False)
+def resync(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+    assert _reconciler is not None, "the startup handler builds the reconciler"
+    try:
+        _reconciler.tick(namespace or "default", name, dict(body))
+    except (InvalidSpecError, TransientApiError, ForeignChildError) as exc:
+        logging.getLogger(__name__).info("resync of %s/%s: %s", namespace, name, exc)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

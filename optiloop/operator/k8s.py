@@ -37,6 +37,10 @@ class TransientApiError(OptiloopError):
     """The API server could not do it now (conflict, throttling, 5xx, connection); retry soon."""
 
 
+class ConflictError(TransientApiError):
+    """The object changed since it was read (409 on a conditional write); read again and redo."""
+
+
 class ForeignChildError(OptiloopError):
     """A child's derived name is taken by an object this resource does not own."""
 
@@ -188,10 +192,15 @@ class Cluster:
         """Merge-patch ``status`` (nulls remove fields) if the resource is still at ``resource_version``;
         returns the new resourceVersion."""
         patch = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        with _mapped(f"write status of {namespace}/{name}"):
-            answer = self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, patch, _preload_content=False
-            )
+        try:
+            with _mapped(f"write status of {namespace}/{name}"):
+                answer = self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, name, patch, _preload_content=False
+                )
+        except TransientApiError as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 409:
+                raise ConflictError(str(exc)) from exc.__cause__
+            raise
         return str(_json(answer)["metadata"]["resourceVersion"])
 
     def post_event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> None:

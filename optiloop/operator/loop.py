@@ -19,17 +19,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api import ModelOptimization
+from ..api.spec import MonitoringSpec
 from ..api.status import DriftStatus, ModelOptimizationStatus
 from ..api.validation import manifest_errors
 from ..errors import OptiloopError
 from . import failpoints, metrics, names, prometheus, queries
 from .config import OperatorConfig
-from .k8s import Cluster
+from .k8s import Cluster, ConflictError
 from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job
 from .policy import DriftDecision, drift_due, evaluate_drift
 from .reconcile import Delete, Plan, canary_revision, invalid_spec, reconcile, retraining_in_flight
 
 log = logging.getLogger(__name__)
+CONFLICT_RETRIES = 5
 DRIFT_THRESHOLD = 1.0
 """The drift query returns 1 while drifting (the monitor's ``optiloop_drift_detected``)."""
 
@@ -51,6 +53,8 @@ class Reconciler:
         self.config = config
         self.clock = clock
         self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._last_full: dict[tuple[str, str], datetime] = {}
+        self._failed: set[tuple[str, str]] = set()
         self._locks_guard = threading.Lock()
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
@@ -61,14 +65,51 @@ class Reconciler:
         """Drop the lock of a deleted resource (memory stays flat over many resources)."""
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
+            self._last_full.pop((namespace, name), None)
+            self._failed.discard((namespace, name))
+
+    def tick(self, namespace: str, name: str, body: dict[str, Any]) -> Plan | None:
+        """The timer's call: reconcile (and evaluate drift) only when something is due, judged from
+        the watched ``body`` without asking the API server; otherwise do nothing.
+
+        Due: a drift evaluation, a canary under analysis, or no full reconcile of this resource
+        for ``full_resync_seconds`` (events on the resource and its children drive the rest).
+        """
+        now = self.clock()
+        status = _status(body)
+        last = self._last_full.get((namespace, name))
+        due = (namespace, name) in self._failed
+        due = due or last is None or (now - last).total_seconds() >= self.config.full_resync_seconds
+        if status is not None and not due:
+            spec = body.get("spec") or {}
+            try:
+                monitoring = MonitoringSpec.model_validate(spec.get("monitoring") or {})
+            except ValidationError:
+                monitoring = None
+            due = canary_revision(status) is not None or (monitoring is not None and drift_due(monitoring, status, now))
+        return self.reconcile(namespace, name, evaluate_drift=True) if due else None
 
     def reconcile(self, namespace: str, name: str, evaluate_drift: bool = False) -> Plan | None:
         """Bring one resource a step closer to its spec; None when it is gone or being deleted."""
+        key = (namespace, name)
         started = time.perf_counter()
+        self._last_full[key] = self.clock()
         try:
             with self._lock(namespace, name):
-                return self._reconcile(namespace, name, evaluate_drift)
+                for attempt in range(CONFLICT_RETRIES):
+                    try:
+                        plan = self._reconcile(namespace, name, evaluate_drift)
+                        break
+                    except ConflictError:
+                        # Kopf's own bookkeeping (or another write) got in between: read again.
+                        if attempt == CONFLICT_RETRIES - 1:
+                            raise
+                        evaluate_drift = False
+            self._failed.discard(key)
+            return plan
         except Exception as exc:
+            # The next timer tick retries, whatever called us (child events are not redelivered).
+            self._failed.add(key)
             metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
             raise
         finally:
@@ -115,12 +156,14 @@ class Reconciler:
     def _observe(self, resource: ModelOptimization, status: ModelOptimizationStatus | None) -> Observed:
         namespace, name = resource.metadata.namespace or "default", resource.metadata.name
         current = status.revision if status is not None else None
+        consumed = _consumed_stages(status)
         jobs: dict[tuple[str, int], ObservedJob] = {}
         for job in self.cluster.list_jobs(namespace, name):
             seen = observe_job(job, ())
             if seen is None:
                 continue
-            if seen.state != "Running" and seen.revision == current:
+            # A finished Job's pods are read once: after its outcome is in status, never again.
+            if seen.state != "Running" and seen.revision == current and seen.component not in consumed:
                 seen = observe_job(job, self.cluster.list_job_pods(namespace, seen.name)) or seen
             jobs[(seen.component, seen.revision)] = seen
         service = self.cluster.get_inference_service(namespace, names.inference_service(name))
@@ -189,6 +232,16 @@ class Reconciler:
         )
         metrics.STATUS_WRITES.inc()
         return True
+
+
+def _consumed_stages(status: ModelOptimizationStatus | None) -> set[str]:
+    """Stages of the current revision whose outcome is already recorded in status."""
+    if status is None:
+        return set()
+    record = next((r for r in status.history if r.revision == status.revision), None)
+    if record is None:
+        return set()
+    return {stage for stage, at in (("tuning", record.tuned_at), ("compression", record.compressed_at)) if at}
 
 
 def _status(body: dict[str, Any]) -> ModelOptimizationStatus | None:

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import skip_or_fail
 from tests.operator.conftest import StartOperator
 from tests.support.control_plane import ControlPlane
-from tests.support.operator import OperatorProcess, Resources, StandIn, wait_until
+from tests.support.operator import OperatorProcess, Resources, StandIn, succeed_all, wait_until
 from tests.support.prometheus import PrometheusStandIn
 
 
@@ -79,8 +79,8 @@ def test_sustained_drift_retrains_once_and_the_healthy_canary_is_promoted(
         record = status(resources)["history"][-1]
         assert (record["trigger"], record["parentRevision"]) == ("Drift", 1)
         wait_until(lambda: isvc_state(resources) == ("2", 20), 30, "revision 2 as a 20% canary", operator)
+        wait_until(lambda: status(resources)["phase"] == "Canary", 10, "phase Canary", operator)
         assert status(resources)["servingRevision"] == 1
-        assert status(resources)["phase"] == "Canary"
         assert resources.ready("iris"), "a canary in analysis must not make the resource un-Ready"
         wait_until(lambda: isvc_state(resources) == ("2", None), 60, "the canary promoted", operator)
         wait_until(lambda: drift_condition(resources)["reason"] == "RetrainBudgetSpent", 30, "budget spent", operator)
@@ -192,3 +192,27 @@ def test_drift_exported_by_the_monitor_and_scraped_by_a_real_prometheus_starts_a
         server.shutdown()
         thread.join(5)
     assert status(resources)["history"][-1]["trigger"] == "Drift"
+
+
+def test_drift_flapping_around_the_threshold_never_retrains_and_a_storm_retrains_once(
+    control_plane: ControlPlane, watched: str, start_operator: StartOperator, prometheus: PrometheusStandIn
+) -> None:
+    resources = Resources(control_plane.api_client(), watched)
+    operator = start_operator()
+    with StandIn(control_plane, watched, lambda job: None if job["metadata"]["name"].endswith("-r2") else
+                 succeed_all(job)):  # fmt: skip
+        serve_revision_1(resources, operator, drift_spec(prometheus.url, maxRetrains=5, cooldownSeconds=3600))
+        prometheus.flap = True
+        before = prometheus.drift_queries()
+        wait_until(lambda: prometheus.drift_queries() >= before + 6, 60, "six flapping evaluations", operator)
+        assert status(resources)["revision"] == 1, "drift on every other evaluation is never two in a row"
+        assert status(resources)["drift"]["consecutiveDrifting"] <= 1
+        # A storm (drift on every evaluation) retrains once; the revision stays in flight and the
+        # cooldown holds, so the storm starts nothing else.
+        prometheus.flap, prometheus.drift = False, 1.0
+        wait_until(lambda: status(resources)["revision"] == 2, 30, "one retrain", operator)
+        before = prometheus.drift_queries()
+        wait_until(lambda: prometheus.drift_queries() >= before + 4, 40, "four more evaluations", operator)
+        assert status(resources)["revision"] == 2
+        assert drift_condition(resources)["reason"] in ("RetrainInFlight", "CooldownActive")
+    assert [j["metadata"]["name"] for j in resources.jobs("iris")].count("iris-tune-r2") == 1

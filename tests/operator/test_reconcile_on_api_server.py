@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.operator.conftest import StartOperator
 from tests.support.control_plane import ControlPlane
-from tests.support.operator import Finish, Resources, StandIn, reconciles, succeed_all, wait_until
+from tests.support.operator import EVERY_TICK, Finish, Resources, StandIn, reconciles, succeed_all, wait_until
 
 SPEC: dict[str, Any] = {
     "dataset": {"uri": "builtin://iris"},
@@ -94,7 +94,7 @@ def test_a_failed_tuning_job_sets_ready_false_and_waits_for_a_spec_change(
             return Finish(False, outcome, "BackoffLimitExceeded", "Job has reached the specified backoff limit")
         return succeed_all(job)
 
-    operator = start_operator()
+    operator = start_operator(env=EVERY_TICK)
     with StandIn(control_plane, watched, policy):
         resources.create("iris", SPEC)
         ready = wait_until(

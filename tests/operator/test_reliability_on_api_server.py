@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.operator.conftest import StartOperator
 from tests.support.control_plane import ControlPlane
-from tests.support.operator import Finish, Resources, StandIn, reconciles, succeed_all, wait_until
+from tests.support.operator import EVERY_TICK, Finish, Resources, StandIn, reconciles, succeed_all, wait_until
 
 SPEC: dict[str, Any] = {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": "pvc://models/iris"}}
 
@@ -97,7 +97,7 @@ def test_twenty_no_op_reconciles_write_nothing(
     control_plane: ControlPlane, watched: str, start_operator: StartOperator
 ) -> None:
     resources = Resources(control_plane.api_client(), watched)
-    operator = start_operator()
+    operator = start_operator(env=EVERY_TICK)
     # Every child exists (drift monitor included); one drift evaluation, then none for a day.
     spec = {**SPEC, "monitoring": {"evaluationIntervalSeconds": 86400}}
     with StandIn(control_plane, watched):

@@ -394,6 +394,10 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, operator
         raise TimeoutError(f"{exc}{tail}") from None
 
 
+EVERY_TICK = {"OPTILOOP_FULL_RESYNC_SECONDS": "1"}
+"""Operator environment that makes every timer tick a full reconcile (for tests that count them)."""
+
+
 def reconciles(operator: OperatorProcess) -> float:
     """How many reconciles the operator has finished."""
     return operator.metrics().get("optiloop_operator_reconcile_duration_seconds_count", 0.0)

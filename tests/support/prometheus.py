@@ -116,6 +116,7 @@ class PrometheusStandIn:
         self.error_rate: float | None = 0.0
         self.latency_ms: float | None = None
         self.mode = "up"
+        self.flap = False
         self.queries: list[str] = []
         stand_in = self
 
@@ -147,6 +148,9 @@ class PrometheusStandIn:
 
     def answer(self, query: str) -> dict[str, Any]:
         if "optiloop_drift_detected" in query:
+            if self.flap:
+                # Around the threshold: drifting on every other evaluation.
+                self.drift = 0.0 if self.drift else 1.0
             value = self.drift
         elif "histogram_quantile" in query:
             value = self.latency_ms
