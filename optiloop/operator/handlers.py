@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -31,12 +32,14 @@ CONFIG = OperatorConfig.from_env()
 _reconciler: Reconciler | None = None
 _ISVC_GROUP, _ISVC_VERSION = ISVC_API_VERSION.split("/")
 _CHILD = {LABEL_NAME: kopf.PRESENT}
+_CHILD_WORKERS = max(2, CONFIG.workers // 4)
+_CHILD_EVENTS = ThreadPoolExecutor(max_workers=_CHILD_WORKERS, thread_name_prefix="child-events")
 
 
-def _run(namespace: str | None, name: str, retry: bool = True) -> None:
+def _run(namespace: str | None, name: str, retry: bool = True, body: kopf.Body | None = None) -> None:
     assert _reconciler is not None, "the startup handler builds the reconciler"
     try:
-        _reconciler.reconcile(namespace or "default", name)
+        _reconciler.reconcile(namespace or "default", name, body=dict(body) if body is not None else None)
     except InvalidSpecError as exc:
         if retry:
             raise kopf.PermanentError(str(exc)) from None
@@ -53,7 +56,8 @@ def _run(namespace: str | None, name: str, retry: bool = True) -> None:
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _reconciler
     configure(settings, CONFIG)
-    _reconciler = Reconciler(Cluster(), CONFIG)
+    # A connection per reconcile thread (Kopf's and the child-event pool's), plus the Event poster.
+    _reconciler = Reconciler(Cluster(connections=CONFIG.workers + _CHILD_WORKERS + 2), CONFIG)
     if CONFIG.metrics_port:
         serve_metrics(CONFIG.metrics_port, CONFIG.metrics_address)
 
@@ -61,11 +65,11 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def changed(name: str, namespace: str | None, **_: Any) -> None:
-    _run(namespace, name)
+def changed(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+    _run(namespace, name, body=body)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=1.0)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
 def resync(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
     assert _reconciler is not None, "the startup handler builds the reconciler"
     try:
@@ -83,5 +87,10 @@ def deleted(name: str, namespace: str | None, **_: Any) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels=_CHILD)
 @kopf.on.event("apps", "v1", "deployments", labels=_CHILD)
 @kopf.on.event(_ISVC_GROUP, _ISVC_VERSION, "inferenceservices", labels=_CHILD)
-def child_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    _run(namespace, labels[LABEL_NAME], retry=False)
+async def child_changed(type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    # A child's appearance is our own create (or, after a restart, what the resume handlers
+    # reconcile anyway); what matters is a child that changed (a finished Job, a Ready
+    # InferenceService) or vanished (to be recreated). These reconciles run on their own
+    # smaller pool, so a burst of child events never delays new resources' first reconcile.
+    if type in ("MODIFIED", "DELETED"):
+        _CHILD_EVENTS.submit(_run, namespace, labels[LABEL_NAME], False)

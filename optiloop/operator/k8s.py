@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import secrets
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -61,6 +64,12 @@ def _json(response: Any) -> Any:
     return json.loads(response.data)
 
 
+def _release(response: Any) -> None:
+    """Read an unused answer to its end, which returns the connection to the keep-alive pool
+    (an unread one is dropped, and the next request pays a new TLS handshake)."""
+    _ = response.data
+
+
 def _absent(call: Callable[[], Any]) -> Any:
     """The call's JSON answer, or None on 404."""
     try:
@@ -74,14 +83,16 @@ def _absent(call: Callable[[], Any]) -> Any:
 class Cluster:
     """Typed access to the few API calls the operator makes."""
 
-    def __init__(self, api_client: Any | None = None) -> None:
-        self.api = api_client or _default_client()
+    def __init__(self, api_client: Any | None = None, connections: int = 20) -> None:
+        self.api = api_client or _default_client(connections)
         # Bodies are plain dicts, which the client accepts but its annotations do not admit.
         self.custom: Any = client.CustomObjectsApi(self.api)
         self.batch: Any = client.BatchV1Api(self.api)
         self.apps: Any = client.AppsV1Api(self.api)
         self.core: Any = client.CoreV1Api(self.api)
         self.instance = socket.gethostname()
+        self._events: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=10_000)
+        threading.Thread(target=self._post_events, name="events", daemon=True).start()
 
     # --- reading --------------------------------------------------------------
 
@@ -138,14 +149,11 @@ class Cluster:
         kind, name = body["kind"], body["metadata"]["name"]
         try:
             with _mapped(f"create {kind} {namespace}/{name}"):
-                try:
-                    self._create(namespace, body)
-                    return True
-                except ApiException as exc:
-                    if exc.status != 409:
-                        raise
-        except TransientApiError:
-            pass
+                self._create(namespace, body)
+            return True
+        except TransientApiError as exc:
+            if not (isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 409):
+                raise
         existing = self._read(namespace, kind, name)
         owners = (existing or {}).get("metadata", {}).get("ownerReferences") or []
         if existing is None:
@@ -163,13 +171,15 @@ class Cluster:
         kind, name = body["kind"], body["metadata"]["name"]
         with _mapped(f"replace {kind} {namespace}/{name}"):
             if kind == "InferenceService":
-                self.custom.replace_namespaced_custom_object(
-                    ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, name, body
+                _release(
+                    self.custom.replace_namespaced_custom_object(
+                        ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, name, body, _preload_content=False
+                    )
                 )
             elif kind == "Deployment":
-                self.apps.replace_namespaced_deployment(name, namespace, body)
+                _release(self.apps.replace_namespaced_deployment(name, namespace, body, _preload_content=False))
             elif kind == "Service":
-                self.core.replace_namespaced_service(name, namespace, body)
+                _release(self.core.replace_namespaced_service(name, namespace, body, _preload_content=False))
             else:
                 raise ValueError(f"the operator never replaces a {kind}")
 
@@ -177,13 +187,17 @@ class Cluster:
         """Delete a child and, in the background, what it owns (a Job's pods); gone already is fine."""
         options = {"propagationPolicy": "Background"}
         calls = {
-            "Job": lambda: self.batch.delete_namespaced_job(name, namespace, body=options),
-            "Deployment": lambda: self.apps.delete_namespaced_deployment(name, namespace, body=options),
-            "Service": lambda: self.core.delete_namespaced_service(name, namespace, body=options),
+            "Job": lambda: self.batch.delete_namespaced_job(name, namespace, body=options, _preload_content=False),
+            "Deployment": lambda: self.apps.delete_namespaced_deployment(
+                name, namespace, body=options, _preload_content=False
+            ),
+            "Service": lambda: self.core.delete_namespaced_service(
+                name, namespace, body=options, _preload_content=False
+            ),
         }
         with _mapped(f"delete {kind} {namespace}/{name}"):
             try:
-                calls[kind]()
+                _release(calls[kind]())
             except ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -204,10 +218,34 @@ class Cluster:
         return str(_json(answer)["metadata"]["resourceVersion"])
 
     def post_event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """Post an Event on the resource; a failure to post is logged, never raised."""
+        """Queue an Event on the resource; a background thread posts it (reconciles do not wait)."""
+        event = self._event(resource, type_, reason, message)
+        try:
+            self._events.put_nowait(event)
+        except queue.Full:
+            log.warning("dropped Event %s on %s: the queue is full", reason, resource["metadata"]["name"])
+
+    def flush_events(self, timeout: float = 10.0) -> None:
+        """Wait until every queued Event is posted (for shutdown and tests)."""
+        deadline = time.monotonic() + timeout
+        while self._events.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _post_events(self) -> None:
+        while True:
+            event = self._events.get()
+            try:
+                namespace = event["metadata"]["namespace"]
+                _release(self.core.create_namespaced_event(namespace, event, _preload_content=False))
+            except (ApiException, HTTPError, OSError) as exc:
+                log.warning("could not post Event %s on %s: %s", event["reason"], event["involvedObject"]["name"], exc)
+            finally:
+                self._events.task_done()
+
+    def _event(self, resource: dict[str, Any], type_: str, reason: str, message: str) -> dict[str, Any]:
         meta = resource["metadata"]
         now = datetime.now(UTC)
-        event = {
+        return {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
@@ -229,25 +267,25 @@ class Cluster:
             "lastTimestamp": now.isoformat(),
             "count": 1,
         }
-        try:
-            self.core.create_namespaced_event(meta["namespace"], event)
-        except (ApiException, HTTPError, OSError) as exc:
-            log.warning("could not post Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
 
     # --- plumbing -------------------------------------------------------------
 
     def _create(self, namespace: str, body: dict[str, Any]) -> None:
         kind = body["kind"]
+        # Answers are not decoded into client models: nothing reads them, and decoding costs CPU.
         if kind == "Job":
-            self.batch.create_namespaced_job(namespace, body)
+            response = self.batch.create_namespaced_job(namespace, body, _preload_content=False)
         elif kind == "InferenceService":
-            self.custom.create_namespaced_custom_object(ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, body)
+            response = self.custom.create_namespaced_custom_object(
+                ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, body, _preload_content=False
+            )
         elif kind == "Deployment":
-            self.apps.create_namespaced_deployment(namespace, body)
+            response = self.apps.create_namespaced_deployment(namespace, body, _preload_content=False)
         elif kind == "Service":
-            self.core.create_namespaced_service(namespace, body)
+            response = self.core.create_namespaced_service(namespace, body, _preload_content=False)
         else:
             raise ValueError(f"the operator never creates a {kind}")
+        _release(response)
 
     def _read(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
         calls: dict[str, Callable[[], Any]] = {
@@ -262,10 +300,16 @@ class Cluster:
             return _absent(calls[kind])  # type: ignore[no-any-return]
 
 
-def _default_client() -> Any:
-    """In a pod: the service account; elsewhere: ``$KUBECONFIG`` or ``~/.kube/config``."""
+def _default_client(connections: int) -> Any:
+    """In a pod: the service account; elsewhere: ``$KUBECONFIG`` or ``~/.kube/config``.
+
+    The pool holds ``connections`` keep-alive connections: with fewer than the threads that
+    call at once, urllib3 discards the extra ones and every request pays a TLS handshake.
+    """
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)

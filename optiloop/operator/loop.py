@@ -9,6 +9,7 @@ written over a newer state.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -55,6 +56,7 @@ class Reconciler:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._last_full: dict[tuple[str, str], datetime] = {}
         self._failed: set[tuple[str, str]] = set()
+        self._waiting: set[tuple[str, str]] = set()
         self._locks_guard = threading.Lock()
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
@@ -87,24 +89,38 @@ class Reconciler:
             except ValidationError:
                 monitoring = None
             due = canary_revision(status) is not None or (monitoring is not None and drift_due(monitoring, status, now))
-        return self.reconcile(namespace, name, evaluate_drift=True) if due else None
+        return self.reconcile(namespace, name, evaluate_drift=True, body=body) if due else None
 
-    def reconcile(self, namespace: str, name: str, evaluate_drift: bool = False) -> Plan | None:
-        """Bring one resource a step closer to its spec; None when it is gone or being deleted."""
+    def reconcile(
+        self, namespace: str, name: str, evaluate_drift: bool = False, body: dict[str, Any] | None = None
+    ) -> Plan | None:
+        """Bring one resource a step closer to its spec; None when it is gone, being deleted, or
+        when another call for it is already waiting (that one will read the newer state).
+
+        ``body`` is the resource as Kopf last saw it, which saves a read; a stale one only costs
+        a conflict on the status write, after which the resource is read again.
+        """
         key = (namespace, name)
+        with self._locks_guard:
+            if key in self._waiting:
+                metrics.RECONCILES_COALESCED.inc()
+                return None
+            self._waiting.add(key)
         started = time.perf_counter()
         self._last_full[key] = self.clock()
         try:
             with self._lock(namespace, name):
+                with self._locks_guard:
+                    self._waiting.discard(key)
                 for attempt in range(CONFLICT_RETRIES):
                     try:
-                        plan = self._reconcile(namespace, name, evaluate_drift)
+                        plan = self._reconcile(namespace, name, evaluate_drift, body)
                         break
                     except ConflictError:
                         # Kopf's own bookkeeping (or another write) got in between: read again.
                         if attempt == CONFLICT_RETRIES - 1:
                             raise
-                        evaluate_drift = False
+                        evaluate_drift, body = False, None
             self._failed.discard(key)
             return plan
         except Exception as exc:
@@ -115,8 +131,8 @@ class Reconciler:
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
-    def _reconcile(self, namespace: str, name: str, evaluate_drift: bool) -> Plan | None:
-        body = self.cluster.get_resource(namespace, name)
+    def _reconcile(self, namespace: str, name: str, evaluate_drift: bool, body: dict[str, Any] | None) -> Plan | None:
+        body = copy.deepcopy(body) if body is not None else self.cluster.get_resource(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         now = self.clock()
@@ -158,7 +174,9 @@ class Reconciler:
         current = status.revision if status is not None else None
         consumed = _consumed_stages(status)
         jobs: dict[tuple[str, int], ObservedJob] = {}
-        for job in self.cluster.list_jobs(namespace, name):
+        # A resource without status has never been reconciled to the end: its Jobs, if a crash
+        # left one behind, are found by the create's AlreadyExists, so the list can wait.
+        for job in self.cluster.list_jobs(namespace, name) if status is not None else []:
             seen = observe_job(job, ())
             if seen is None:
                 continue
@@ -166,8 +184,12 @@ class Reconciler:
             if seen.state != "Running" and seen.revision == current and seen.component not in consumed:
                 seen = observe_job(job, self.cluster.list_job_pods(namespace, seen.name)) or seen
             jobs[(seen.component, seen.revision)] = seen
-        service = self.cluster.get_inference_service(namespace, names.inference_service(name))
-        monitor = self.cluster.get_monitor(namespace, names.drift_monitor(name))
+        # Children that cannot exist yet are not read: the InferenceService comes after the first
+        # compression, the drift monitor after the first revision serves.
+        compressed = status is not None and any(r.compressed_at for r in status.history)
+        serving = status is not None and status.serving_revision is not None
+        service = self.cluster.get_inference_service(namespace, names.inference_service(name)) if compressed else None
+        monitor = self.cluster.get_monitor(namespace, names.drift_monitor(name)) if serving else {}
         canary = canary_revision(status)
         return Observed(
             jobs=jobs,

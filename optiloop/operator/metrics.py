@@ -11,6 +11,10 @@ RECONCILE_SECONDS = Histogram(
 )
 RECONCILE_ERRORS = Counter("optiloop_operator_reconcile_errors_total", "Reconciles that failed, by reason.", ["reason"])
 CHILDREN_CREATED = Counter("optiloop_operator_children_created_total", "Children created, by kind.", ["kind"])
+RECONCILES_COALESCED = Counter(
+    "optiloop_operator_reconciles_coalesced_total",
+    "Reconcile requests dropped because one for the same resource was already waiting to run.",
+)
 STATUS_WRITES = Counter("optiloop_operator_status_writes_total", "Status writes (only when the status changed).")
 DRIFT_EVALUATIONS = Counter(
     "optiloop_operator_drift_evaluations_total", "Drift evaluations, by outcome (the decision's reason).", ["outcome"]

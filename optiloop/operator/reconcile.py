@@ -252,9 +252,9 @@ class _Reconcile:
             body = build(self.resource, self.config, n, record.parent_revision)
             self.actions.append(Apply(body))
             name = body["metadata"]["name"]
-            # Seen running before and now missing: someone deleted it.
+            # Created (or seen running) before and now missing: someone deleted it.
             previous = find(self.status.conditions, condition)
-            if previous is not None and previous.reason == "JobRunning":
+            if previous is not None and previous.reason in ("JobCreated", "JobRunning"):
                 self.event("JobRecreated", f"revision {n}: Job {name} was deleted; created it again", warning=True)
             else:
                 self.event(f"{title.capitalize()}Started", f"revision {n}: created Job {name}")

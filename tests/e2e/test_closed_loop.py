@@ -222,8 +222,7 @@ def test_drift_retrains_recompresses_and_promotes_a_canary_without_a_person(
             assert chain["compressedAt"] <= chain["deployedAt"] <= chain["promotedAt"]
             assert final["servingRevision"] == 2
             assert [j["metadata"]["name"] for j in resources.jobs("iris")].count("iris-tune-r2") == 1
-            reasons = {e["reason"] for e in resources.events("iris")}
-            assert {"DriftDetected", "RetrainStarted", "CanaryStarted", "CanaryPromoted"} <= reasons
+            resources.event_reasons("iris", {"DriftDetected", "RetrainStarted", "CanaryStarted", "CanaryPromoted"})
 
             # 5. Delete: every child goes, through owner references.
             mark = time.monotonic()

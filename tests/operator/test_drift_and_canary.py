@@ -93,9 +93,7 @@ def test_sustained_drift_retrains_once_and_the_healthy_canary_is_promoted(
     assert [j["metadata"]["name"] for j in resources.jobs("iris")].count("iris-tune-r3") == 0
     monitor = resources.apps.read_namespaced_deployment("iris-drift", watched)
     assert monitor.metadata.labels["optiloop.dev/revision"] == "2"
-    reasons = [e["reason"] for e in resources.events("iris")]
-    for reason in ("DriftDetected", "RetrainStarted", "CanaryStarted", "CanaryPromoted"):
-        assert reason in reasons
+    resources.event_reasons("iris", {"DriftDetected", "RetrainStarted", "CanaryStarted", "CanaryPromoted"})
     samples = operator.metrics()
     assert samples["optiloop_operator_retrains_triggered_total"] == 1
     assert samples['optiloop_operator_canaries_total{outcome="promoted"}'] == 1
@@ -131,7 +129,7 @@ def test_a_failing_canary_rolls_back_and_cooldown_and_an_unreachable_prometheus_
             assert unknown["status"] == "Unknown"
             wait_until(lambda b=before: prometheus.drift_queries() >= b + 2, 30, "two more evaluations", operator)
             assert status(resources)["revision"] == 2
-    assert "CanaryRolledBack" in [e["reason"] for e in resources.events("iris")]
+    resources.event_reasons("iris", {"CanaryRolledBack"})
     assert operator.metrics()['optiloop_operator_drift_evaluations_total{outcome="PrometheusUnreachable"}'] >= 2
 
 

@@ -67,9 +67,9 @@ def test_apply_to_ready_creates_every_child_with_owner_labels_and_restricted_pod
     deployment = resources.apps.read_namespaced_deployment("iris-drift", watched)
     assert deployment.metadata.owner_references[0].uid == created["metadata"]["uid"]
     assert deployment.spec.template.spec.containers[0].image == "registry.example/optiloop/drift:test"
-    reasons = [e["reason"] for e in resources.events("iris")]
-    for reason in ("RevisionStarted", "TuningStarted", "TuningSucceeded", "CompressionSucceeded", "Serving"):
-        assert reason in reasons
+    resources.event_reasons(
+        "iris", {"RevisionStarted", "TuningStarted", "TuningSucceeded", "CompressionSucceeded", "Serving"}
+    )
     # Kopf's bookkeeping stays in annotations under our prefix; the liveness endpoint answers.
     annotations = body["metadata"]["annotations"]
     assert "optiloop.dev/last-handled-configuration" in annotations
@@ -109,7 +109,7 @@ def test_a_failed_tuning_job_sets_ready_false_and_waits_for_a_spec_change(
         before = reconciles(operator)
         wait_until(lambda: reconciles(operator) >= before + 3, 20, "3 more reconciles", operator)
         assert [j["metadata"]["name"] for j in resources.jobs("iris")] == ["iris-tune-r1"]
-        assert "StageFailed" in [e["reason"] for e in resources.events("iris")]
+        resources.event_reasons("iris", {"StageFailed"})
         resources.patch_spec("iris", {"tuning": {"maxTrials": 5}})
         wait_until(lambda: resources.ready("iris"), 60, "iris Ready after the spec change", operator)
     status = resources.get("iris")["status"]

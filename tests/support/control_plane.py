@@ -251,7 +251,8 @@ class ControlPlane:
                     f"--client-ca-file={ca}",
                     f"--token-auth-file={tokens}",
                     "--authorization-mode=RBAC",
-                    "--service-cluster-ip-range=10.0.0.0/24",
+                    # Room for a drift monitor Service per resource in the scale benchmark.
+                    "--service-cluster-ip-range=10.96.0.0/16",
                     f"--service-account-issuer={url}",
                     f"--service-account-key-file={sa_pub}",
                     f"--service-account-signing-key-file={sa_key}",

@@ -98,6 +98,7 @@ class OperatorProcess:
     popen: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
     health_port: int = 0
+    verbose: bool = True
 
     def start(self) -> OperatorProcess:
         self.metrics_port, self.health_port = self.metrics_port or free_port(), free_port()
@@ -117,7 +118,7 @@ class OperatorProcess:
             "OPTILOOP_PROMETHEUS_URL": "http://127.0.0.1:9",
             **self.env,
         }
-        args = [sys.executable, "-m", "optiloop", "operator", "--verbose"]
+        args = [sys.executable, "-m", "optiloop", "operator", *(["--verbose"] if self.verbose else [])]
         for namespace in self.namespaces:
             args += ["--namespace", namespace]
         with self.log.open("ab") as out:
@@ -468,6 +469,12 @@ class Resources:
             if exc.status == 404:
                 return None
             raise
+
+    def event_reasons(self, name: str, expected: set[str], timeout: float = 15) -> set[str]:
+        """The reasons of the Events on ``name`` once all of ``expected`` are there (they are posted
+        in the background, so shortly after the state they describe)."""
+        wait_for(lambda: expected <= {e["reason"] for e in self.events(name)}, timeout, what=f"Events {expected}")
+        return {e["reason"] for e in self.events(name)}
 
     def events(self, name: str) -> list[dict[str, Any]]:
         items = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}").items

@@ -323,3 +323,11 @@ def test_delete_actions_name_their_api_version() -> None:
     plan = reconcile(resource(2, final.status, monitoring={"enabled": False}), observed, CONFIG, T0)
     deletes = [a for a in plan.actions if isinstance(a, Delete)]
     assert {(d.api_version, d.kind) for d in deletes} == {("apps/v1", "Deployment"), ("v1", "Service")}
+
+
+def test_a_job_deleted_after_it_was_created_is_created_again_with_a_warning() -> None:
+    first = reconcile(resource(), Observed(), CONFIG, T0)
+    again = reconcile(resource(status=first.status), Observed(), CONFIG, T0 + timedelta(seconds=30))
+    assert kinds(again) == [("Apply", "Job")]
+    assert [(e.type, e.reason) for e in again.events] == [("Warning", "JobRecreated")]
+    assert again.status.history[0].started_at == T0
