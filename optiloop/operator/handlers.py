@@ -46,10 +46,11 @@ def _run(namespace: str | None, name: str, retry: bool = True, body: kopf.Body |
     except TransientApiError as exc:
         if retry:
             raise kopf.TemporaryError(str(exc), delay=5) from None
-        logging.getLogger(__name__).info("will retry %s/%s: %s", namespace, name, exc)
+        logging.getLogger(__name__).info("will retry %s/%s at the next tick: %s", namespace, name, exc)
     except ForeignChildError as exc:
         if retry:
             raise kopf.TemporaryError(str(exc), delay=60) from None
+        logging.getLogger(__name__).warning("%s/%s: %s", namespace, name, exc)
 
 
 @kopf.on.startup()

@@ -57,6 +57,7 @@ class Reconciler:
         self._last_full: dict[tuple[str, str], datetime] = {}
         self._failed: set[tuple[str, str]] = set()
         self._waiting: set[tuple[str, str]] = set()
+        self._coalesced: set[tuple[str, str]] = set()
         self._locks_guard = threading.Lock()
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
@@ -103,6 +104,8 @@ class Reconciler:
         key = (namespace, name)
         with self._locks_guard:
             if key in self._waiting:
+                # The waiting call reads the resource afresh (its own body may predate ours).
+                self._coalesced.add(key)
                 metrics.RECONCILES_COALESCED.inc()
                 return None
             self._waiting.add(key)
@@ -112,6 +115,9 @@ class Reconciler:
             with self._lock(namespace, name):
                 with self._locks_guard:
                     self._waiting.discard(key)
+                    if key in self._coalesced:
+                        self._coalesced.discard(key)
+                        body = None
                 for attempt in range(CONFLICT_RETRIES):
                     try:
                         plan = self._reconcile(namespace, name, evaluate_drift, body)
