@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from . import cron
 from ._base import ApiModel, ColumnName, ObjectName, Quantity, Rule
 from .uris import DatasetURI, StorageURI
 
@@ -721,7 +722,15 @@ class RetrainingPolicy(ApiModel):
     max_retrains: Annotated[int, Field(ge=0, le=10_000)] = 10
     """Most drift-triggered retrains over the resource's life."""
     schedule: Annotated[str, Field(max_length=128, pattern=r"^(\S+\s+){4}\S+$")] | None = None
-    """Cron schedule (five fields, UTC) for retraining regardless of drift."""
+    """Cron schedule (five fields, UTC) for retraining regardless of drift; a scheduled time
+    starts a new revision when one serves and none is being built."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            cron.parse(value)
+        return value
 
 
 class MonitoringSpec(ApiModel):

@@ -3,8 +3,8 @@
 * create, update and resume of a ModelOptimization reconcile it;
 * an event on one of its Jobs, its InferenceService or its drift monitor reconciles the owner;
 * a timer per resource ticks every ``OPTILOOP_RESYNC_SECONDS`` and reconciles only when something
-  is due: a drift evaluation (the spec's interval), a canary under analysis (neither has an event
-  of its own), or a full resync every ``OPTILOOP_FULL_RESYNC_SECONDS``.
+  is due: a drift evaluation (the spec's interval), a canary under analysis, a scheduled retrain
+  (none has an event of its own), or a full resync every ``OPTILOOP_FULL_RESYNC_SECONDS``.
 
 Errors are mapped here: an invalid spec is permanent (status and Event already say why);
 API trouble is retried with a delay; anything else is retried later and counted.

@@ -28,7 +28,7 @@ from . import failpoints, metrics, names, prometheus, queries
 from .config import OperatorConfig
 from .k8s import Cluster, ConflictError
 from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job
-from .policy import DriftDecision, drift_due, evaluate_drift
+from .policy import DriftDecision, drift_due, evaluate_drift, schedule_due
 from .reconcile import Delete, Plan, canary_revision, invalid_spec, reconcile, retraining_in_flight
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,10 @@ class Reconciler:
                 monitoring = MonitoringSpec.model_validate(spec.get("monitoring") or {})
             except ValidationError:
                 monitoring = None
-            due = canary_revision(status) is not None or (monitoring is not None and drift_due(monitoring, status, now))
+            due = canary_revision(status) is not None or (
+                monitoring is not None
+                and (drift_due(monitoring, status, now) or schedule_due(monitoring.retraining, status, now))
+            )
         return self.reconcile(namespace, name, evaluate_drift=True, body=body) if due else None
 
     def reconcile(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from ..api.cron import previous_fire
 from ..api.spec import CanaryAnalysis, MonitoringSpec, RetrainingPolicy
 from ..api.status import DriftStatus, ModelOptimizationStatus
 
@@ -76,6 +77,18 @@ def drift_due(monitoring: MonitoringSpec, status: ModelOptimizationStatus, now: 
         return False
     last = status.drift.last_evaluation_time if status.drift is not None else None
     return last is None or now - last >= timedelta(seconds=monitoring.evaluation_interval_seconds)
+
+
+def schedule_due(policy: RetrainingPolicy, status: ModelOptimizationStatus, now: datetime) -> bool:
+    """Whether the retraining schedule fired since the latest revision started, with a revision
+    serving and none being built (a revision started for any reason resets the schedule)."""
+    if policy.schedule is None or status.serving_revision is None or not status.history:
+        return False
+    current = next((r for r in status.history if r.revision == status.revision), None)
+    if current is not None and current.outcome == "InProgress":
+        return False
+    fired = previous_fire(policy.schedule, now)
+    return fired is not None and fired > max(r.triggered_at for r in status.history)
 
 
 CanaryAction = Literal["wait", "promote", "rollback"]

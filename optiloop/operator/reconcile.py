@@ -42,7 +42,7 @@ from .builders.serving import drift_monitor, inference_service
 from .conditions import ConditionStatus, find, set_condition
 from .config import OperatorConfig
 from .observed import SPEC_HASH_ANNOTATION, Observed, ObservedChild, ObservedJob
-from .policy import DriftDecision, judge_canary
+from .policy import DriftDecision, judge_canary, schedule_due
 
 FINAL_OUTCOMES = ("Failed", "RolledBack", "Superseded")
 TRAINING_FIELDS = ("dataset", "data_quality", "features", "model", "tuning", "regularization", "compression")
@@ -207,6 +207,8 @@ class _Reconcile:
             trigger = "SpecChanged"
         elif drift is not None and drift.retrain:
             trigger = "Drift"
+        elif schedule_due(spec.monitoring.retraining, self.status, self.now):
+            trigger = "Schedule"
         if trigger is None:
             return
         number = max([r.revision for r in self.history] + [self.status.revision or 0]) + 1
