@@ -113,27 +113,19 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def service_account_kubeconfig(plane: ControlPlane, api: Any, namespace: str, workdir: Path) -> tuple[Path, str]:
+def operator_account(plane: ControlPlane, api: Any, namespace: str, workdir: Path) -> tuple[Path, str]:
     """A cluster-admin service account for the operator, so its requests are told apart in the audit log."""
-    import yaml
     from kubernetes import client
 
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "operator"}})
-    rbac.create_cluster_role_binding(
+    client.CoreV1Api(api).create_namespaced_service_account(namespace, {"metadata": {"name": "operator"}})
+    client.RbacAuthorizationV1Api(api).create_cluster_role_binding(
         {
             "metadata": {"name": f"bench-operator-{namespace}"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
             "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
         }
     )
-    token = core.create_namespaced_service_account_token(
-        "operator", namespace, {"spec": {"expirationSeconds": 7200}}
-    ).status.token
-    config = yaml.safe_load(plane.kubeconfig.read_text())
-    config["users"][0]["user"] = {"token": token}
-    path = workdir / f"kubeconfig-{namespace}"
-    path.write_text(yaml.safe_dump(config))
+    path = plane.kubeconfig_for(namespace, "operator", workdir / f"kubeconfig-{namespace}")
     return path, f"system:serviceaccount:{namespace}:operator"
 
 
@@ -142,7 +134,7 @@ def run_size(plane: ControlPlane, api: Any, size: int, workdir: Path) -> dict[st
 
     namespace = f"scale-{size}-{secrets.token_hex(2)}"
     client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
-    kubeconfig, user = service_account_kubeconfig(plane, api, namespace, workdir)
+    kubeconfig, user = operator_account(plane, api, namespace, workdir)
     custom = client.CustomObjectsApi(api)
     seen: dict[tuple[str, str], float] = {}
     created: dict[str, float] = {}

@@ -317,9 +317,13 @@ class _Reconcile:
         canary = serving is not None and serving != record.revision
         if record.deployed_at is None:
             record.deployed_at = self.now
-            what = f"as a canary with {self.resource.spec.deployment.canary_traffic_percent}% of traffic"
-            self.event("CanaryStarted" if canary else "Deploying", f"revision {record.revision} deployed {what}"
-                       if canary else f"revision {record.revision} deployed")  # fmt: skip
+            if canary:
+                percent = self.resource.spec.deployment.canary_traffic_percent
+                self.event(
+                    "CanaryStarted", f"revision {record.revision} deployed as a canary with {percent}% of traffic"
+                )
+            else:
+                self.event("Deploying", f"revision {record.revision} deployed")
 
     def desired_service(self) -> tuple[int, bool] | None:
         current = self.record(self.status.revision)
@@ -392,19 +396,16 @@ class _Reconcile:
             record.outcome, record.promoted_at = "Promoted", self.now
             self.status.serving_revision = n
             self.status.model = record.model
-            target = n
+            target, reason = n, "CanaryPromoted"
             message = f"canary revision {n} promoted to all traffic ({decision.reason})"
-            self.event("CanaryPromoted", message)
         else:
             record.outcome, record.finished_at = "RolledBack", self.now
             record.message = f"rolled back: {decision.reason}"
-            target = previous if previous is not None else n
+            target, reason = (previous if previous is not None else n), "CanaryRolledBack"
             message = f"canary revision {n} rolled back to revision {target} ({decision.reason})"
-            self.event("CanaryRolledBack", message, warning=True)
-        body = inference_service(self.resource, self.config, target, canary=False)
-        self.ensure(body, self.observed.service)
-        self.condition("Deployed", "True", "CanaryPromoted" if decision.action == "promote" else "CanaryRolledBack",
-                       message)  # fmt: skip
+        self.event(reason, message, warning=reason == "CanaryRolledBack")
+        self.ensure(inference_service(self.resource, self.config, target, canary=False), self.observed.service)
+        self.condition("Deployed", "True", reason, message)
 
     def monitor(self) -> None:
         monitoring = self.resource.spec.monitoring

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.support.chart import apply, render
 from tests.support.control_plane import ControlPlane
@@ -38,22 +37,6 @@ def namespace(api: Any, stem: str, labels: dict[str, str] | None = None) -> str:
     name = f"{stem}-{secrets.token_hex(3)}"
     client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
     return name
-
-
-def service_account_kubeconfig(plane: ControlPlane, api: Any, ns: str, account: str, path: Path) -> Path:
-    """A kubeconfig holding a fresh token of ``ns/account`` (the TokenRequest API)."""
-    from kubernetes import client
-
-    token = (
-        client.CoreV1Api(api)
-        .create_namespaced_service_account_token(account, ns, {"spec": {"expirationSeconds": 3600}})
-        .status.token
-    )
-    config = yaml.safe_load(plane.kubeconfig.read_text())
-    config["users"][0]["user"] = {"token": token}
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 def allowed(api: Any, user: str, namespace: str | None, verb: str, group: str, resource: str) -> bool:
@@ -135,7 +118,7 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
     }
     apply(k8s, [pod], dry_run=True)
 
-    kubeconfig = service_account_kubeconfig(control_plane, k8s, system, account, tmp_path / "sa-kubeconfig")
+    kubeconfig = control_plane.kubeconfig_for(system, account, tmp_path / "sa-kubeconfig")
     operator = OperatorProcess(
         control_plane, [watched], tmp_path / "operator.log", env={"KUBECONFIG": str(kubeconfig)}, peering="optiloop"
     ).start()

@@ -344,6 +344,21 @@ class ControlPlane:
         configuration.api_key = {"authorization": f"Bearer {token or self.token}"}
         return client.ApiClient(configuration)
 
+    def kubeconfig_for(self, namespace: str, account: str, path: Path) -> Path:
+        """A kubeconfig for ``namespace/account`` with a fresh token from the TokenRequest API."""
+        from kubernetes import client
+
+        token = (
+            client.CoreV1Api(self.api_client())
+            .create_namespaced_service_account_token(account, namespace, {"spec": {"expirationSeconds": 7200}})
+            .status.token
+        )
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["users"][0]["user"] = {"token": token}
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
     def log_tail(self, name: str, lines: int = 30) -> str:
         """The end of one server's log (``etcd``, ``kube-apiserver``, ``kube-controller-manager``)."""
         return next((p.tail(lines) for p in self.processes if p.name == name), f"{name} is not running")
