@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ import pytest
 import yaml
 
 from tests.support.control_plane import ControlPlane, ControlPlaneUnavailableError, wait_for
+from tests.support.namespaces import create_namespace, delete_namespace, stem_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -76,11 +75,6 @@ def k8s(control_plane: ControlPlane) -> Any:
 @pytest.fixture
 def namespace(k8s: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(k8s)
-    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{stem}-{secrets.token_hex(3)}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    name = create_namespace(k8s, stem_of(request.node.name))
     yield name
-    core.delete_namespace(name)
+    delete_namespace(k8s, name)

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.chart import apply, render
 from tests.support.control_plane import ControlPlane
+from tests.support.namespaces import create_namespace
 from tests.support.operator import (
     Finish,
     OperatorProcess,
@@ -24,19 +25,7 @@ from tests.support.operator import (
 )
 
 pytestmark = pytest.mark.cluster
-RESTRICTED = {
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
 SPEC: dict[str, Any] = {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": "pvc://models/iris"}}
-
-
-def namespace(api: Any, stem: str, labels: dict[str, str] | None = None) -> str:
-    from kubernetes import client
-
-    name = f"{stem}-{secrets.token_hex(3)}"
-    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-    return name
 
 
 def allowed(api: Any, user: str, namespace: str | None, verb: str, group: str, resource: str) -> bool:
@@ -97,9 +86,9 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
 ) -> None:
     install_operator_crds(k8s)
     system, watched, other = (
-        namespace(k8s, "optiloop-system"),
-        namespace(k8s, "ml", RESTRICTED),
-        namespace(k8s, "other"),
+        create_namespace(k8s, "optiloop-system"),
+        create_namespace(k8s, "ml", restricted=True),
+        create_namespace(k8s, "other"),
     )
     release = f"ns-{secrets.token_hex(2)}"
     objects = render(release, system, {"watch": {"mode": "namespaced", "namespaces": [watched]}}, tmp_path)
@@ -171,7 +160,7 @@ def test_cluster_chart_installs_and_grants_the_same_uses_cluster_wide_and_nothin
     control_plane: ControlPlane, k8s: Any, tmp_path: Path
 ) -> None:
     install_operator_crds(k8s)
-    system = namespace(k8s, "optiloop-system")
+    system = create_namespace(k8s, "optiloop-system")
     release = f"cl-{secrets.token_hex(2)}"
     objects = render(release, system, {}, tmp_path)
     objects = [o for o in objects if o["kind"] != "ClusterKopfPeering"] + [
@@ -182,7 +171,7 @@ def test_cluster_chart_installs_and_grants_the_same_uses_cluster_wide_and_nothin
     apply(k8s, objects)
     account = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
     user = f"system:serviceaccount:{system}:{account}"
-    anywhere = namespace(k8s, "anywhere")
+    anywhere = create_namespace(k8s, "anywhere")
     for verb, group, resource in [
         ("watch", "optiloop.dev", "modeloptimizations"), ("patch", "optiloop.dev", "modeloptimizations/status"),
         ("create", "batch", "jobs"), ("delete", "batch", "jobs"), ("list", "", "pods"),

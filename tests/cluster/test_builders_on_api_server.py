@@ -3,7 +3,6 @@ server, and their pods pass the `restricted` Pod Security admission of a namespa
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,21 +12,14 @@ from optiloop.api import ModelOptimization
 from optiloop.operator.builders.jobs import compression_job, tuning_job
 from optiloop.operator.builders.serving import drift_monitor, inference_service
 from optiloop.operator.config import OperatorConfig
+from tests.support.namespaces import create_namespace, delete_namespace
 
 
 @pytest.fixture
 def restricted_namespace(k8s: Any) -> Iterator[str]:
-    from kubernetes import client
-
-    core = client.CoreV1Api(k8s)
-    name = f"restricted-{secrets.token_hex(3)}"
-    labels = {
-        "pod-security.kubernetes.io/enforce": "restricted",
-        "pod-security.kubernetes.io/enforce-version": "latest",
-    }
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    name = create_namespace(k8s, "restricted", restricted=True)
     yield name
-    core.delete_namespace(name)
+    delete_namespace(k8s, name)
 
 
 def resource(namespace: str, **spec: Any) -> ModelOptimization:

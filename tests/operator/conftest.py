@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.control_plane import ControlPlane
+from tests.support.namespaces import create_namespace, delete_namespace, stem_of
 from tests.support.operator import OperatorProcess, install_operator_crds
 
 
@@ -29,18 +28,9 @@ def operator_crds(k8s: Any) -> Any:
 @pytest.fixture
 def watched(operator_crds: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(operator_crds)
-    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{stem}-{secrets.token_hex(3)}"
-    labels = {
-        "pod-security.kubernetes.io/enforce": "restricted",
-        "pod-security.kubernetes.io/enforce-version": "latest",
-    }
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    name = create_namespace(operator_crds, stem_of(request.node.name), restricted=True)
     yield name
-    core.delete_namespace(name)
+    delete_namespace(operator_crds, name)
 
 
 StartOperator = Callable[..., OperatorProcess]
