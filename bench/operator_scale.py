@@ -8,27 +8,33 @@ account so the API server's audit log can count its requests) and a fast stand-i
 controller and KServe: every Job succeeds at once with a plausible outcome and every
 InferenceService is Ready at once (``tests.support.operator.StandIn`` logic, driven by watches).
 The bench creates all resources as fast as it can, then measures from each resource's create
-call to the first sight (on a watch) of its tuning Job, its InferenceService and its Ready
-status; it reads the operator's reconcile errors from its metrics, its resident memory after
-the first 10% are Ready and at the end (after 30 s idle), and its API requests per resource.
+to the operator's create of its tuning Job and of its InferenceService (both as the API
+server's audit log times them) and to the first sight (on a watch) of its Ready status. It
+reads the operator's reconcile errors from its metrics, its resident memory after the first
+10% are Ready and at the end (after 30 s idle), its API requests per resource (by kind) and
+the CPU time of the operator, kube-apiserver and etcd.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support.control_plane import ADMIN_USER as ADMIN  # noqa: E402
 from tests.support.control_plane import ControlPlane, wait_for  # noqa: E402
 from tests.support.operator import OperatorProcess, StandIn, install_operator_crds, succeed_all  # noqa: E402
 
@@ -77,6 +83,13 @@ class FastStandIn(StandIn):
         )
 
     def _watch(self, kind: str) -> None:
+        try:
+            self._follow(kind)
+        except Exception:
+            if not self._stop.is_set():  # a stream cut at shutdown is expected
+                raise
+
+    def _follow(self, kind: str) -> None:
         for event in self._list_and_watch(kind):
             if self._stop.is_set():
                 return
@@ -85,14 +98,11 @@ class FastStandIn(StandIn):
             now = time.monotonic()
             meta = body["metadata"]
             if kind == "jobs" and event["type"] == "ADDED":
-                owner = meta["labels"]["optiloop.dev/name"]
-                self.seen.setdefault((owner, meta["labels"]["optiloop.dev/component"]), now)
                 self.pool.submit(self._finish, body)
             elif (
                 kind == "inferenceservices"
                 and (body.get("status") or {}).get("observedGeneration") != meta["generation"]
             ):
-                self.seen.setdefault((meta["name"], "serving"), now)
                 self.pool.submit(self.mark_ready, body)
             elif kind == "modeloptimizations":
                 conditions = (body.get("status") or {}).get("conditions") or []
@@ -111,6 +121,46 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_latencies(
+    audit: list[dict[str, Any]], namespace: str, created_by: str, operator: str
+) -> dict[str, list[float]]:
+    """Per resource, seconds from its create to the operator's create of its tuning Job and of its
+    InferenceService, both as the API server completed them (the audit log's stage timestamps,
+    so the bench's own watch lag is not counted)."""
+    created: dict[str, float] = {}
+    children: dict[tuple[str, str], float] = {}
+    for event in audit:
+        ref, user = event.get("objectRef") or {}, event["user"]["username"]
+        if event["verb"] != "create" or (event.get("responseStatus") or {}).get("code") != 201:
+            continue
+        if ref.get("namespace") != namespace:
+            continue
+        done = datetime.fromisoformat(event["stageTimestamp"].replace("Z", "+00:00")).timestamp()
+        if user == created_by and ref.get("resource") == "modeloptimizations":
+            created[ref["name"]] = done
+        elif user == operator and ref.get("resource") == "jobs" and ref.get("name", "").endswith("-tune-r1"):
+            children.setdefault((ref["name"].removesuffix("-tune-r1"), "job"), done)
+        elif user == operator and ref.get("resource") == "inferenceservices":
+            children.setdefault((ref["name"], "isvc"), done)
+    return {
+        kind: [children[(name, kind)] - at for name, at in created.items() if (name, kind) in children]
+        for kind in ("job", "isvc")
+    }
+
+
+def request_kind(event: dict[str, Any]) -> str:
+    """``verb resource[/subresource] code`` of one audit event, e.g. ``patch modeloptimizations/status 409``."""
+    ref = event.get("objectRef") or {}
+    resource = "/".join(x for x in (ref.get("resource"), ref.get("subresource")) if x)
+    return f"{event.get('verb')} {resource} {(event.get('responseStatus') or {}).get('code')}"
 
 
 def operator_account(plane: ControlPlane, api: Any, namespace: str, workdir: Path) -> tuple[Path, str]:
@@ -144,6 +194,8 @@ def run_size(plane: ControlPlane, api: Any, size: int, workdir: Path) -> dict[st
             env={"KUBECONFIG": str(kubeconfig), "OPTILOOP_RESYNC_SECONDS": "10"}, verbose=False,
         ).start()  # fmt: skip
         assert operator.popen is not None
+        servers = {p.name: p.popen.pid for p in plane.processes}
+        cpu_before = {"operator": cpu_seconds(operator.popen.pid)} | {n: cpu_seconds(pid) for n, pid in servers.items()}
         try:
             started = time.monotonic()
             warm_rss = None
@@ -156,6 +208,8 @@ def run_size(plane: ControlPlane, api: Any, size: int, workdir: Path) -> dict[st
                     "optiloop.dev", "v1alpha1", namespace, "modeloptimizations", body
                 )
 
+            create_loop = time.monotonic() - started
+
             def ready_count() -> int:
                 return sum(1 for (_, what) in seen if what == "ready")
 
@@ -163,15 +217,17 @@ def run_size(plane: ControlPlane, api: Any, size: int, workdir: Path) -> dict[st
             warm_rss = rss_mib(operator.popen.pid)
             wait_for(lambda: ready_count() >= size, 1800, interval=0.5, what=f"{size} Ready")
             all_ready = time.monotonic() - started
+            cpu = {"operator": cpu_seconds(operator.popen.pid)} | {n: cpu_seconds(pid) for n, pid in servers.items()}
             time.sleep(30)
             end_rss = rss_mib(operator.popen.pid)
             samples = operator.metrics()
         finally:
             operator.stop()
-    job = [seen[(n, "tuning")] - created[n] for n in created if (n, "tuning") in seen]
-    isvc = [seen[(n, "serving")] - created[n] for n in created if (n, "serving") in seen]
     ready = [seen[(n, "ready")] - created[n] for n in created if (n, "ready") in seen]
-    requests = len(plane.audit_events(user))
+    audit = plane.audit_events(user)
+    kinds = Counter(request_kind(event) for event in audit)
+    latencies = child_latencies(audit + plane.audit_events(ADMIN), namespace, ADMIN, user)
+    job, isvc = latencies["job"], latencies["isvc"]
     errors = sum(v for k, v in samples.items() if k.startswith("optiloop_operator_reconcile_errors_total"))
     reconciles = samples.get("optiloop_operator_reconcile_duration_seconds_count", 0.0)
     reconcile_seconds = samples.get("optiloop_operator_reconcile_duration_seconds_sum", 0.0)
@@ -186,11 +242,14 @@ def run_size(plane: ControlPlane, api: Any, size: int, workdir: Path) -> dict[st
         },
         "create_to_ready_s": {"p50": percentile(ready, 0.5), "p95": percentile(ready, 0.95), "max": max(ready)},
         "all_ready_s": all_ready,
+        "create_loop_s": create_loop,
+        "cpu_s_until_all_ready": {name: round(cpu[name] - cpu_before[name], 1) for name in cpu},
         "reconcile_errors": errors,
         "reconciles_per_resource": reconciles / size,
         "mean_reconcile_ms": 1000 * reconcile_seconds / reconciles if reconciles else float("nan"),
         "rss_mib": {"warm": warm_rss, "end": end_rss},
-        "api_requests_per_resource": requests / size,
+        "api_requests_per_resource": len(audit) / size,
+        "api_requests_per_resource_by_kind": {k: round(n / size, 2) for k, n in kinds.most_common()},
         "stand_in_errors": len(stand_in.errors),
     }
 
@@ -224,6 +283,11 @@ def main() -> int:
             f"{r['reconcile_errors']:>6.0f} {r['reconciles_per_resource']:>7.1f} {r['mean_reconcile_ms']:>6.1f} "
             f"{r['rss_mib']['warm']:>7.0f}M {r['rss_mib']['end']:>7.0f}M {r['api_requests_per_resource']:>7.1f}"
         )
+    for r in results:
+        top = ", ".join(f"{k}: {n}" for k, n in list(r["api_requests_per_resource_by_kind"].items())[:8])
+        print(f"requests per resource at {r['resources']}: {top}")
+        print(f"at {r['resources']}: creates took {r['create_loop_s']:.1f} s; CPU seconds until all Ready: "
+              + ", ".join(f"{k} {v}" for k, v in r["cpu_s_until_all_ready"].items()))  # fmt: skip
     print(f"(stand-in errors: {[r['stand_in_errors'] for r in results]}; results in {args.out})")
     return 0
 

@@ -1,15 +1,14 @@
 """Runs one reconcile end to end: read the resource and its children, ask Prometheus what the
 plan needs, plan (pure), then write children, Events and, only when it changed, status.
 
-Kopf calls this from change handlers, child-event handlers and the resync timer, possibly at
-once for one resource; a per-resource lock makes those calls take turns in this process, and
-the status write is conditional on the resourceVersion that was read, so a stale plan is never
-written over a newer state.
+Kopf calls this from events on the resource and on its children and from the resync timer,
+possibly at once for one resource; a per-resource lock makes those calls take turns in this
+process, and the status write is conditional on the resourceVersion that was read, so a stale
+plan is never written over a newer state (a write refused only because metadata moved is redone).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -58,6 +57,7 @@ class Reconciler:
         self._failed: set[tuple[str, str]] = set()
         self._waiting: set[tuple[str, str]] = set()
         self._coalesced: set[tuple[str, str]] = set()
+        self._handled: dict[tuple[str, str], tuple[str, int]] = {}
         self._locks_guard = threading.Lock()
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
@@ -65,11 +65,27 @@ class Reconciler:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drop the lock of a deleted resource (memory stays flat over many resources)."""
+        """Drop what is kept about a deleted resource (memory stays flat over many resources)."""
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
             self._last_full.pop((namespace, name), None)
             self._failed.discard((namespace, name))
+            self._handled.pop((namespace, name), None)
+
+    def is_new(self, body: dict[str, Any]) -> bool:
+        """Whether this object's spec, as of ``body``, has not been handed to a reconcile in this
+        process yet (and claim it): true for a new object, a new generation, and every object
+        the first time this process sees it (after a start or a takeover). Status and metadata
+        changes keep the generation, so our own status writes do not come back as work.
+        """
+        meta = body["metadata"]
+        key = (meta.get("namespace") or "default", meta["name"])
+        seen = (str(meta.get("uid")), int(meta.get("generation") or 0))
+        with self._locks_guard:
+            if self._handled.get(key) == seen:
+                return False
+            self._handled[key] = seen
+            return True
 
     def tick(self, namespace: str, name: str, body: dict[str, Any]) -> Plan | None:
         """The timer's call: reconcile (and evaluate drift) only when something is due, judged from
@@ -132,8 +148,12 @@ class Reconciler:
                         evaluate_drift, body = False, None
             self._failed.discard(key)
             return plan
+        except InvalidSpecError:
+            # Status and an Event say why; only a new spec (which comes as an event) can help.
+            metrics.RECONCILE_ERRORS.labels(InvalidSpecError.__name__).inc()
+            raise
         except Exception as exc:
-            # The next timer tick retries, whatever called us (child events are not redelivered).
+            # The next timer tick retries, whatever called us (events are not redelivered).
             self._failed.add(key)
             metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
             raise
@@ -141,7 +161,7 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
     def _reconcile(self, namespace: str, name: str, evaluate_drift: bool, body: dict[str, Any] | None) -> Plan | None:
-        body = copy.deepcopy(body) if body is not None else self.cluster.get_resource(namespace, name)
+        body = _own_copy(body) if body is not None else self.cluster.get_resource(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         now = self.clock()
@@ -152,13 +172,17 @@ class Reconciler:
         decision = self._drift(resource, previous, now) if evaluate_drift else None
         plan = reconcile(resource, observed, self.config, now, decision)
         self._apply(namespace, resource, plan)
+        # Events after the status write: a plan whose write is refused (made from a stale read)
+        # is made again, and only the one that lands tells what happened.
+        self._write_status(body, previous, plan.status)
         for event in plan.events:
+            log.log(logging.WARNING if event.type == "Warning" else logging.INFO,
+                    "%s/%s: %s: %s", namespace, name, event.reason, event.message)  # fmt: skip
             self.cluster.post_event(body, event.type, event.reason, event.message)
             if event.reason == "RetrainStarted":
                 metrics.RETRAINS.inc()
             elif event.reason in ("CanaryPromoted", "CanaryRolledBack"):
                 metrics.CANARIES.labels("promoted" if event.reason == "CanaryPromoted" else "rolled_back").inc()
-        self._write_status(body, previous, plan.status)
         return plan
 
     # --- steps ----------------------------------------------------------------
@@ -257,12 +281,47 @@ class Reconciler:
         if previous is not None and previous == status:
             return False
         meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
         document = status.model_dump(mode="json", by_alias=True)
-        meta["resourceVersion"] = self.cluster.write_status(
-            meta["namespace"], meta["name"], document, meta["resourceVersion"]
-        )
+        if not body.get("status"):
+            # Conditional on the plan's inputs, so Kopf's finalizer landing meanwhile is no conflict.
+            uid, generation = meta["uid"], int(meta.get("generation") or 0)
+            meta["resourceVersion"] = self.cluster.write_first_status(namespace, name, document, uid, generation)
+        else:
+            meta["resourceVersion"] = self._write_later_status(body, document)
         metrics.STATUS_WRITES.inc()
         return True
+
+    def _write_later_status(self, body: dict[str, Any], document: dict[str, Any]) -> str:
+        meta = body["metadata"]
+        version = str(meta["resourceVersion"])
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return self.cluster.write_status(meta["namespace"], meta["name"], document, version)
+            except ConflictError:
+                fresh = self.cluster.get_resource(meta["namespace"], meta["name"])
+                if attempt == CONFLICT_RETRIES - 1 or fresh is None or not _same_inputs(body, fresh):
+                    raise
+                # Only metadata moved (a label, Argo CD's tracking annotation): the plan was made
+                # from the same spec and status, so it still holds.
+                version = str(fresh["metadata"]["resourceVersion"])
+                metrics.STATUS_REBASES.inc()
+        raise AssertionError("unreachable: the last attempt re-raises")
+
+
+def _own_copy(body: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a watched body that a reconcile may update (only ``metadata.resourceVersion``
+    changes); the rest is shared, as Kopf replaces bodies on new events and never edits them."""
+    return {**body, "metadata": dict(body["metadata"])}
+
+
+def _same_inputs(planned: dict[str, Any], fresh: dict[str, Any]) -> bool:
+    """Whether ``fresh`` has the spec (generation) and status a plan was made from, so a write
+    refused for a newer resourceVersion can be redone on it unchanged."""
+    if fresh["metadata"].get("deletionTimestamp"):
+        return False
+    generation = planned["metadata"].get("generation")
+    return bool(fresh["metadata"].get("generation") == generation and fresh.get("status") == planned.get("status"))
 
 
 def _consumed_stages(status: ModelOptimizationStatus | None) -> set[str]:

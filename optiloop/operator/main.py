@@ -38,6 +38,10 @@ def run_operator(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not verbose:
+        # Kopf says "succeeded" for every event and timer tick (50 lines a second for 500
+        # resources); what went wrong is still logged, and each of our Events is a line too.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     liveness = f"http://{config.metrics_address}:{config.health_port}/healthz" if config.health_port else None
     kopf.run(
         clusterwide=not config.namespaces,

@@ -16,6 +16,10 @@ RECONCILES_COALESCED = Counter(
     "Reconcile requests dropped because one for the same resource was already waiting to run.",
 )
 STATUS_WRITES = Counter("optiloop_operator_status_writes_total", "Status writes (only when the status changed).")
+STATUS_REBASES = Counter(
+    "optiloop_operator_status_rebases_total",
+    "Status writes redone on a newer resourceVersion whose spec and status were unchanged.",
+)
 DRIFT_EVALUATIONS = Counter(
     "optiloop_operator_drift_evaluations_total", "Drift evaluations, by outcome (the decision's reason).", ["outcome"]
 )

@@ -15,6 +15,7 @@ import logging
 import kopf
 
 from ..api import GROUP
+from .builders.common import LABEL_NAME
 from .config import OperatorConfig
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -23,6 +24,8 @@ FINALIZER = f"{GROUP}/finalizer"
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     """Apply optiloop's choices to Kopf's ``settings`` (called from the startup handler)."""
     settings.persistence.finalizer = FINALIZER
+    # With no change handlers Kopf stores no diff-base and no handler progress; what it still
+    # writes (a touch while it waits for the timer to stop on deletion) goes under our prefix.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -35,6 +38,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
     settings.execution.max_workers = config.workers
+    # Only our children's events matter; the API server leaves the rest of the namespace out.
+    for group_plural in ("batch/jobs", "apps/deployments", "serving.kserve.io/inferenceservices"):
+        settings.watching.label_selectors[group_plural] = LABEL_NAME
     # Our own Events say what happened; Kopf's "Handler succeeded" ones would drown them.
     settings.posting.level = logging.WARNING
     # Watching exact namespaces needs no cluster-wide scans of namespaces and CRDs, and the

@@ -43,7 +43,7 @@ SPEC: dict[str, Any] = {
         "pValue": 0.01,
         "windowSize": 60,
         "evaluationIntervalSeconds": INTERVAL,
-        "retraining": {"consecutiveEvaluations": 2, "cooldownSeconds": 0, "maxRetrains": 1},
+        "retraining": {"consecutiveEvaluations": 2, "cooldownSeconds": 600, "maxRetrains": 3},
     },
 }
 
@@ -138,6 +138,7 @@ def test_drift_retrains_recompresses_and_promotes_a_canary_without_a_person(
     agent = NodeAgent(control_plane, namespace, tmp_path, drift_port)
     prometheus = PrometheusProcess([f"127.0.0.1:{drift_port}", f"127.0.0.1:{operator_port}"], agent.targets_file)
     times: dict[str, float] = {}
+    flaps: list[str] = []
     operators: list[OperatorProcess] = []
 
     def start_operator() -> OperatorProcess:
@@ -169,9 +170,20 @@ def test_drift_retrains_recompresses_and_promotes_a_canary_without_a_person(
             assert len(answer["predictions"]) == 3
             wait_until(agent.monitor_ready.is_set, 180, "the drift monitor to load", operator)
 
+            def outcomes() -> dict[str, float]:
+                prefix = 'optiloop_operator_drift_evaluations_total{outcome="'
+                samples = operator.metrics().items()
+                return {k.removeprefix(prefix).removesuffix('"}'): v for k, v in samples if k.startswith(prefix)}
+
             def evaluations(outcome: str = "") -> float:
-                prefix = "optiloop_operator_drift_evaluations_total"
-                return sum(v for k, v in operator.metrics().items() if k.startswith(prefix) and outcome in k)
+                return sum(v for k, v in outcomes().items() if outcome in k)
+
+            def next_outcome() -> str:
+                """Wait for the operator's next drift evaluation and say what it decided."""
+                before = outcomes()
+                wait_until(lambda: sum(outcomes().values()) > sum(before.values()), 3 * INTERVAL,
+                           "the next evaluation", operator)  # fmt: skip
+                return next(k for k, v in outcomes().items() if v > before.get(k, 0))
 
             with traffic:
                 # 2. In-distribution traffic over several evaluations: within bounds, no new revision.
@@ -180,6 +192,21 @@ def test_drift_retrains_recompresses_and_promotes_a_canary_without_a_person(
                 wait_until(lambda: evaluations() >= before + 3, 60, "three evaluations", operator)
                 assert drift_reason(resources) == "WithinBounds"
                 assert resources.get("iris")["status"]["revision"] == 1
+
+                # 2b. Drift that flaps around the threshold: shifted and in-distribution traffic
+                # take turns between evaluations, so no two in a row drift and nothing retrains.
+                next_outcome()
+                for i in range(6):
+                    traffic.shift = 3.0 if i % 2 == 0 else 0.0
+                    flaps.append(next_outcome())
+                    assert (resources.get("iris")["status"].get("drift") or {}).get("consecutiveDrifting", 0) <= 1
+                assert flaps.count("DriftPending") >= 2, flaps
+                assert flaps.count("WithinBounds") >= 2, flaps
+                assert "DriftSustained" not in flaps, flaps
+                traffic.shift = 0.0
+                next_outcome()
+                assert resources.get("iris")["status"]["revision"] == 1
+                assert [j["metadata"]["name"] for j in resources.jobs("iris")] == ["iris-compress-r1", "iris-tune-r1"]
 
                 # 3. Shifted traffic: drift reaches Prometheus; revision 2 starts without a person.
                 traffic.shift = 3.0
@@ -199,6 +226,12 @@ def test_drift_retrains_recompresses_and_promotes_a_canary_without_a_person(
                 wait_until(lambda: isvc_canary(resources) == ("2", None), 180, "the canary promoted", operator)
                 mark = lap("canary -> promoted", mark)
                 assert traffic.revisions.get("2", 0) > 0, "the canary received traffic"
+                # While revision 2 was built the drift went on: held, never a second retrain.
+                assert evaluations("RetrainInFlight") >= 1, outcomes()
+
+                # Drift goes on against revision 2: the cooldown holds a third revision back.
+                wait_until(lambda: evaluations("CooldownActive") >= 2, 120, "two evaluations in cooldown", operator)
+                assert resources.get("iris")["status"]["revision"] == 2
 
                 # 4. Prometheus stops during evaluation: Unknown, no retrain; then it is back.
                 prometheus.stop()
@@ -251,6 +284,7 @@ def test_drift_retrains_recompresses_and_promotes_a_canary_without_a_person(
     print("\nclosed loop, measured on this machine:")
     for what, seconds in times.items():
         print(f"  {what:<45} {seconds:6.1f} s")
+    print(f"  drift decisions while it flapped: {', '.join(flaps)}")
 
 
 def isvc_canary(resources: Resources) -> tuple[str, int | None]:

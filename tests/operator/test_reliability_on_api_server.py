@@ -1,7 +1,8 @@
 """The operator survives what RELIABILITY.md lists: SIGKILL right after creating a Job (no
 duplicate children), a deleted child (recreated under its name), a deleted resource (children
-collected through owner references, no stuck finalizer), no-op reconciles (no writes) and two
-replicas (one active, takeover after the active one dies)."""
+collected through owner references, no stuck finalizer), no-op reconciles (no writes),
+metadata edits racing a reconcile (no lost status, no duplicate work) and two replicas (one
+active, takeover after the active one dies)."""
 
 from __future__ import annotations
 
@@ -122,6 +123,70 @@ def test_twenty_no_op_reconciles_write_nothing(
     for kind, read in (("Deployment", resources.apps.read_namespaced_deployment),
                        ("Service", resources.core.read_namespaced_service)):  # fmt: skip
         assert read("iris-drift", watched).metadata.resource_version == monitor_versions[kind], f"{kind} rewritten"
+
+
+def test_status_writes_survive_metadata_edits_between_read_and_write_and_a_stale_status_is_replanned(
+    control_plane: ControlPlane, watched: str
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from optiloop.operator.config import OperatorConfig
+    from optiloop.operator.k8s import Cluster
+    from optiloop.operator.loop import Reconciler
+
+    def rebases() -> float:
+        return REGISTRY.get_sample_value("optiloop_operator_status_rebases_total") or 0.0
+
+    resources = Resources(control_plane.api_client(), watched)
+    reconciler = Reconciler(Cluster(control_plane.api_client(), connections=2), OperatorConfig())
+    before = rebases()
+    # The first status: a finalizer (as Kopf adds) lands between the read and the write.
+    resources.create("iris", SPEC)
+    fresh = resources.get("iris")
+    resources.patch_metadata("iris", {"finalizers": ["example.com/hold"]})
+    assert reconciler.reconcile(watched, "iris", body=fresh) is not None
+    assert resources.get("iris")["status"]["revision"] == 1
+    assert rebases() == before, "the first write is conditional on the plan's inputs, not on the version"
+    # A later status: the tuning Job finished, and a label edit lands between the read and the write.
+    StandIn(control_plane, watched).finish_job(resources.jobs("iris")[0], succeed_all(resources.jobs("iris")[0]))
+    tuning = resources.get("iris")
+    resources.patch_metadata("iris", {"labels": {"team": "vision"}, "annotations": {"argocd.argoproj.io/x": "1"}})
+    assert reconciler.reconcile(watched, "iris", body=tuning) is not None
+    body = resources.get("iris")
+    assert body["status"]["history"][0]["tunedAt"]
+    assert body["metadata"]["labels"] == {"team": "vision"}
+    assert rebases() == before + 1
+    # A read whose status is behind (no status at all): the write is refused, the plan is made
+    # again from the fresh status, which it only moves on (no second revision or Job, tuning kept,
+    # no Event from the stale plan).
+    assert reconciler.reconcile(watched, "iris", body=fresh) is not None
+    after = resources.get("iris")["status"]
+    assert [r["revision"] for r in after["history"]] == [1]
+    assert after["history"][0]["tunedAt"] == body["status"]["history"][0]["tunedAt"]
+    assert after["bestTrial"] == body["status"]["bestTrial"]
+    assert sorted(j["metadata"]["name"] for j in resources.jobs("iris")) == ["iris-compress-r1", "iris-tune-r1"]
+    reconciler.cluster.flush_events()
+    assert [e["reason"] for e in resources.events("iris")].count("RevisionStarted") == 1
+    resources.patch_metadata("iris", {"finalizers": None})
+
+
+def test_metadata_edits_do_not_reconcile_and_a_spec_edit_does_at_once(
+    control_plane: ControlPlane, watched: str, start_operator: StartOperator
+) -> None:
+    resources = Resources(control_plane.api_client(), watched)
+    operator = start_operator()
+    with StandIn(control_plane, watched, never_finish):
+        resources.create("iris", SPEC)
+        wait_until(lambda: (resources.get("iris").get("status") or {}).get("revision") == 1, 30, "revision 1", operator)
+        time.sleep(1.0)
+        count = reconciles(operator)
+        for i in range(5):
+            resources.patch_metadata("iris", {"labels": {"edit": str(i)}, "annotations": {"note": str(i)}})
+        time.sleep(3.0)
+        assert reconciles(operator) == count, "a label or annotation edit is not work for the operator"
+        resources.patch_spec("iris", {"tuning": {"maxTrials": 7}})
+        wait_until(lambda: any(j["metadata"]["name"] == "iris-tune-r2" for j in resources.jobs("iris")), 10,
+                   "revision 2's Job after the spec edit", operator)  # fmt: skip
 
 
 def test_two_replicas_one_active_and_the_standby_takes_over_when_it_dies(

@@ -435,6 +435,10 @@ class Resources:
     def patch_spec(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(self.custom.patch_namespaced_custom_object(*self._crd_args(), name, {"spec": spec}))
 
+    def patch_metadata(self, name: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``metadata`` (labels, annotations) into the resource, as kubectl or Argo CD would."""
+        return dict(self.custom.patch_namespaced_custom_object(*self._crd_args(), name, {"metadata": metadata}))
+
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(*self._crd_args(), name)
 
