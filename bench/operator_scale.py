@@ -1,6 +1,7 @@
 """How the operator scales: 10, 100 and 500 ModelOptimizations on a real API server.
 
     .venv/bin/python bench/operator_scale.py                 # 10, 100 and 500 (about 6 minutes)
+    .venv/bin/python bench/operator_scale.py --sizes 500 --repeat 3  # the spread between runs
     .venv/bin/python bench/operator_scale.py --sizes 10 100  # what `make bench` runs
 
 Per size, a fresh namespace, a fresh operator process (production settings, its own service
@@ -257,6 +258,7 @@ def run_size(plane: ControlPlane, api: Any, size: int, workdir: Path) -> dict[st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size (each on a fresh namespace and operator)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "operator_scale.json")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="optiloop-scale-"))
@@ -269,7 +271,7 @@ def main() -> int:
             client.ApiextensionsV1Api(api).create_custom_resource_definition(yaml.safe_load(path.read_text()))
         install_operator_crds(api)
         time.sleep(2)
-        results = [run_size(plane, api, size, workdir) for size in args.sizes]
+        results = [run_size(plane, api, size, workdir) for size in args.sizes for _ in range(args.repeat)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\n{'resources':>9} {'Ready':>6} {'job p50':>8} {'job p95':>8} {'job p99':>8} {'isvc p95':>9} "

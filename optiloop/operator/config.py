@@ -13,7 +13,7 @@
 | ``OPTILOOP_DEFAULT_PREDICTOR_RESOURCES`` | the same for the predictor and ``spec.deployment.resources`` | none |
 | ``OPTILOOP_RESYNC_SECONDS`` | period of the per-resource timer (drift checks, canary analysis) | ``10`` |
 | ``OPTILOOP_FULL_RESYNC_SECONDS`` | a resource with nothing due is reconciled at least this often | ``300`` |
-| ``OPTILOOP_WORKERS`` | threads running reconciles | ``16`` |
+| ``OPTILOOP_WORKERS`` | threads reconciling new specs; a quarter as many (at least 2) run progress | ``16`` |
 | ``OPTILOOP_METRICS_ADDRESS`` / ``OPTILOOP_METRICS_PORT`` | where ``/metrics`` listens | ``0.0.0.0`` / ``8080`` |
 | ``OPTILOOP_HEALTH_PORT`` | port of the liveness endpoint ``/healthz`` (same address) | ``8081`` |
 | ``OPTILOOP_PEERING`` | Kopf peering object shared by the replicas; empty runs standalone | ``optiloop`` |

@@ -17,7 +17,6 @@ one round trip sooner and with two writes fewer. Failures are retried at the nex
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,8 +27,8 @@ from ..api import GROUP, PLURAL, VERSION
 from .builders.common import LABEL_NAME
 from .builders.serving import ISVC_API_VERSION
 from .config import OperatorConfig
-from .k8s import Cluster, ForeignChildError, TransientApiError
-from .loop import InvalidSpecError, Reconciler
+from .k8s import Cluster
+from .loop import Reconciler
 from .metrics import serve_metrics
 from .settings import configure
 
@@ -37,33 +36,20 @@ CONFIG = OperatorConfig.from_env()
 _reconciler: Reconciler | None = None
 _ISVC_GROUP, _ISVC_VERSION = ISVC_API_VERSION.split("/")
 _CHILD = {LABEL_NAME: kopf.PRESENT}
-_CHILD_WORKERS = max(2, CONFIG.workers // 4)
-# Changes to the resources and events on their children run on separate pools, so a burst of
-# child events never delays new resources' first reconcile.
+_PROGRESS_WORKERS = max(2, CONFIG.workers // 4)
+# New specs run on one pool, progress (child events, due timer ticks) on a smaller other, so a
+# burst of progress never delays new resources' first reconcile. Every handler is async and
+# only hands work over: the event loop that reads the watches never waits for a reconcile.
 _CHANGES = ThreadPoolExecutor(max_workers=CONFIG.workers, thread_name_prefix="changes")
-_CHILD_EVENTS = ThreadPoolExecutor(max_workers=_CHILD_WORKERS, thread_name_prefix="child-events")
-log = logging.getLogger(__name__)
-
-
-def _run(namespace: str | None, name: str, body: dict[str, Any] | None = None) -> None:
-    assert _reconciler is not None, "the startup handler builds the reconciler"
-    try:
-        _reconciler.reconcile(namespace or "default", name, body=body)
-    except InvalidSpecError:
-        pass  # status and a Warning Event say why; the next spec change is the next event
-    except (TransientApiError, ForeignChildError) as exc:
-        log.warning("will retry %s/%s at the next tick: %s", namespace, name, exc)
-    except Exception:
-        log.exception("will retry %s/%s at the next tick", namespace, name)
+_PROGRESS = ThreadPoolExecutor(max_workers=_PROGRESS_WORKERS, thread_name_prefix="progress")
 
 
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _reconciler
     configure(settings, CONFIG)
-    # A connection per reconcile thread (the change and child-event pools', Kopf's for the
-    # timers), plus the Event poster.
-    _reconciler = Reconciler(Cluster(connections=2 * CONFIG.workers + _CHILD_WORKERS + 2), CONFIG)
+    # A connection per reconcile thread, plus the Event poster.
+    _reconciler = Reconciler(Cluster(connections=CONFIG.workers + _PROGRESS_WORKERS + 2), CONFIG)
     if CONFIG.metrics_port:
         serve_metrics(CONFIG.metrics_port, CONFIG.metrics_address)
 
@@ -74,16 +60,14 @@ async def resource_changed(type: str | None, body: kopf.Body, name: str, namespa
     if type == "DELETED":
         _reconciler.forget(namespace or "default", name)
     elif _reconciler.is_new(dict(body)):
-        _CHANGES.submit(_run, namespace, name, dict(body))
+        _reconciler.submit(_CHANGES, namespace or "default", name, body=dict(body))
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
-def resync(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+async def resync(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
     assert _reconciler is not None, "the startup handler builds the reconciler"
-    try:
-        _reconciler.tick(namespace or "default", name, dict(body))
-    except (InvalidSpecError, TransientApiError, ForeignChildError) as exc:
-        log.info("resync of %s/%s: %s", namespace, name, exc)
+    if _reconciler.due(namespace or "default", name, dict(body)):
+        _reconciler.submit(_PROGRESS, namespace or "default", name, evaluate_drift=True, body=dict(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_CHILD)
@@ -94,4 +78,5 @@ async def child_changed(type: str | None, labels: Mapping[str, str], namespace: 
     # first reconcile reads anyway); what matters is a child that changed (a finished Job, a
     # Ready InferenceService) or vanished (to be recreated).
     if type in ("MODIFIED", "DELETED"):
-        _CHILD_EVENTS.submit(_run, namespace, labels[LABEL_NAME])
+        assert _reconciler is not None, "the startup handler builds the reconciler"
+        _reconciler.submit(_PROGRESS, namespace or "default", labels[LABEL_NAME])

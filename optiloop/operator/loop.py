@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..api.validation import manifest_errors
 from ..errors import OptiloopError
 from . import failpoints, metrics, names, prometheus, queries
 from .config import OperatorConfig
-from .k8s import Cluster, ConflictError
+from .k8s import Cluster, ConflictError, ForeignChildError, TransientApiError
 from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job
 from .policy import DriftDecision, drift_due, evaluate_drift, schedule_due
 from .reconcile import Delete, Plan, canary_revision, invalid_spec, reconcile, retraining_in_flight
@@ -56,8 +57,9 @@ class Reconciler:
         self._last_full: dict[tuple[str, str], datetime] = {}
         self._failed: set[tuple[str, str]] = set()
         self._waiting: set[tuple[str, str]] = set()
-        self._coalesced: set[tuple[str, str]] = set()
+        self._coalesced: dict[tuple[str, str], bool] = {}
         self._handled: dict[tuple[str, str], tuple[str, int]] = {}
+        self._parsed: dict[tuple[str, str], tuple[Any, MonitoringSpec | None, ModelOptimizationStatus | None]] = {}
         self._locks_guard = threading.Lock()
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
@@ -71,6 +73,7 @@ class Reconciler:
             self._last_full.pop((namespace, name), None)
             self._failed.discard((namespace, name))
             self._handled.pop((namespace, name), None)
+            self._parsed.pop((namespace, name), None)
 
     def is_new(self, body: dict[str, Any]) -> bool:
         """Whether this object's spec, as of ``body``, has not been handed to a reconcile in this
@@ -87,29 +90,45 @@ class Reconciler:
             self._handled[key] = seen
             return True
 
-    def tick(self, namespace: str, name: str, body: dict[str, Any]) -> Plan | None:
-        """The timer's call: reconcile (and evaluate drift) only when something is due, judged from
-        the watched ``body`` without asking the API server; otherwise do nothing.
+    def due(self, namespace: str, name: str, body: dict[str, Any]) -> bool:
+        """Whether a timer tick has work, judged from the watched ``body`` without asking the API
+        server: a drift evaluation, a canary under analysis, a scheduled retrain, a retry after a
+        failure, or no full reconcile for ``full_resync_seconds`` (events drive the rest).
 
-        Due: a drift evaluation, a canary under analysis, or no full reconcile of this resource
-        for ``full_resync_seconds`` (events on the resource and its children drive the rest).
+        Cheap enough for the event loop: the parsed spec and status are kept per resourceVersion.
         """
+        key = (namespace, name)
         now = self.clock()
-        status = _status(body)
-        last = self._last_full.get((namespace, name))
-        due = (namespace, name) in self._failed
-        due = due or last is None or (now - last).total_seconds() >= self.config.full_resync_seconds
-        if status is not None and not due:
-            spec = body.get("spec") or {}
-            try:
-                monitoring = MonitoringSpec.model_validate(spec.get("monitoring") or {})
-            except ValidationError:
-                monitoring = None
-            due = canary_revision(status) is not None or (
-                monitoring is not None
-                and (drift_due(monitoring, status, now) or schedule_due(monitoring.retraining, status, now))
-            )
-        return self.reconcile(namespace, name, evaluate_drift=True, body=body) if due else None
+        last = self._last_full.get(key)
+        if key in self._failed or last is None or (now - last).total_seconds() >= self.config.full_resync_seconds:
+            return True
+        version = body["metadata"].get("resourceVersion")
+        memo = self._parsed.get(key)
+        if memo is None or memo[0] != version:
+            memo = (version, *_monitoring_and_status(body))
+            self._parsed[key] = memo
+        _, monitoring, status = memo
+        if status is None:
+            return False
+        return canary_revision(status) is not None or (
+            monitoring is not None
+            and (drift_due(monitoring, status, now) or schedule_due(monitoring.retraining, status, now))
+        )
+
+    def submit(
+        self,
+        executor: Executor,
+        namespace: str,
+        name: str,
+        evaluate_drift: bool = False,
+        body: dict[str, Any] | None = None,
+    ) -> Future[Plan | None] | None:
+        """Queue a reconcile on ``executor`` unless one for this resource is already queued or
+        waiting for its lock; that one then reads the resource afresh (and evaluates drift if
+        either asked). Errors are logged and retried at the next timer tick."""
+        if not self._claim((namespace, name), evaluate_drift):
+            return None
+        return executor.submit(self._logged, namespace, name, evaluate_drift, body)
 
     def reconcile(
         self, namespace: str, name: str, evaluate_drift: bool = False, body: dict[str, Any] | None = None
@@ -120,14 +139,32 @@ class Reconciler:
         ``body`` is the resource as Kopf last saw it, which saves a read; a stale one only costs
         a conflict on the status write, after which the resource is read again.
         """
-        key = (namespace, name)
+        if not self._claim((namespace, name), evaluate_drift):
+            return None
+        return self._claimed(namespace, name, evaluate_drift, body)
+
+    def _claim(self, key: tuple[str, str], evaluate_drift: bool) -> bool:
         with self._locks_guard:
             if key in self._waiting:
-                # The waiting call reads the resource afresh (its own body may predate ours).
-                self._coalesced.add(key)
+                self._coalesced[key] = self._coalesced.get(key, False) or evaluate_drift
                 metrics.RECONCILES_COALESCED.inc()
-                return None
+                return False
             self._waiting.add(key)
+            return True
+
+    def _logged(self, namespace: str, name: str, evaluate_drift: bool, body: dict[str, Any] | None) -> Plan | None:
+        try:
+            return self._claimed(namespace, name, evaluate_drift, body)
+        except InvalidSpecError:
+            return None  # status and a Warning Event say why; the next spec change is the next event
+        except (TransientApiError, ForeignChildError) as exc:
+            log.warning("will retry %s/%s at the next tick: %s", namespace, name, exc)
+        except Exception:
+            log.exception("will retry %s/%s at the next tick", namespace, name)
+        return None
+
+    def _claimed(self, namespace: str, name: str, evaluate_drift: bool, body: dict[str, Any] | None) -> Plan | None:
+        key = (namespace, name)
         started = time.perf_counter()
         self._last_full[key] = self.clock()
         try:
@@ -135,14 +172,15 @@ class Reconciler:
                 with self._locks_guard:
                     self._waiting.discard(key)
                     if key in self._coalesced:
-                        self._coalesced.discard(key)
+                        # A later request was folded into this one: its body may predate theirs.
+                        evaluate_drift = self._coalesced.pop(key) or evaluate_drift
                         body = None
                 for attempt in range(CONFLICT_RETRIES):
                     try:
                         plan = self._reconcile(namespace, name, evaluate_drift, body)
                         break
                     except ConflictError:
-                        # Kopf's own bookkeeping (or another write) got in between: read again.
+                        # Another write got in between: read again.
                         if attempt == CONFLICT_RETRIES - 1:
                             raise
                         evaluate_drift, body = False, None
@@ -332,6 +370,14 @@ def _consumed_stages(status: ModelOptimizationStatus | None) -> set[str]:
     if record is None:
         return set()
     return {stage for stage, at in (("tuning", record.tuned_at), ("compression", record.compressed_at)) if at}
+
+
+def _monitoring_and_status(body: dict[str, Any]) -> tuple[MonitoringSpec | None, ModelOptimizationStatus | None]:
+    try:
+        monitoring = MonitoringSpec.model_validate((body.get("spec") or {}).get("monitoring") or {})
+    except ValidationError:
+        monitoring = None  # an invalid spec is reported by the reconcile, not by the timer
+    return monitoring, _status(body)
 
 
 def _status(body: dict[str, Any]) -> ModelOptimizationStatus | None:

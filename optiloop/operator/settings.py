@@ -11,6 +11,7 @@ references).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kopf
 
@@ -21,15 +22,29 @@ from .config import OperatorConfig
 FINALIZER = f"{GROUP}/finalizer"
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: only Kopf's change handlers read it, and optiloop has none (it reconciles
+    on events by generation). Kopf builds one for every watched event by deep-copying the
+    whole body, Jobs' pod templates and managed fields included: a tenth of the operator's CPU
+    at 500 resources."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     """Apply optiloop's choices to Kopf's ``settings`` (called from the startup handler)."""
     settings.persistence.finalizer = FINALIZER
-    # With no change handlers Kopf stores no diff-base and no handler progress; what it still
-    # writes (a touch while it waits for the timer to stop on deletion) goes under our prefix.
+    # With no change handlers Kopf stores no handler progress; what it still writes (a touch
+    # while it waits for the timer to stop on deletion) goes under our prefix.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Watches end on the server's side before the client gives up, and reconnect quickly;
     # a silent stream is restarted after 5 minutes at the latest.
     settings.watching.server_timeout = 300
@@ -37,7 +52,6 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.watching.connect_timeout = 30
     settings.watching.reconnect_backoff = 1.0
     settings.networking.request_timeout = 60
-    settings.execution.max_workers = config.workers
     # Only our children's events matter; the API server leaves the rest of the namespace out.
     for group_plural in ("batch/jobs", "apps/deployments", "serving.kserve.io/inferenceservices"):
         settings.watching.label_selectors[group_plural] = LABEL_NAME
