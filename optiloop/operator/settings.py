@@ -1,5 +1,5 @@
-"""Kopf's settings for optiloop: bookkeeping in annotations under our prefix, our finalizer,
-bounded watches, peering and worker limits.
+"""Kopf's settings for optiloop: our finalizer, no diff-base, bounded watches with server-side
+label selectors for the children, peering and quiet event posting.
 
 The finalizer: Kopf adds ``optiloop.dev/finalizer`` because the resync timer must be stopped
 when a resource goes away. If the operator is gone for good, a deletion waits for it; the
