@@ -321,7 +321,7 @@ class Reconciler:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         document = status.model_dump(mode="json", by_alias=True)
-        if not body.get("status"):
+        if "status" not in body:
             # Conditional on the plan's inputs, so Kopf's finalizer landing meanwhile is no conflict.
             uid, generation = meta["uid"], int(meta.get("generation") or 0)
             meta["resourceVersion"] = self.cluster.write_first_status(namespace, name, document, uid, generation)

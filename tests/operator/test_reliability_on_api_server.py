@@ -170,6 +170,48 @@ def test_status_writes_survive_metadata_edits_between_read_and_write_and_a_stale
     resources.patch_metadata("iris", {"finalizers": None})
 
 
+def test_requests_for_a_resource_whose_reconcile_is_queued_are_folded_into_it(
+    control_plane: ControlPlane, watched: str
+) -> None:
+    from concurrent.futures import Executor, Future
+
+    from prometheus_client import REGISTRY
+
+    from optiloop.operator.config import OperatorConfig
+    from optiloop.operator.k8s import Cluster
+    from optiloop.operator.loop import Reconciler
+
+    class Held(Executor):
+        """Queues calls and runs none until the test does."""
+
+        def __init__(self) -> None:
+            self.queued: list[tuple[Any, tuple[Any, ...]]] = []
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            self.queued.append((fn, args))
+            return Future()
+
+    def coalesced() -> float:
+        return REGISTRY.get_sample_value("optiloop_operator_reconciles_coalesced_total") or 0.0
+
+    resources = Resources(control_plane.api_client(), watched)
+    reconciler = Reconciler(Cluster(control_plane.api_client(), connections=2), OperatorConfig())
+    held, before = Held(), coalesced()
+    resources.create("iris", SPEC)
+    # A tick of a busy resource, then child events: one reconcile is queued, the rest fold into it.
+    assert reconciler.submit(held, watched, "iris", body=resources.get("iris")) is not None
+    assert reconciler.submit(held, watched, "iris", evaluate_drift=True) is None
+    assert reconciler.submit(held, watched, "iris") is None
+    assert len(held.queued) == 1
+    assert coalesced() == before + 2
+    fn, args = held.queued.pop()
+    fn(*args)
+    assert resources.get("iris")["status"]["revision"] == 1
+    # Once it has run, the next request queues a reconcile of its own.
+    assert reconciler.submit(held, watched, "iris") is not None
+    reconciler.cluster.flush_events()
+
+
 def test_metadata_edits_do_not_reconcile_and_a_spec_edit_does_at_once(
     control_plane: ControlPlane, watched: str, start_operator: StartOperator
 ) -> None:
