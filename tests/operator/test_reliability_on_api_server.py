@@ -20,6 +20,22 @@ def never_finish(job: dict[str, Any]) -> Finish | None:
     return None
 
 
+def in_process_reconciler(control_plane: ControlPlane) -> Any:
+    """The operator's Reconciler in the test process, for races a test must time exactly."""
+    from optiloop.operator.config import OperatorConfig
+    from optiloop.operator.k8s import Cluster
+    from optiloop.operator.loop import Reconciler
+
+    return Reconciler(Cluster(control_plane.api_client(), connections=2), OperatorConfig())
+
+
+def counter(name: str) -> float:
+    """One of the operator's counters in the test process (0 before its first increment)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 def test_sigkill_after_each_job_create_leaves_exactly_one_job_per_revision(
     control_plane: ControlPlane, watched: str, start_operator: StartOperator
 ) -> None:
@@ -128,17 +144,11 @@ def test_twenty_no_op_reconciles_write_nothing(
 def test_status_writes_survive_metadata_edits_between_read_and_write_and_a_stale_status_is_replanned(
     control_plane: ControlPlane, watched: str
 ) -> None:
-    from prometheus_client import REGISTRY
-
-    from optiloop.operator.config import OperatorConfig
-    from optiloop.operator.k8s import Cluster
-    from optiloop.operator.loop import Reconciler
-
     def rebases() -> float:
-        return REGISTRY.get_sample_value("optiloop_operator_status_rebases_total") or 0.0
+        return counter("optiloop_operator_status_rebases_total")
 
     resources = Resources(control_plane.api_client(), watched)
-    reconciler = Reconciler(Cluster(control_plane.api_client(), connections=2), OperatorConfig())
+    reconciler = in_process_reconciler(control_plane)
     before = rebases()
     # The first status: a finalizer (as Kopf adds) lands between the read and the write.
     resources.create("iris", SPEC)
@@ -175,12 +185,6 @@ def test_requests_for_a_resource_whose_reconcile_is_queued_are_folded_into_it(
 ) -> None:
     from concurrent.futures import Executor, Future
 
-    from prometheus_client import REGISTRY
-
-    from optiloop.operator.config import OperatorConfig
-    from optiloop.operator.k8s import Cluster
-    from optiloop.operator.loop import Reconciler
-
     class Held(Executor):
         """Queues calls and runs none until the test does."""
 
@@ -192,10 +196,10 @@ def test_requests_for_a_resource_whose_reconcile_is_queued_are_folded_into_it(
             return Future()
 
     def coalesced() -> float:
-        return REGISTRY.get_sample_value("optiloop_operator_reconciles_coalesced_total") or 0.0
+        return counter("optiloop_operator_reconciles_coalesced_total")
 
     resources = Resources(control_plane.api_client(), watched)
-    reconciler = Reconciler(Cluster(control_plane.api_client(), connections=2), OperatorConfig())
+    reconciler = in_process_reconciler(control_plane)
     held, before = Held(), coalesced()
     resources.create("iris", SPEC)
     # A tick of a busy resource, then child events: one reconcile is queued, the rest fold into it.
