@@ -195,8 +195,12 @@ def run_size(plane: ControlPlane, api: Any, size: int, workdir: Path) -> dict[st
             env={"KUBECONFIG": str(kubeconfig), "OPTILOOP_RESYNC_SECONDS": "10"}, verbose=False,
         ).start()  # fmt: skip
         assert operator.popen is not None
-        servers = {p.name: p.popen.pid for p in plane.processes}
-        cpu_before = {"operator": cpu_seconds(operator.popen.pid)} | {n: cpu_seconds(pid) for n, pid in servers.items()}
+        pids = {"operator": operator.popen.pid} | {p.name: p.popen.pid for p in plane.processes}
+
+        def cpu_now() -> dict[str, float]:
+            return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+        cpu_before = cpu_now()
         try:
             started = time.monotonic()
             warm_rss = None
@@ -218,7 +222,7 @@ def run_size(plane: ControlPlane, api: Any, size: int, workdir: Path) -> dict[st
             warm_rss = rss_mib(operator.popen.pid)
             wait_for(lambda: ready_count() >= size, 1800, interval=0.5, what=f"{size} Ready")
             all_ready = time.monotonic() - started
-            cpu = {"operator": cpu_seconds(operator.popen.pid)} | {n: cpu_seconds(pid) for n, pid in servers.items()}
+            cpu = cpu_now()
             time.sleep(30)
             end_rss = rss_mib(operator.popen.pid)
             samples = operator.metrics()
