@@ -41,9 +41,9 @@ def start_operator(control_plane: ControlPlane, watched: str, tmp_path: Path) ->
     """Start ``optiloop operator`` processes watching the test's namespace; all stopped afterwards."""
     started: list[OperatorProcess] = []
 
-    def start(**kwargs: Any) -> OperatorProcess:
+    def start(await_metrics: bool = True, **kwargs: Any) -> OperatorProcess:
         log = tmp_path / f"operator-{len(started)}.log"
-        process = OperatorProcess(control_plane, [watched], log, **kwargs).start()
+        process = OperatorProcess(control_plane, [watched], log, **kwargs).start(await_metrics)
         started.append(process)
         return process
 
