@@ -64,9 +64,11 @@ def test_creating_a_child_that_exists_is_success_for_ours_and_an_error_naming_it
     between create and status write), and ForeignChildError when the name is taken by an object
     we do not own."""
     from optiloop.operator.k8s import Cluster, ForeignChildError
+    from tests.support.operator import Resources
 
     cluster = Cluster(control_plane.api_client(), connections=2)
-    owner_uid = "0b5e6a9c-0000-4000-8000-000000000001"
+    # A real owner: the garbage collector deletes children whose owner does not exist.
+    owner_uid = Resources(control_plane.api_client(), watched).create("iris", SPEC)["metadata"]["uid"]
     ours = {
         "apiVersion": "v1",
         "kind": "Service",

@@ -7,6 +7,7 @@ active, takeover after the active one dies)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.operator.conftest import StartOperator
@@ -265,3 +266,42 @@ def test_two_replicas_one_active_and_the_standby_takes_over_when_it_dies(
         wait_until(lambda: (resources.get("second").get("status") or {}).get("revision") == 1, 30, "status", standby)
     jobs = sorted(j["metadata"]["name"] for j in resources.jobs())
     assert jobs == ["first-tune-r1", "second-tune-r1"]
+
+
+def test_api_server_errors_and_cut_watches_are_retried_and_a_spec_edit_after_recovery_is_handled(
+    control_plane: ControlPlane, watched: str, start_operator: StartOperator, tmp_path: Path
+) -> None:
+    """RELIABILITY #3: with the API server answering 503, then 429 with Retry-After, then every
+    watch stream cut, the operator keeps running (no crash loop), retries at a bounded pace,
+    brings the resource to Ready once the API answers, and handles a spec edit made after the
+    recovery (its watches came back)."""
+    from tests.support.faulty_api import FaultyApiProxy
+
+    resources = Resources(control_plane.api_client(), watched)
+    hold = {"iris-tune-r1"}
+
+    def policy(job: dict[str, Any]) -> Finish | None:
+        return None if job["metadata"]["name"] in hold else succeed_all(job)
+
+    with FaultyApiProxy(control_plane) as proxy, StandIn(control_plane, watched, policy):
+        operator = start_operator(env={"KUBECONFIG": str(proxy.kubeconfig(tmp_path / "kubeconfig-proxy"))})
+        resources.create("iris", SPEC)
+        wait_until(lambda: resources.jobs("iris"), 30, "the tuning Job (the operator is up)", operator)
+        proxy.fail(503, seconds=4)
+        hold.clear()  # the finished Job comes over the open watch; reconciling it meets the 503s
+        time.sleep(4)
+        proxy.fail(429, seconds=3, retry_after=1)
+        time.sleep(3)
+        faults = proxy.faults
+        assert proxy.cut_watches() >= 4, "the operator watches resources, Jobs, Deployments and InferenceServices"
+        wait_until(lambda: resources.ready("iris"), 60, "Ready after the API server recovered", operator)
+        resources.patch_spec("iris", {"tuning": {"maxTrials": 7}})
+        wait_until(lambda: any(j["metadata"]["name"] == "iris-tune-r2" for j in resources.jobs("iris")), 30,
+                   "revision 2's Job after a spec edit on the re-established watch", operator)  # fmt: skip
+        assert operator.popen is not None
+        assert operator.popen.poll() is None, operator.tail()
+        transient = operator.metrics().get('optiloop_operator_reconcile_errors_total{reason="TransientApiError"}', 0.0)
+        operator.stop()  # before the proxy goes, so its end is not one more fault
+    assert transient >= 1, "the faults reached reconciles, which failed and were retried"
+    # One resource, 7 s of faults, a 1 s resync in tests: a few requests a second, not a hot loop.
+    assert 5 <= faults <= 60, faults
