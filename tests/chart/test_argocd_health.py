@@ -59,6 +59,7 @@ def ready(status: str, reason: str, generation: int = 2, message: str = "m") -> 
         (resource(status=ready("False", "InvalidSpec")), "Degraded"),
         (resource(status=ready("False", "JobFailed")), "Degraded"),
         (resource(status=ready("False", "DataQualityFailed")), "Degraded"),
+        (resource(status=ready("False", "ChildNameTaken")), "Degraded"),
         (resource(status=ready("Unknown", "Tuning")), "Progressing"),
         (resource(status=ready("False", "SomethingTransient")), "Progressing"),
         (resource(status=ready("True", "Serving", generation=1)), "Progressing"),
@@ -68,8 +69,8 @@ def ready(status: str, reason: str, generation: int = 2, message: str = "m") -> 
         (resource(status=ready("True", "Serving"), deleting=True), "Progressing"),
         (resource(status={"observedGeneration": 2}), "Progressing"),
     ],
-    ids=["ready", "invalid-spec", "job-failed", "data-quality", "tuning", "transient-false", "stale-ready",
-         "lagging-status", "no-status", "no-generation", "deleting", "no-conditions"],
+    ids=["ready", "invalid-spec", "job-failed", "data-quality", "child-name-taken", "tuning", "transient-false",
+         "stale-ready", "lagging-status", "no-status", "no-generation", "deleting", "no-conditions"],
 )  # fmt: skip
 def test_fixtures(obj: dict[str, Any], expected: str) -> None:
     assert health(obj)[0] == expected
