@@ -191,7 +191,6 @@ class Cluster:
         for kind in ("Deployment", "Service"):
             obj = self._read(namespace, kind, name)
             if obj is not None:
-                obj.setdefault("kind", kind)
                 found[kind] = obj
         return found
 
@@ -200,9 +199,9 @@ class Cluster:
     def create(self, namespace: str, body: dict[str, Any], owner_uid: str) -> bool:
         """Create a child; True when created, False when our own child already existed."""
         kind, name = body["kind"], body["metadata"]["name"]
+        if kind not in ("Job", "InferenceService", "Deployment", "Service"):
+            raise ValueError(f"the operator never creates a {kind}")
         try:
-            if kind not in ("Job", "InferenceService", "Deployment", "Service"):
-                raise ValueError(f"the operator never creates a {kind}")
             with _mapped(f"create {kind} {namespace}/{name}"):
                 self.http.request("POST", _path(kind, namespace), body)
             return True
