@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,12 +29,23 @@ from .config import OperatorConfig
 from .k8s import Cluster, ConflictError, ForeignChildError, TransientApiError
 from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job
 from .policy import DriftDecision, drift_due, evaluate_drift, schedule_due
-from .reconcile import Delete, Plan, canary_revision, invalid_spec, reconcile, retraining_in_flight
+from .reconcile import (
+    Delete,
+    Plan,
+    canary_revision,
+    child_name_taken,
+    invalid_spec,
+    reconcile,
+    retraining_in_flight,
+)
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 5
 DRIFT_THRESHOLD = 1.0
 """The drift query returns 1 while drifting (the monitor's ``optiloop_drift_detected``)."""
+RETRY_BACKOFF_CAP_SECONDS = 300.0
+"""A resource whose reconciles keep failing is retried at the resync interval, then twice as
+long after each failure, up to this (events on it or its children still reconcile at once)."""
 
 
 class InvalidSpecError(OptiloopError):
@@ -55,7 +66,7 @@ class Reconciler:
         self.clock = clock
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._last_full: dict[tuple[str, str], datetime] = {}
-        self._failed: set[tuple[str, str]] = set()
+        self._failed: dict[tuple[str, str], tuple[int, datetime]] = {}  # failures in a row, retry at
         self._waiting: set[tuple[str, str]] = set()
         self._coalesced: dict[tuple[str, str], bool] = {}
         self._handled: dict[tuple[str, str], tuple[str, int]] = {}
@@ -71,7 +82,7 @@ class Reconciler:
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
             self._last_full.pop((namespace, name), None)
-            self._failed.discard((namespace, name))
+            self._failed.pop((namespace, name), None)
             self._handled.pop((namespace, name), None)
             self._parsed.pop((namespace, name), None)
 
@@ -93,14 +104,18 @@ class Reconciler:
     def due(self, namespace: str, name: str, body: dict[str, Any]) -> bool:
         """Whether a timer tick has work, judged from the watched ``body`` without asking the API
         server: a drift evaluation, a canary under analysis, a scheduled retrain, a retry after a
-        failure, or no full reconcile for ``full_resync_seconds`` (events drive the rest).
+        failure (backing off), or no full reconcile for ``full_resync_seconds`` (events drive the
+        rest).
 
         Cheap enough for the event loop: the parsed spec and status are kept per resourceVersion.
         """
         key = (namespace, name)
         now = self.clock()
+        failure = self._failed.get(key)
+        if failure is not None:
+            return now >= failure[1]
         last = self._last_full.get(key)
-        if key in self._failed or last is None or (now - last).total_seconds() >= self.config.full_resync_seconds:
+        if last is None or (now - last).total_seconds() >= self.config.full_resync_seconds:
             return True
         version = body["metadata"].get("resourceVersion")
         memo = self._parsed.get(key)
@@ -158,9 +173,9 @@ class Reconciler:
         except InvalidSpecError:
             return None  # status and a Warning Event say why; the next spec change is the next event
         except (TransientApiError, ForeignChildError) as exc:
-            log.warning("will retry %s/%s at the next tick: %s", namespace, name, exc)
+            log.warning("will retry %s/%s: %s", namespace, name, exc)
         except Exception:
-            log.exception("will retry %s/%s at the next tick", namespace, name)
+            log.exception("will retry %s/%s", namespace, name)
         return None
 
     def _claimed(self, namespace: str, name: str, evaluate_drift: bool, body: dict[str, Any] | None) -> Plan | None:
@@ -184,19 +199,26 @@ class Reconciler:
                         if attempt == CONFLICT_RETRIES - 1:
                             raise
                         evaluate_drift, body = False, None
-            self._failed.discard(key)
+            self._failed.pop(key, None)
             return plan
         except InvalidSpecError:
             # Status and an Event say why; only a new spec (which comes as an event) can help.
             metrics.RECONCILE_ERRORS.labels(InvalidSpecError.__name__).inc()
             raise
         except Exception as exc:
-            # The next timer tick retries, whatever called us (events are not redelivered).
-            self._failed.add(key)
+            # A timer tick retries, whatever called us (events are not redelivered).
+            self._failed[key] = self._retry_schedule(key)
             metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+
+    def _retry_schedule(self, key: tuple[str, str]) -> tuple[int, datetime]:
+        """One more failure in a row, and when to retry: after the resync interval, doubling."""
+        failures = self._failed.get(key, (0, self.clock()))[0] + 1
+        cap = max(self.config.resync_seconds, RETRY_BACKOFF_CAP_SECONDS)
+        delay = min(self.config.resync_seconds * 2 ** min(failures - 1, 30), cap)
+        return failures, self.clock() + timedelta(seconds=delay)
 
     def _reconcile(self, namespace: str, name: str, evaluate_drift: bool, body: dict[str, Any] | None) -> Plan | None:
         body = _own_copy(body) if body is not None else self.cluster.get_resource(namespace, name)
@@ -209,7 +231,13 @@ class Reconciler:
         observed = self._observe(resource, previous)
         decision = self._drift(resource, previous, now) if evaluate_drift else None
         plan = reconcile(resource, observed, self.config, now, decision)
-        self._apply(namespace, resource, plan)
+        try:
+            self._apply(namespace, resource, plan)
+        except ForeignChildError as exc:
+            # Only a person can free the name: say so where people look, once per change.
+            if self._write_status(body, previous, child_name_taken(previous, generation, str(exc), now)):
+                self.cluster.post_event(body, "Warning", "ChildNameTaken", str(exc))
+            raise
         # Events after the status write: a plan whose write is refused (made from a stale read)
         # is made again, and only the one that lands tells what happened.
         self._write_status(body, previous, plan.status)
