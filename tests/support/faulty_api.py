@@ -71,7 +71,8 @@ class FaultyApiProxy:
         with self._lock:
             self._failing = (status, time.monotonic() + seconds, retry_after)
 
-    def failing(self) -> tuple[int, int | None] | None:
+    def take_fault(self) -> tuple[int, int | None] | None:
+        """The status (and Retry-After) to answer the request at hand with, counted; None to forward it."""
         with self._lock:
             if self._failing is None or time.monotonic() >= self._failing[1]:
                 return None
@@ -121,7 +122,7 @@ def _handler(proxy: FaultyApiProxy) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            fault = proxy.failing()
+            fault = proxy.take_fault()
             if fault is not None:
                 self._answer_error(*fault)
                 return
