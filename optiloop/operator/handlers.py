@@ -12,7 +12,7 @@
 Why events rather than Kopf's create/update/resume handlers: those run only after Kopf has
 added its finalizer (a PATCH and a wait for its echo) and end with a PATCH of Kopf's own
 annotations. The reconcile is level-based and needs neither, so a new resource's Job is created
-a round trip sooner, and no annotation is written. Failures are retried at the next tick.
+a round trip sooner, and no annotation is written. Failures are retried by the timer, backing off.
 """
 
 from __future__ import annotations

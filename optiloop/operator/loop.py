@@ -140,7 +140,7 @@ class Reconciler:
     ) -> Future[Plan | None] | None:
         """Queue a reconcile on ``executor`` unless one for this resource is already queued or
         waiting for its lock; that one then reads the resource afresh (and evaluates drift if
-        either asked). Errors are logged and retried at the next timer tick."""
+        either asked). Errors are logged and retried by the timer, backing off."""
         if not self._claim((namespace, name), evaluate_drift):
             return None
         return executor.submit(self._logged, namespace, name, evaluate_drift, body)
