@@ -95,3 +95,21 @@ def previous_fire(schedule: str, now: datetime) -> datetime | None:
                     continue
                 return day.replace(hour=hour, minute=minute)
     return None
+
+
+def next_fire(schedule: str, after: datetime) -> datetime | None:
+    """The earliest time strictly after ``after`` (UTC, to the minute) when ``schedule`` fires."""
+    cron = parse(schedule)
+    start = after.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    for offset in range(_SEARCH_DAYS):
+        day = start + timedelta(days=offset)
+        if not cron.day_matches(day):
+            continue
+        for hour in sorted(cron.hours):
+            if offset == 0 and hour < start.hour:
+                continue
+            for minute in sorted(cron.minutes):
+                if offset == 0 and hour == start.hour and minute < start.minute:
+                    continue
+                return day.replace(hour=hour, minute=minute)
+    return None

@@ -66,6 +66,9 @@ class OperatorConfig:
     peering: str = "optiloop"
     priority: int = field(default_factory=lambda: host_priority(socket.gethostname()))
     peering_lifetime: int = 60
+    drain_seconds: float = 20.0
+    """At shutdown, how long reconciles in flight may finish and queued Events be posted; keep it
+    below the pod's ``terminationGracePeriodSeconds``."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -95,6 +98,7 @@ class OperatorConfig:
             peering=env.get("OPTILOOP_PEERING", defaults.peering),
             priority=_number(env, "OPTILOOP_PRIORITY", defaults.priority, int, 0),
             peering_lifetime=_number(env, "OPTILOOP_PEERING_LIFETIME", defaults.peering_lifetime, int, 5),
+            drain_seconds=_number(env, "OPTILOOP_DRAIN_SECONDS", defaults.drain_seconds, float, 0),
         )
 
 

@@ -7,7 +7,9 @@
 * a timer per resource ticks every ``OPTILOOP_RESYNC_SECONDS`` and reconciles only when something
   is due: a drift evaluation (the spec's interval), a canary under analysis, a scheduled retrain
   (none has an event of its own), a retry after a failure, or a full resync every
-  ``OPTILOOP_FULL_RESYNC_SECONDS``.
+  ``OPTILOOP_FULL_RESYNC_SECONDS``; the resource's last plan says when it next needs to run;
+* on shutdown (SIGTERM), after Kopf has stopped its watches, reconciles already handed over
+  finish and queued Events are posted, within ``OPTILOOP_DRAIN_SECONDS``.
 
 Why events rather than Kopf's create/update/resume handlers: those run only after Kopf has
 added its finalizer (a PATCH and a wait for its echo) and end with a PATCH of Kopf's own
@@ -17,6 +19,8 @@ a round trip sooner, and no annotation is written. Failures are retried by the t
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,6 +36,7 @@ from .loop import Reconciler
 from .metrics import serve_metrics
 from .settings import configure
 
+log = logging.getLogger(__name__)
 CONFIG = OperatorConfig.from_env()
 _reconciler: Reconciler | None = None
 _ISVC_GROUP, _ISVC_VERSION = ISVC_API_VERSION.split("/")
@@ -66,7 +71,7 @@ async def resource_changed(type: str | None, body: kopf.Body, name: str, namespa
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
 async def resync(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
     assert _reconciler is not None, "the startup handler builds the reconciler"
-    if _reconciler.due(namespace or "default", name, dict(body)):
+    if _reconciler.due(namespace or "default", name):
         _reconciler.submit(_PROGRESS, namespace or "default", name, evaluate_drift=True, body=dict(body))
 
 
@@ -80,3 +85,13 @@ async def child_changed(type: str | None, labels: Mapping[str, str], namespace: 
     if type in ("MODIFIED", "DELETED"):
         assert _reconciler is not None, "the startup handler builds the reconciler"
         _reconciler.submit(_PROGRESS, namespace or "default", labels[LABEL_NAME])
+
+
+@kopf.on.cleanup()
+async def drain(**_: Any) -> None:
+    if _reconciler is None:
+        return
+    finished, cancelled = await asyncio.to_thread(_reconciler.drain, CONFIG.drain_seconds)
+    for pool in (_CHANGES, _PROGRESS):
+        pool.shutdown(wait=False, cancel_futures=True)
+    log.info("drained: %d reconciles finished, %d not started (redone at the next start)", finished, cancelled)

@@ -13,31 +13,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import Executor, Future, wait
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..api import ModelOptimization
-from ..api.spec import MonitoringSpec
 from ..api.status import DriftStatus, ModelOptimizationStatus
 from ..api.validation import manifest_errors
 from ..errors import OptiloopError
 from . import failpoints, metrics, names, prometheus, queries
 from .config import OperatorConfig
 from .k8s import Cluster, ConflictError, ForeignChildError, TransientApiError
+from .memory import ResourceMemory
 from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job
-from .policy import DriftDecision, drift_due, evaluate_drift, schedule_due
-from .reconcile import (
-    Delete,
-    Plan,
-    canary_revision,
-    child_name_taken,
-    invalid_spec,
-    reconcile,
-    retraining_in_flight,
-)
+from .planning.blocked import child_name_taken, invalid_spec
+from .planning.plan import Delete, Plan
+from .planning.revisions import canary_revision, retraining_in_flight
+from .policy import DriftDecision, drift_due, evaluate_drift
+from .reconcile import reconcile
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 5
@@ -64,27 +59,25 @@ class Reconciler:
         self.cluster = cluster
         self.config = config
         self.clock = clock
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._last_full: dict[tuple[str, str], datetime] = {}
-        self._failed: dict[tuple[str, str], tuple[int, datetime]] = {}  # failures in a row, retry at
-        self._waiting: set[tuple[str, str]] = set()
-        self._coalesced: dict[tuple[str, str], bool] = {}
-        self._handled: dict[tuple[str, str], tuple[str, int]] = {}
-        self._parsed: dict[tuple[str, str], tuple[Any, MonitoringSpec | None, ModelOptimizationStatus | None]] = {}
-        self._locks_guard = threading.Lock()
+        self._memories: dict[tuple[str, str], ResourceMemory] = {}
+        self._pending: set[Future[Plan | None]] = set()
+        self._guard = threading.Lock()
 
-    def _lock(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+    @property
+    def _backoff_cap(self) -> float:
+        return max(self.config.resync_seconds, RETRY_BACKOFF_CAP_SECONDS)
+
+    def _memory(self, key: tuple[str, str]) -> ResourceMemory:
+        """The resource's record, made on first use (callers hold ``_guard``)."""
+        memory = self._memories.get(key)
+        if memory is None:
+            memory = self._memories[key] = ResourceMemory()
+        return memory
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept about a deleted resource (memory stays flat over many resources)."""
-        with self._locks_guard:
-            self._locks.pop((namespace, name), None)
-            self._last_full.pop((namespace, name), None)
-            self._failed.pop((namespace, name), None)
-            self._handled.pop((namespace, name), None)
-            self._parsed.pop((namespace, name), None)
+        with self._guard:
+            self._memories.pop((namespace, name), None)
 
     def is_new(self, body: dict[str, Any]) -> bool:
         """Whether this object's spec, as of ``body``, has not been handed to a reconcile in this
@@ -95,40 +88,21 @@ class Reconciler:
         meta = body["metadata"]
         key = (meta.get("namespace") or "default", meta["name"])
         seen = (str(meta.get("uid")), int(meta.get("generation") or 0))
-        with self._locks_guard:
-            if self._handled.get(key) == seen:
+        with self._guard:
+            memory = self._memory(key)
+            if memory.handled == seen:
                 return False
-            self._handled[key] = seen
+            memory.handled = seen
             return True
 
-    def due(self, namespace: str, name: str, body: dict[str, Any]) -> bool:
-        """Whether a timer tick has work, judged from the watched ``body`` without asking the API
-        server: a drift evaluation, a canary under analysis, a scheduled retrain, a retry after a
-        failure (backing off), or no full reconcile for ``full_resync_seconds`` (events drive the
-        rest).
-
-        Cheap enough for the event loop: the parsed spec and status are kept per resourceVersion.
-        """
-        key = (namespace, name)
-        now = self.clock()
-        failure = self._failed.get(key)
-        if failure is not None:
-            return now >= failure[1]
-        last = self._last_full.get(key)
-        if last is None or (now - last).total_seconds() >= self.config.full_resync_seconds:
-            return True
-        version = body["metadata"].get("resourceVersion")
-        memo = self._parsed.get(key)
-        if memo is None or memo[0] != version:
-            memo = (version, *_monitoring_and_status(body))
-            self._parsed[key] = memo
-        _, monitoring, status = memo
-        if status is None:
-            return False
-        return canary_revision(status) is not None or (
-            monitoring is not None
-            and (drift_due(monitoring, status, now) or schedule_due(monitoring.retraining, status, now))
-        )
+    def due(self, namespace: str, name: str) -> bool:
+        """Whether a timer tick has work: what the resource's last plan asked for (a drift
+        evaluation, a canary under analysis, a scheduled retrain), a retry after a failure
+        (backing off), or no full reconcile for ``full_resync_seconds`` (events drive the rest).
+        Cheap enough for the event loop: it reads only the resource's record."""
+        with self._guard:
+            memory = self._memories.get((namespace, name))
+        return memory is None or memory.due(self.clock(), self.config.full_resync_seconds)
 
     def submit(
         self,
@@ -143,7 +117,28 @@ class Reconciler:
         either asked). Errors are logged and retried by the timer, backing off."""
         if not self._claim((namespace, name), evaluate_drift):
             return None
-        return executor.submit(self._logged, namespace, name, evaluate_drift, body)
+        future = executor.submit(self._logged, namespace, name, evaluate_drift, body)
+        with self._guard:
+            self._pending.add(future)
+        future.add_done_callback(self._settled)
+        return future
+
+    def _settled(self, future: Future[Plan | None]) -> None:
+        with self._guard:
+            self._pending.discard(future)
+
+    def drain(self, timeout: float) -> tuple[int, int]:
+        """At shutdown: wait up to ``timeout`` seconds for the reconciles handed to executors,
+        cancel those that have not started by then (the next replica or start redoes them:
+        every resource is reconciled once after a start), then post the queued Events in the
+        time left. Returns (reconciles finished, reconciles cancelled)."""
+        deadline = time.monotonic() + timeout
+        with self._guard:
+            pending = set(self._pending)
+        done, left = wait(pending, timeout=timeout)
+        cancelled = sum(future.cancel() for future in left)
+        self.cluster.flush_events(max(0.0, deadline - time.monotonic()))
+        return len(done), cancelled
 
     def reconcile(
         self, namespace: str, name: str, evaluate_drift: bool = False, body: dict[str, Any] | None = None
@@ -159,12 +154,13 @@ class Reconciler:
         return self._claimed(namespace, name, evaluate_drift, body)
 
     def _claim(self, key: tuple[str, str], evaluate_drift: bool) -> bool:
-        with self._locks_guard:
-            if key in self._waiting:
-                self._coalesced[key] = self._coalesced.get(key, False) or evaluate_drift
+        with self._guard:
+            memory = self._memory(key)
+            if memory.waiting:
+                memory.folded = bool(memory.folded) or evaluate_drift
                 metrics.RECONCILES_COALESCED.inc()
                 return False
-            self._waiting.add(key)
+            memory.waiting = True
             return True
 
     def _logged(self, namespace: str, name: str, evaluate_drift: bool, body: dict[str, Any] | None) -> Plan | None:
@@ -181,15 +177,16 @@ class Reconciler:
     def _claimed(self, namespace: str, name: str, evaluate_drift: bool, body: dict[str, Any] | None) -> Plan | None:
         key = (namespace, name)
         started = time.perf_counter()
-        self._last_full[key] = self.clock()
+        with self._guard:
+            memory = self._memory(key)
+            memory.last_full = self.clock()
         try:
-            with self._lock(namespace, name):
-                with self._locks_guard:
-                    self._waiting.discard(key)
-                    if key in self._coalesced:
+            with memory.lock:
+                with self._guard:
+                    memory.waiting = False
+                    if memory.folded is not None:
                         # A later request was folded into this one: its body may predate theirs.
-                        evaluate_drift = self._coalesced.pop(key) or evaluate_drift
-                        body = None
+                        evaluate_drift, memory.folded, body = memory.folded or evaluate_drift, None, None
                 for attempt in range(CONFLICT_RETRIES):
                     try:
                         plan = self._reconcile(namespace, name, evaluate_drift, body)
@@ -199,30 +196,30 @@ class Reconciler:
                         if attempt == CONFLICT_RETRIES - 1:
                             raise
                         evaluate_drift, body = False, None
-            self._failed.pop(key, None)
+            with self._guard:
+                memory.succeeded(plan.requeue_at if plan is not None else None)
             return plan
         except InvalidSpecError:
             # Status and an Event say why; only a new spec (which comes as an event) can help.
+            with self._guard:
+                memory.succeeded(None)
             metrics.RECONCILE_ERRORS.labels(InvalidSpecError.__name__).inc()
             raise
         except Exception as exc:
             # A timer tick retries, whatever called us (events are not redelivered).
-            self._failed[key] = self._retry_schedule(key)
+            with self._guard:
+                memory.failed(self.clock(), self.config.resync_seconds, self._backoff_cap)
             metrics.RECONCILE_ERRORS.labels(type(exc).__name__).inc()
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
-    def _retry_schedule(self, key: tuple[str, str]) -> tuple[int, datetime]:
-        """One more failure in a row, and when to retry: after the resync interval, doubling."""
-        failures = self._failed.get(key, (0, self.clock()))[0] + 1
-        cap = max(self.config.resync_seconds, RETRY_BACKOFF_CAP_SECONDS)
-        delay = min(self.config.resync_seconds * 2 ** min(failures - 1, 30), cap)
-        return failures, self.clock() + timedelta(seconds=delay)
-
     def _reconcile(self, namespace: str, name: str, evaluate_drift: bool, body: dict[str, Any] | None) -> Plan | None:
         body = _own_copy(body) if body is not None else self.cluster.get_resource(namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        if body is None:
+            self.forget(namespace, name)  # gone: a child's event came after the resource's last one
+            return None
+        if body["metadata"].get("deletionTimestamp"):
             return None
         now = self.clock()
         generation = int(body["metadata"].get("generation") or 0)
@@ -398,14 +395,6 @@ def _consumed_stages(status: ModelOptimizationStatus | None) -> set[str]:
     if record is None:
         return set()
     return {stage for stage, at in (("tuning", record.tuned_at), ("compression", record.compressed_at)) if at}
-
-
-def _monitoring_and_status(body: dict[str, Any]) -> tuple[MonitoringSpec | None, ModelOptimizationStatus | None]:
-    try:
-        monitoring = MonitoringSpec.model_validate((body.get("spec") or {}).get("monitoring") or {})
-    except ValidationError:
-        monitoring = None  # an invalid spec is reported by the reconcile, not by the timer
-    return monitoring, _status(body)
 
 
 def _status(body: dict[str, Any]) -> ModelOptimizationStatus | None:

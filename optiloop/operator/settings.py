@@ -62,5 +62,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.scanning.disabled = bool(config.namespaces)
     settings.peering.lifetime = config.peering_lifetime
     settings.peering.stealth = True
+    # A stuck exit is cut short: the drain's own budget, then a margin for Kopf's own cleanup.
+    settings.process.ultimate_exiting_timeout = config.drain_seconds + 10
     # Unhandled exceptions back off instead of retrying every minute forever at the same pace.
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60, 120)

@@ -84,6 +84,13 @@ def test_the_operator_pod_is_restricted_with_a_read_only_root_and_probes() -> No
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
 
 
+def test_the_pod_grace_period_leaves_room_for_the_drain_on_shutdown(tmp_path: Path) -> None:
+    pod = deployment(render("rel", "optiloop-system", {"operator": {"drainSeconds": 45}}, tmp_path))
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["OPTILOOP_DRAIN_SECONDS"] == "45"
+    assert pod["terminationGracePeriodSeconds"] == 55
+
+
 @pytest.mark.parametrize("values", [{}, NAMESPACED], ids=["cluster", "namespaced"])
 def test_rbac_grants_no_secrets_no_role_management_and_no_wildcards(values: dict[str, Any], tmp_path: Path) -> None:
     rules = [

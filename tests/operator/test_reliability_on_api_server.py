@@ -6,6 +6,7 @@ active, takeover after the active one dies)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -337,11 +338,10 @@ def test_a_foreign_object_under_a_child_name_is_reported_and_retried_with_backof
         assert ready is not None
         assert (ready["status"], ready["reason"]) == ("False", "ChildNameTaken")
         assert f"Job {watched}/iris-tune-r1 exists and is not owned by this ModelOptimization" in ready["message"]
-        body = resources.get("iris")
         now[0] += timedelta(seconds=delay - 1)
-        assert not reconciler.due(watched, "iris", body), f"no retry before {delay} s"
+        assert not reconciler.due(watched, "iris"), f"no retry before {delay} s"
         now[0] += timedelta(seconds=1)
-        assert reconciler.due(watched, "iris", body), f"a retry after {delay} s"
+        assert reconciler.due(watched, "iris"), f"a retry after {delay} s"
     reconciler.cluster.flush_events()
     assert [e["reason"] for e in resources.events("iris")].count("ChildNameTaken") == 1
 
@@ -352,3 +352,29 @@ def test_a_foreign_object_under_a_child_name_is_reported_and_retried_with_backof
     ready = resources.condition("iris", "Ready")
     assert ready is not None
     assert ready["reason"] != "ChildNameTaken"
+
+
+def test_sigterm_finishes_the_reconcile_in_flight_and_posts_the_events_queued_before_it(
+    control_plane: ControlPlane, watched: str, start_operator: StartOperator, tmp_path: Path
+) -> None:
+    """On SIGTERM the operator drains within OPTILOOP_DRAIN_SECONDS: a reconcile held up by a slow
+    API server (its Job create takes 2 s) finishes and writes status, and the Events it queued
+    (each POST also held 2 s, so they are still queued when the signal comes) are all posted
+    before the process exits cleanly."""
+    from tests.support.faulty_api import FaultyApiProxy
+
+    resources = Resources(control_plane.api_client(), watched)
+    with FaultyApiProxy(control_plane) as proxy:
+        operator = start_operator(env={"KUBECONFIG": str(proxy.kubeconfig(tmp_path / "kubeconfig-proxy"))})
+        proxy.slow("POST", "/jobs", 2)
+        proxy.slow("POST", "/events", 2)
+        resources.create("iris", SPEC)
+        wait_until(lambda: proxy.slowed >= 1, 30, "the Job create to be held up", operator)
+        operator.stop()
+        assert operator.popen is not None
+        assert operator.popen.returncode == 0, operator.tail()
+        assert proxy.slowed >= 3, "the Job create and both Events went through the slow proxy"
+    assert [j["metadata"]["name"] for j in resources.jobs("iris")] == ["iris-tune-r1"]
+    assert resources.get("iris")["status"]["revision"] == 1
+    assert {"RevisionStarted", "TuningStarted"} <= {e["reason"] for e in resources.events("iris")}
+    assert re.search(r"drained: [1-9][0-9]* reconciles finished", operator.log.read_text()), operator.tail()

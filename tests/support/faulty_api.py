@@ -1,7 +1,8 @@
 """A proxy in front of the test API server that misbehaves on request, as an overloaded or
-restarting API server does: it answers 503 or 429 (with ``Retry-After``) for a while, and it
-cuts every open watch stream. Clients reach it over plain HTTP on loopback; it forwards to the
-real API server over TLS, streaming watch answers as they come.
+restarting API server does: it answers 503 or 429 (with ``Retry-After``) for a while, it
+cuts every open watch stream, and it holds chosen requests back for a while (a slow server).
+Clients reach it over plain HTTP on loopback; it forwards to the real API server over TLS,
+streaming watch answers as they come.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ _REASONS = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailab
 
 class FaultyApiProxy:
     """``with FaultyApiProxy(plane) as proxy``: ``proxy.kubeconfig(path)`` reaches the API through
-    it; ``fail(503, seconds=3)`` and ``cut_watches()`` misbehave; ``faults`` counts the requests
-    answered with an error and ``cuts`` the watch streams cut."""
+    it; ``fail(503, seconds=3)``, ``cut_watches()`` and ``slow("POST", "/events", 2)`` misbehave;
+    ``faults`` counts the requests answered with an error, ``cuts`` the watch streams cut and
+    ``slowed`` the requests held back."""
 
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
@@ -37,6 +39,8 @@ class FaultyApiProxy:
         self.context = ssl.create_default_context(cafile=str(plane.ca_file))
         self.faults = 0
         self.cuts = 0
+        self.slowed = 0
+        self._slow: list[tuple[str, str, float]] = []  # method, path part, seconds
         self._failing: tuple[int, float, int | None] | None = None  # status, until, Retry-After
         self._watches: set[tuple[socket.socket, http.client.HTTPSConnection]] = set()
         self._lock = threading.Lock()
@@ -70,6 +74,19 @@ class FaultyApiProxy:
         """Answer every request with ``status`` for the next ``seconds``."""
         with self._lock:
             self._failing = (status, time.monotonic() + seconds, retry_after)
+
+    def slow(self, method: str, path_part: str, seconds: float) -> None:
+        """Hold every ``method`` request whose path contains ``path_part`` for ``seconds`` before
+        forwarding it (forwarded even if the client has gone, as a server that got it would)."""
+        with self._lock:
+            self._slow.append((method, path_part, seconds))
+
+    def take_delay(self, method: str, path: str) -> float:
+        """How long to hold the request at hand, counted when held."""
+        with self._lock:
+            delay = sum(s for m, part, s in self._slow if m == method and part in path)
+            self.slowed += delay > 0
+            return delay
 
     def take_fault(self) -> tuple[int, int | None] | None:
         """The status (and Retry-After) to answer the request at hand with, counted; None to forward it."""
@@ -122,6 +139,9 @@ def _handler(proxy: FaultyApiProxy) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            delay = proxy.take_delay(self.command, self.path)
+            if delay:
+                time.sleep(delay)
             fault = proxy.take_fault()
             if fault is not None:
                 self._answer_error(*fault)

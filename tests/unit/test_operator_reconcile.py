@@ -14,8 +14,10 @@ from optiloop.api.jobs import StageOutcome
 from optiloop.api.status import DriftStatus, ModelOptimizationStatus, RevisionRecord
 from optiloop.operator.config import OperatorConfig
 from optiloop.operator.observed import SPEC_HASH_ANNOTATION, CanaryMetrics, Observed, ObservedChild, ObservedJob
+from optiloop.operator.planning.blocked import invalid_spec
+from optiloop.operator.planning.plan import Apply, Delete, Plan, fingerprint
 from optiloop.operator.policy import DriftDecision
-from optiloop.operator.reconcile import Apply, Delete, Plan, fingerprint, invalid_spec, reconcile
+from optiloop.operator.reconcile import reconcile
 
 CONFIG = OperatorConfig(jobs_image="jobs:1", predictor_image="serve:1", drift_image="drift:1")
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -1,0 +1,42 @@
+"""The drift monitor (a Deployment and a Service) of the serving revision, and the drift
+condition until its first evaluation. Monitoring off, or nothing serving: no monitor."""
+
+from __future__ import annotations
+
+from ...api.status import DriftStatus
+from .. import names
+from ..builders.serving import drift_monitor
+from ..conditions import find
+from .draft import Draft
+from .plan import Delete
+
+_NOT_MONITORING = ("NotServing", "MonitoringDisabled", "MonitorUnavailable")
+
+
+def monitor(draft: Draft) -> None:
+    """Keep the serving revision's drift monitor as desired, or remove it."""
+    monitoring = draft.resource.spec.monitoring
+    serving = draft.status.serving_revision
+    existing = draft.observed.monitor
+    if not monitoring.enabled or serving is None:
+        for child in existing.values():
+            api_version = "apps/v1" if child.kind == "Deployment" else "v1"
+            draft.actions.append(Delete(api_version, child.kind, child.name))
+        reason = "MonitoringDisabled" if not monitoring.enabled else "NotServing"
+        if find(draft.status.conditions, "DriftWithinBounds") is None or not monitoring.enabled:
+            draft.condition("DriftWithinBounds", "Unknown", reason, "no drift monitor runs")
+        return
+    try:
+        bodies = drift_monitor(draft.resource, draft.config, serving)
+    except ValueError as exc:
+        draft.condition("DriftWithinBounds", "Unknown", "MonitorUnavailable", str(exc))
+        return
+    for body in bodies:
+        draft.ensure(body, existing.get(body["kind"]))
+    if draft.status.drift is None:
+        draft.status.drift = DriftStatus()
+    drift = find(draft.status.conditions, "DriftWithinBounds")
+    if drift is None or drift.reason in _NOT_MONITORING:
+        monitor = names.drift_monitor(draft.resource.metadata.name)
+        message = f"{monitor} watches the inputs; the first evaluation is pending"
+        draft.condition("DriftWithinBounds", "Unknown", "NotEvaluated", message)

@@ -1,0 +1,50 @@
+"""When the planner next needs to run with no event to prompt it (kubebuilder's
+``RequeueAfter``): the next drift evaluation, the canary's next look at its metrics, the next
+scheduled retrain. Spec changes and children's changes come as events and need no time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ...api.cron import next_fire
+from ...api.spec import ModelOptimizationSpec, MonitoringSpec, RetrainingPolicy
+from ...api.status import ModelOptimizationStatus
+from .revisions import canary_revision, retraining_in_flight
+
+
+def requeue_at(spec: ModelOptimizationSpec, status: ModelOptimizationStatus, now: datetime) -> datetime | None:
+    """The earliest of the times below; None when only an event can bring work."""
+    times = [
+        t
+        for t in (canary_look(status, now), drift_evaluation(spec.monitoring, status, now),
+                  scheduled_retrain(spec.monitoring.retraining, status, now))
+        if t is not None
+    ]  # fmt: skip
+    return min(times, default=None)
+
+
+def canary_look(status: ModelOptimizationStatus, now: datetime) -> datetime | None:
+    """A canary under analysis is looked at on every tick: its metrics can break a bound at any
+    time, and its window ends between two ticks."""
+    return now if canary_revision(status) is not None else None
+
+
+def drift_evaluation(monitoring: MonitoringSpec, status: ModelOptimizationStatus, now: datetime) -> datetime | None:
+    """The next drift evaluation: an interval after the last one (now, before the first), while
+    monitoring is on and a revision serves."""
+    if not monitoring.enabled or status.serving_revision is None:
+        return None
+    last = status.drift.last_evaluation_time if status.drift is not None else None
+    return now if last is None else last + timedelta(seconds=monitoring.evaluation_interval_seconds)
+
+
+def scheduled_retrain(policy: RetrainingPolicy, status: ModelOptimizationStatus, now: datetime) -> datetime | None:
+    """The schedule's next fire time after now and after the latest revision started, while a
+    revision serves and none is being built (finishing one is an event of its own)."""
+    if policy.schedule is None or status.serving_revision is None or not status.history:
+        return None
+    if retraining_in_flight(status):
+        return None
+    latest = max(r.triggered_at for r in status.history)
+    return next_fire(policy.schedule, max(now, latest))
