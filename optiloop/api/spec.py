@@ -721,9 +721,10 @@ class RetrainingPolicy(ApiModel):
     """Least time between two retrains."""
     max_retrains: Annotated[int, Field(ge=0, le=10_000)] = 10
     """Most drift-triggered retrains over the resource's life."""
-    schedule: Annotated[str, Field(max_length=128, pattern=r"^(\S+\s+){4}\S+$")] | None = None
-    """Cron schedule (five fields, UTC) for retraining regardless of drift; a scheduled time
-    starts a new revision when one serves and none is being built."""
+    schedule: Annotated[str, Field(max_length=128, pattern=cron.SHAPE_PATTERN)] | None = None
+    """Schedule for retraining regardless of drift, in a CronJob's syntax (UTC): five fields
+    (``0 3 * * MON``) or a descriptor (``@daily``, ``@every 12h``). A scheduled time starts a
+    new revision when one serves and none is being built."""
 
     @field_validator("schedule")
     @classmethod

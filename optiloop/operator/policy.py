@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from ..api.cron import previous_fire
+from ..api.cron import next_fire
 from ..api.spec import CanaryAnalysis, MonitoringSpec, RetrainingPolicy
 from ..api.status import DriftStatus, ModelOptimizationStatus
 
@@ -87,8 +87,8 @@ def schedule_due(policy: RetrainingPolicy, status: ModelOptimizationStatus, now:
     current = next((r for r in status.history if r.revision == status.revision), None)
     if current is not None and current.outcome == "InProgress":
         return False
-    fired = previous_fire(policy.schedule, now)
-    return fired is not None and fired > max(r.triggered_at for r in status.history)
+    fired = next_fire(policy.schedule, max(r.triggered_at for r in status.history))
+    return fired is not None and fired <= now
 
 
 CanaryAction = Literal["wait", "promote", "rollback"]

@@ -18,7 +18,7 @@ def requeue_at(spec: ModelOptimizationSpec, status: ModelOptimizationStatus, now
     times = [
         t
         for t in (canary_look(status, now), drift_evaluation(spec.monitoring, status, now),
-                  scheduled_retrain(spec.monitoring.retraining, status, now))
+                  scheduled_retrain(spec.monitoring.retraining, status))
         if t is not None
     ]  # fmt: skip
     return min(times, default=None)
@@ -39,12 +39,11 @@ def drift_evaluation(monitoring: MonitoringSpec, status: ModelOptimizationStatus
     return now if last is None else last + timedelta(seconds=monitoring.evaluation_interval_seconds)
 
 
-def scheduled_retrain(policy: RetrainingPolicy, status: ModelOptimizationStatus, now: datetime) -> datetime | None:
-    """The schedule's next fire time after now and after the latest revision started, while a
-    revision serves and none is being built (finishing one is an event of its own)."""
+def scheduled_retrain(policy: RetrainingPolicy, status: ModelOptimizationStatus) -> datetime | None:
+    """The schedule's first fire time after the latest revision started, while a revision serves
+    and none is being built (finishing one is an event of its own)."""
     if policy.schedule is None or status.serving_revision is None or not status.history:
         return None
     if retraining_in_flight(status):
         return None
-    latest = max(r.triggered_at for r in status.history)
-    return next_fire(policy.schedule, max(now, latest))
+    return next_fire(policy.schedule, max(r.triggered_at for r in status.history))
