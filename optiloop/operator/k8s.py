@@ -228,11 +228,16 @@ class Cluster:
         with _mapped(f"replace {kind} {namespace}/{name}"):
             self.http.request("PUT", _path(kind, namespace, name), body)
 
-    def delete(self, namespace: str, kind: str, name: str) -> None:
-        """Delete a child and, in the background, what it owns (a Job's pods); gone already is fine."""
+    def delete(self, namespace: str, kind: str, name: str, uid: str | None) -> None:
+        """Delete a child and, in the background, what it owns (a Job's pods); gone already is fine.
+
+        Only the object ``uid`` (the one observed as ours) is deleted: if another object has
+        taken the name since, the API server refuses (a conflict, retried after a fresh read)."""
         if kind not in ("Job", "Deployment", "Service"):
             raise ValueError(f"the operator never deletes a {kind}")
-        options = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         with _mapped(f"delete {kind} {namespace}/{name}"):
             try:
                 self.http.request("DELETE", _path(kind, namespace, name), options)

@@ -266,19 +266,21 @@ class Reconciler:
         return resource
 
     def _observe(self, resource: ModelOptimization, status: ModelOptimizationStatus | None) -> Observed:
+        """The resource's children: only objects it owns (another's of the same name is left alone)."""
         namespace, name = resource.metadata.namespace or "default", resource.metadata.name
+        uid = resource.metadata.uid or ""
         current = status.revision if status is not None else None
         consumed = _consumed_stages(status)
         jobs: dict[tuple[str, int], ObservedJob] = {}
         # A resource without status has never been reconciled to the end: its Jobs, if a crash
         # left one behind, are found by the create's AlreadyExists, so the list can wait.
         for job in self.cluster.list_jobs(namespace, name) if status is not None else []:
-            seen = observe_job(job, ())
+            seen = observe_job(job, (), uid)
             if seen is None:
                 continue
             # A finished Job's pods are read once: after its outcome is in status, never again.
             if seen.state != "Running" and seen.revision == current and seen.component not in consumed:
-                seen = observe_job(job, self.cluster.list_job_pods(namespace, seen.name)) or seen
+                seen = observe_job(job, self.cluster.list_job_pods(namespace, seen.name), uid) or seen
             jobs[(seen.component, seen.revision)] = seen
         # Children that cannot exist yet are not read: the InferenceService comes after the first
         # compression, the drift monitor after the first revision serves.
@@ -289,8 +291,8 @@ class Reconciler:
         canary = canary_revision(status)
         return Observed(
             jobs=jobs,
-            service=observe_child(service) if service is not None else None,
-            monitor={kind: observe_child(obj) for kind, obj in monitor.items()},
+            service=observe_child(service, uid) if service is not None else None,
+            monitor={kind: child for kind, obj in monitor.items() if (child := observe_child(obj, uid)) is not None},
             canary=self._canary_metrics(resource, canary) if canary is not None else None,
         )
 
@@ -330,7 +332,7 @@ class Reconciler:
         uid = resource.metadata.uid or ""
         for action in plan.actions:
             if isinstance(action, Delete):
-                self.cluster.delete(namespace, action.kind, action.name)
+                self.cluster.delete(namespace, action.kind, action.name, action.uid)
             elif action.resource_version is not None:
                 self.cluster.replace(namespace, action.body, action.resource_version)
             elif self.cluster.create(namespace, action.body, uid):

@@ -3,6 +3,11 @@
 Pure: :mod:`optiloop.operator.k8s` fetches the objects, these functions turn them into the
 few facts reconciling needs (a Job's state and reported outcome, whether a child is up to
 date and ready).
+
+Only objects whose owner reference is the resource count as its children: another team's
+InferenceService, Deployment, Service or Job of the same name (or with our labels) is left out,
+so the planner never replaces or deletes it; creating ours then meets ``AlreadyExists`` and the
+resource says ``ChildNameTaken``, naming the object.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class ObservedJob:
     reason: str = ""
     message: str = ""
     outcome: StageOutcome | None = None
+    uid: str | None = None
+    """The Job's own uid: a delete is conditional on it (never another object of that name)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ class ObservedChild:
     url: str | None = None
     updating: bool = False
     """Its controller has not yet acted on the latest spec (``status.observedGeneration`` lags)."""
+    uid: str | None = None
+    """The child's own uid: a delete is conditional on it (never another object of that name)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,12 @@ class Observed:
     service: ObservedChild | None = None
     monitor: Mapping[str, ObservedChild] = field(default_factory=dict)
     canary: CanaryMetrics | None = None
+
+
+def owned_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
+    """Whether ``obj`` carries an owner reference to the object ``owner_uid``."""
+    references = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return bool(owner_uid) and any(isinstance(r, Mapping) and r.get("uid") == owner_uid for r in references)
 
 
 def _revision(obj: Mapping[str, Any]) -> int | None:
@@ -121,22 +136,28 @@ def pod_outcome(pods: Iterable[Mapping[str, Any]]) -> StageOutcome | None:
     return ranked[0] if ranked else None
 
 
-def observe_job(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> ObservedJob | None:
-    """An :class:`ObservedJob` from a Job we labelled, or None for a Job without our labels."""
-    labels = job.get("metadata", {}).get("labels") or {}
+def observe_job(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], owner_uid: str) -> ObservedJob | None:
+    """An :class:`ObservedJob` from a Job of the resource ``owner_uid`` carrying our labels; None
+    for any other Job."""
+    meta = job.get("metadata", {})
+    labels = meta.get("labels") or {}
     revision = _revision(job)
-    if revision is None or LABEL_COMPONENT not in labels:
+    if revision is None or LABEL_COMPONENT not in labels or not owned_by(job, owner_uid):
         return None
     state, reason, message = job_state(job)
     outcome = pod_outcome(pods) if state != "Running" else None
-    return ObservedJob(job["metadata"]["name"], labels[LABEL_COMPONENT], revision, state, reason, message, outcome)
+    component = labels[LABEL_COMPONENT]
+    return ObservedJob(meta["name"], component, revision, state, reason, message, outcome, meta.get("uid"))
 
 
-def observe_child(obj: Mapping[str, Any]) -> ObservedChild:
-    """An :class:`ObservedChild` with readiness from its ``Ready`` or ``Available`` condition.
+def observe_child(obj: Mapping[str, Any], owner_uid: str) -> ObservedChild | None:
+    """An :class:`ObservedChild` with readiness from its ``Ready`` or ``Available`` condition, or
+    None when the resource ``owner_uid`` does not own ``obj``.
 
     A status written for an older ``metadata.generation`` does not count as ready.
     """
+    if not owned_by(obj, owner_uid):
+        return None
     meta = obj.get("metadata", {})
     status = obj.get("status") or {}
     conditions = _conditions(obj)
@@ -153,4 +174,5 @@ def observe_child(obj: Mapping[str, Any]) -> ObservedChild:
         ready=bool(ready),
         url=status.get("url"),
         updating=not current,
+        uid=meta.get("uid"),
     )

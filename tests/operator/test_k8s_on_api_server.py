@@ -63,7 +63,7 @@ def test_creating_a_child_that_exists_is_success_for_ours_and_an_error_naming_it
     """``create`` is True when it created, False when our own child was already there (a crash
     between create and status write), and ForeignChildError when the name is taken by an object
     we do not own."""
-    from optiloop.operator.k8s import Cluster, ForeignChildError
+    from optiloop.operator.k8s import Cluster, ForeignChildError, TransientApiError
     from tests.support.operator import Resources
 
     cluster = Cluster(control_plane.api_client(), connections=2)
@@ -86,10 +86,16 @@ def test_creating_a_child_that_exists_is_success_for_ours_and_an_error_naming_it
     assert cluster.create(watched, theirs, "someone-else") is True
     with pytest.raises(ForeignChildError, match=f"Service {watched}/taken-drift exists and is not owned"):
         cluster.create(watched, theirs, owner_uid)
-    assert cluster.get_monitor(watched, "iris-drift")["Service"]["spec"]["ports"][0]["port"] == 8080
-    cluster.delete(watched, "Service", "iris-drift")
-    cluster.delete(watched, "Service", "iris-drift")  # gone already is fine
+    service = cluster.get_monitor(watched, "iris-drift")["Service"]
+    assert service["spec"]["ports"][0]["port"] == 8080
+    # A delete names the object it means: another object under that name is never deleted.
+    stale = cluster.get_monitor(watched, "taken-drift")["Service"]["metadata"]["uid"]
+    with pytest.raises(TransientApiError, match="409"):
+        cluster.delete(watched, "Service", "iris-drift", stale)
+    cluster.delete(watched, "Service", "iris-drift", service["metadata"]["uid"])
+    cluster.delete(watched, "Service", "iris-drift", service["metadata"]["uid"])  # gone already is fine
     assert cluster.get_monitor(watched, "iris-drift") == {}
+    assert cluster.get_monitor(watched, "taken-drift")["Service"]["metadata"]["uid"] == stale
 
 
 def test_a_status_write_on_a_stale_version_is_a_conflict_and_a_missing_resource_reads_as_none(

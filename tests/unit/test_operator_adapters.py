@@ -65,19 +65,28 @@ def test_a_log_tail_instead_of_an_outcome_becomes_a_failure_with_that_text() -> 
     assert pod_outcome([pod(None)]) is None
 
 
-def test_observe_job_ignores_jobs_without_our_labels_and_reads_finished_pods() -> None:
-    assert observe_job({"metadata": {"name": "x", "labels": {}}}, []) is None
+OURS = [{"apiVersion": "optiloop.dev/v1alpha1", "kind": "ModelOptimization", "name": "iris", "uid": "u-1"}]
+
+
+def test_observe_job_ignores_jobs_without_our_labels_or_our_owner_and_reads_finished_pods() -> None:
+    assert observe_job({"metadata": {"name": "x", "labels": {}, "ownerReferences": OURS}}, [], "u-1") is None
     body = {
         "metadata": {
             "name": "iris-tune-r3",
+            "uid": "job-1",
             "labels": {"optiloop.dev/component": "tuning", "optiloop.dev/revision": "3"},
+            "ownerReferences": OURS,
         },
         "status": {"conditions": [{"type": "Complete", "status": "True"}]},
     }
-    seen = observe_job(body, [pod(outcome())])
+    seen = observe_job(body, [pod(outcome())], "u-1")
     assert seen is not None
-    assert (seen.component, seen.revision, seen.state) == ("tuning", 3, "Succeeded")
+    assert (seen.component, seen.revision, seen.state, seen.uid) == ("tuning", 3, "Succeeded", "job-1")
     assert seen.outcome is not None
+    # Another resource's Job, or one someone labelled like ours: not ours, never acted on.
+    assert observe_job(body, [pod(outcome())], "u-2") is None
+    assert observe_job({**body, "metadata": {**body["metadata"], "ownerReferences": []}}, [], "u-1") is None
+    assert observe_job(body, [], "") is None
 
 
 def test_a_child_is_ready_only_for_its_current_generation() -> None:
@@ -86,16 +95,47 @@ def test_a_child_is_ready_only_for_its_current_generation() -> None:
         if observed is not None:
             status["observedGeneration"] = observed
         return {"kind": "InferenceService", "metadata": {"name": "iris", "generation": generation,
-                "resourceVersion": "5", "labels": {"optiloop.dev/revision": "2"},
+                "resourceVersion": "5", "labels": {"optiloop.dev/revision": "2"}, "ownerReferences": OURS,
                 "annotations": {"optiloop.dev/spec-hash": "abc"}}, "status": status}  # fmt: skip
 
-    current = observe_child(isvc(3, 3))
+    current = observe_child(isvc(3, 3), "u-1")
+    assert current is not None
     assert (current.ready, current.updating, current.revision, current.spec_hash) == (True, False, 2, "abc")
-    stale = observe_child(isvc(4, 3))
+    stale = observe_child(isvc(4, 3), "u-1")
+    assert stale is not None
     assert (stale.ready, stale.updating) == (False, True)
-    deployment = observe_child({"kind": "Deployment", "metadata": {"name": "d"},
-                                "status": {"conditions": [{"type": "Available", "status": "True"}]}})  # fmt: skip
+    available = {"conditions": [{"type": "Available", "status": "True"}]}
+    deployment = observe_child({"kind": "Deployment", "metadata": {"name": "d", "ownerReferences": OURS},
+                                "status": available}, "u-1")  # fmt: skip
+    assert deployment is not None
     assert deployment.ready
+
+
+def test_another_teams_child_of_the_same_name_is_never_planned_over() -> None:
+    """The takeover the issue reproduced with the pure planner: an InferenceService and a drift
+    monitor of the same names, owned by someone else, are left out of the observation, so the
+    plan neither replaces them (it creates its own, which the API server refuses: ChildNameTaken)
+    nor, with monitoring off, deletes them."""
+    from dataclasses import replace
+
+    from optiloop.operator.reconcile import reconcile
+    from tests.unit.test_operator_reconcile import CONFIG, T0, resource, serve_revision_one
+
+    final, observed, _ = serve_revision_one()
+    theirs = [{"apiVersion": "v1", "kind": "Team", "name": "vision", "uid": "other"}]
+    foreign = {
+        kind: {"kind": kind, "metadata": {"name": name, "uid": f"{kind}-x", "resourceVersion": "9",
+                                          "ownerReferences": theirs}}
+        for kind, name in (("InferenceService", "iris"), ("Deployment", "iris-drift"), ("Service", "iris-drift"))
+    }  # fmt: skip
+    assert all(observe_child(obj, "u-1") is None for obj in foreign.values())
+    unowned = replace(observed, service=None, monitor={})
+    changed = resource(2, final.status, deployment={"storageUri": "pvc://models/iris", "maxReplicas": 9})
+    plan = reconcile(changed, unowned, CONFIG, T0)
+    writes = [(type(a).__name__, a.kind, getattr(a, "resource_version", None)) for a in plan.actions]
+    assert ("Apply", "InferenceService", None) in writes, "a create, never a replace of theirs"
+    off = resource(2, final.status, monitoring={"enabled": False})
+    assert [a for a in reconcile(off, unowned, CONFIG, T0).actions if type(a).__name__ == "Delete"] == []
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ def monitor(draft: Draft) -> None:
     if not monitoring.enabled or serving is None:
         for child in existing.values():
             api_version = "apps/v1" if child.kind == "Deployment" else "v1"
-            draft.actions.append(Delete(api_version, child.kind, child.name))
+            draft.actions.append(Delete(api_version, child.kind, child.name, child.uid))
         reason = "MonitoringDisabled" if not monitoring.enabled else "NotServing"
         if find(draft.status.conditions, "DriftWithinBounds") is None or not monitoring.enabled:
             draft.condition("DriftWithinBounds", "Unknown", reason, "no drift monitor runs")

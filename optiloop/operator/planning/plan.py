@@ -36,11 +36,13 @@ class Apply:
 
 @dataclass(frozen=True)
 class Delete:
-    """Delete a child (a superseded revision's Job, a drift monitor no longer wanted)."""
+    """Delete a child (a superseded revision's Job, a drift monitor no longer wanted), only while
+    it is still the object ``uid`` that was observed as ours."""
 
     api_version: str
     kind: str
     name: str
+    uid: str | None = None
 
 
 @dataclass(frozen=True)

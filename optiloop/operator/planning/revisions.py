@@ -73,7 +73,7 @@ def start_revision(draft: Draft, drift: DriftDecision | None) -> None:
         current.message = f"superseded by revision {number} ({trigger})"
         for job in draft.observed.jobs.values():
             if job.revision == current.revision and job.state == "Running":
-                draft.actions.append(Delete("batch/v1", "Job", job.name))
+                draft.actions.append(Delete("batch/v1", "Job", job.name, job.uid))
     draft.history.append(
         RevisionRecord(
             revision=number,
