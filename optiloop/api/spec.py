@@ -700,14 +700,22 @@ class DeploymentSpec(ApiModel):
 # --- monitoring --------------------------------------------------------------
 
 
-class PrometheusSpec(ApiModel):
-    """Where drift metrics are read from."""
+TEMPLATE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
-    url: Annotated[str, Field(max_length=512, pattern=r"^https?://[^\s/]+(/.*)?$")] | None = None
-    """Prometheus base URL; the operator's configured URL when omitted."""
-    query: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
-    """PromQL returning 1 while drifting; replaces the default query. ``$namespace``, ``$name``
-    and ``$revision`` are substituted."""
+
+class PrometheusSpec(ApiModel):
+    """Where drift metrics are read from. The platform team decides: the operator's own
+    Prometheus and default queries unless its configuration allows otherwise."""
+
+    url: Annotated[str, Field(max_length=512, pattern=r"^https?://[^\s/@]+(/[^\s@]*)?$")] | None = None
+    """Prometheus base URL; the operator's own when omitted. Accepted only when the operator's
+    configuration allows it (chart value ``prometheus.tenantUrlAllowlist``), never the API
+    server or a link-local address."""
+    query_template: (
+        Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] | None
+    ) = None
+    """Name of a drift query the operator's configuration offers (chart value
+    ``prometheus.queryTemplates``), in place of the default one; tenants cannot write PromQL."""
 
 
 class RetrainingPolicy(ApiModel):

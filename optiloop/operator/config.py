@@ -8,6 +8,8 @@
 | ``OPTILOOP_IMAGE_PULL_POLICY`` | pull policy of those images | ``IfNotPresent`` |
 | ``OPTILOOP_JOB_SERVICE_ACCOUNT`` | service account the Jobs run as | ``default`` |
 | ``OPTILOOP_PROMETHEUS_URL`` | Prometheus for drift and canaries | ``http://prometheus-operated.monitoring:9090`` |
+| ``OPTILOOP_PROMETHEUS_ALLOWED_URLS`` | comma-separated Prometheus URLs resources may name instead | none |
+| ``OPTILOOP_PROMETHEUS_QUERY_TEMPLATES`` | JSON object: drift query name -> PromQL (``$namespace``...) | none |
 | ``OPTILOOP_NAMESPACES`` | comma-separated namespaces to watch; empty watches all | empty |
 | ``OPTILOOP_DEFAULT_JOB_RESOURCES`` | Job pod resources when ``spec.jobs.resources`` is empty (JSON) | none |
 | ``OPTILOOP_DEFAULT_PREDICTOR_RESOURCES`` | the same for the predictor and ``spec.deployment.resources`` | none |
@@ -19,6 +21,7 @@
 | ``OPTILOOP_PEERING`` | Kopf peering object shared by the replicas; empty runs standalone | ``optiloop`` |
 | ``OPTILOOP_PRIORITY`` | this replica's peering priority; must differ between replicas | derived from the host name |
 | ``OPTILOOP_PEERING_LIFETIME`` | seconds before a silent replica counts as gone (the takeover time) | ``60`` |
+| ``OPTILOOP_DRAIN_SECONDS`` | on SIGTERM, time for reconciles in flight and queued Events | ``20`` |
 
 Images and service accounts come only from here: a ModelOptimization cannot choose them.
 """
@@ -26,7 +29,9 @@ Images and service accounts come only from here: a ModelOptimization cannot choo
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +59,12 @@ class OperatorConfig:
     image_pull_policy: str = "IfNotPresent"
     job_service_account: str = "default"
     prometheus_url: str = "http://prometheus-operated.monitoring:9090"
+    prometheus_allowed_urls: tuple[str, ...] = ()
+    """Prometheus URLs a resource may name in ``spec.monitoring.prometheus.url`` (none by default)."""
+    prometheus_query_templates: Mapping[str, str] = field(default_factory=dict)
+    """Drift queries a resource may name in ``spec.monitoring.prometheus.queryTemplate``."""
+    api_server_host: str | None = None
+    """The API server's address in the cluster, which no resource may have queried."""
     namespaces: tuple[str, ...] = ()
     default_job_resources: ResourceRequirements = field(default_factory=ResourceRequirements)
     default_predictor_resources: ResourceRequirements = field(default_factory=ResourceRequirements)
@@ -86,6 +97,11 @@ class OperatorConfig:
             image_pull_policy=policy,
             job_service_account=env.get("OPTILOOP_JOB_SERVICE_ACCOUNT", defaults.job_service_account),
             prometheus_url=env.get("OPTILOOP_PROMETHEUS_URL", defaults.prometheus_url),
+            prometheus_allowed_urls=tuple(
+                u.strip() for u in env.get("OPTILOOP_PROMETHEUS_ALLOWED_URLS", "").split(",") if u.strip()
+            ),
+            prometheus_query_templates=_templates(env, "OPTILOOP_PROMETHEUS_QUERY_TEMPLATES"),
+            api_server_host=env.get("KUBERNETES_SERVICE_HOST") or None,
             namespaces=namespaces,
             default_job_resources=_resources(env, "OPTILOOP_DEFAULT_JOB_RESOURCES"),
             default_predictor_resources=_resources(env, "OPTILOOP_DEFAULT_PREDICTOR_RESOURCES"),
@@ -117,6 +133,22 @@ def _resources(env: Mapping[str, str], name: str) -> ResourceRequirements:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f'{name} must be JSON like {{"requests": {{"cpu": "1"}}}}: {problems}') from None
+
+
+def _templates(env: Mapping[str, str], name: str) -> dict[str, str]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        templates = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f'{name} must be a JSON object like {{"p99-drift": "max(...)"}}: {exc}') from None
+    if not isinstance(templates, dict) or not all(
+        isinstance(k, str) and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", k) and isinstance(v, str) and v
+        for k, v in templates.items()
+    ):
+        raise ValueError(f"{name} must map lower-case names (a-z, 0-9, '-') to PromQL text")
+    return templates
 
 
 def _number(env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N], minimum: float) -> N:

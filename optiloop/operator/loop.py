@@ -10,6 +10,7 @@ plan is never written over a newer state (a write refused only because metadata 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from .planning.blocked import child_name_taken, invalid_spec
 from .planning.plan import Delete, Plan
 from .planning.revisions import canary_revision, retraining_in_flight
 from .policy import DriftDecision, drift_due, evaluate_drift
+from .prometheus_access import access_errors
 from .reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -255,6 +257,12 @@ class Reconciler:
     ) -> ModelOptimization:
         document = {k: v for k, v in body.items() if k != "status"}
         errors = manifest_errors(document)
+        if not errors:
+            config = self.config
+            parsed = ModelOptimization.model_validate(document)
+            errors = access_errors(
+                parsed, config.prometheus_allowed_urls, config.prometheus_query_templates, config.api_server_host
+            )
         if errors:
             message = "; ".join(str(e) for e in errors)[:4096]
             status = invalid_spec(previous, generation, message, now)
@@ -296,14 +304,16 @@ class Reconciler:
             canary=self._canary_metrics(resource, canary) if canary is not None else None,
         )
 
-    def _prometheus_url(self, resource: ModelOptimization) -> str:
-        return resource.spec.monitoring.prometheus.url or self.config.prometheus_url
+    def _query(self, resource: ModelOptimization, promql: str) -> prometheus.QueryResult:
+        """Ask the resource's Prometheus: the operator's own, or the allowed one its spec names
+        (which must not resolve to a link-local address either)."""
+        tenant = resource.spec.monitoring.prometheus.url
+        return prometheus.query(tenant or self.config.prometheus_url, promql, refuse_private=tenant is not None)
 
     def _canary_metrics(self, resource: ModelOptimization, revision: int) -> CanaryMetrics:
         window = resource.spec.deployment.canary_analysis.window_seconds
-        url = self._prometheus_url(resource)
-        errors = prometheus.query(url, queries.canary_error_rate_query(resource, revision, window))
-        latency = prometheus.query(url, queries.canary_latency_query(resource, revision, window))
+        errors = self._query(resource, queries.canary_error_rate_query(resource, revision, window))
+        latency = self._query(resource, queries.canary_latency_query(resource, revision, window))
         # Reachable but empty: no request failed (or none came); an unreachable Prometheus stays unknown.
         error_rate = (errors.value or 0.0) if errors.reachable else None
         return CanaryMetrics(error_rate, latency.value if latency.reachable else None)
@@ -313,10 +323,12 @@ class Reconciler:
     ) -> DriftDecision | None:
         if status is None or status.serving_revision is None or not drift_due(resource.spec.monitoring, status, now):
             return None
-        promql = queries.drift_query(resource, status.serving_revision)
-        answer = prometheus.query(self._prometheus_url(resource), promql)
-        # No sample yet (the monitor has not filled a window) counts as not drifting.
+        promql = queries.drift_query(resource, status.serving_revision, self.config.prometheus_query_templates)
+        answer = self._query(resource, promql)
+        # No sample yet (the monitor has not filled a window) counts as not drifting; an infinite
+        # answer is unusable (and could not be written to status).
         value = (answer.value or 0.0) if answer.reachable else None
+        value = value if value is None or math.isfinite(value) else None
         decision = evaluate_drift(
             value,
             DRIFT_THRESHOLD,

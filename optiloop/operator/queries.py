@@ -6,6 +6,8 @@ this module (it lives in its own environment), so a test holds the two together.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..api import ModelOptimization
 
 
@@ -13,14 +15,17 @@ def _selector(namespace: str, name: str, revision: int) -> str:
     return f'namespace="{namespace}", model="{name}", revision="{revision}"'
 
 
-def drift_query(resource: ModelOptimization, revision: int) -> str:
-    """The spec's query with ``$namespace``, ``$name`` and ``$revision`` filled in, or the default:
-    1 while the serving revision's drift monitor reports drift."""
+def drift_query(resource: ModelOptimization, revision: int, templates: Mapping[str, str] | None = None) -> str:
+    """The query template the spec names (from the operator's ``templates``), with
+    ``$namespace``, ``$name`` and ``$revision`` filled in, or the default: 1 while the serving
+    revision's drift monitor reports drift. The values are a DNS label, a resource name and a
+    number, so they cannot break out of a label matcher."""
     namespace = resource.metadata.namespace or "default"
     name = resource.metadata.name
-    custom = resource.spec.monitoring.prometheus.query
-    if custom is not None:
-        return custom.replace("$namespace", namespace).replace("$name", name).replace("$revision", str(revision))
+    template = resource.spec.monitoring.prometheus.query_template
+    if template is not None and templates is not None and template in templates:
+        text = templates[template]
+        return text.replace("$namespace", namespace).replace("$name", name).replace("$revision", str(revision))
     return f"max by (namespace, model, revision) (optiloop_drift_detected{{{_selector(namespace, name, revision)}}})"
 
 

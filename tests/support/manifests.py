@@ -201,9 +201,9 @@ def maximal_manifest() -> Manifest:
     spec["deployment"].update(storageUri="s3://models/cancer", storageCredentialsSecretRef={"name": "model-store"})
     spec["monitoring"]["prometheus"] = {
         "url": "http://prometheus.monitoring.svc:9090",
-        "query": 'max(optiloop_drift_is_drift{namespace="$namespace",model="$name"})',
+        "queryTemplate": "feature-drift",
     }
-    spec["monitoring"]["retraining"]["schedule"] = "0 3 * * 0"
+    spec["monitoring"]["retraining"]["schedule"] = "0 3 * * SUN"
     spec["jobs"]["nodeSelector"] = {"kubernetes.io/arch": "amd64", "pool": "training"}
     document["status"] = full_status()
     return document

@@ -118,6 +118,8 @@ class OperatorProcess:
             "OPTILOOP_PRIORITY": str(self.priority),
             "OPTILOOP_PEERING_LIFETIME": "10",
             "OPTILOOP_PROMETHEUS_URL": "http://127.0.0.1:9",
+            # The tests' Prometheus servers listen on loopback, on ports of their own.
+            "OPTILOOP_PROMETHEUS_ALLOWED_URLS": "http://127.0.0.1",
             **self.env,
         }
         args = [sys.executable, "-m", "optiloop", "operator", *(["--verbose"] if self.verbose else [])]

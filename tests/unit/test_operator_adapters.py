@@ -161,7 +161,7 @@ def test_prometheus_answers_are_read_or_refused(document: Any, expected: tuple[b
 def test_a_prometheus_that_refuses_connections_is_unreachable() -> None:
     from tests.support.control_plane import free_port
 
-    result = prometheus.query(f"http://127.0.0.1:{free_port()}", "up", timeout=2)
+    result = prometheus.query(f"http://127.0.0.1:{free_port()}", "up", deadline=2)
     assert not result.reachable
     assert result.error
 
@@ -185,9 +185,43 @@ def test_the_default_drift_query_is_the_one_the_drift_monitor_documents() -> Non
     assert queries.drift_query(resource(), 3) == default_query("ml", "iris", 3)
 
 
-def test_a_custom_drift_query_gets_namespace_name_and_revision() -> None:
-    custom = resource(prometheus={"query": 'max(my_drift{ns="$namespace", app="$name", rev="$revision"})'})
-    assert queries.drift_query(custom, 2) == 'max(my_drift{ns="ml", app="iris", rev="2"})'
+def test_a_platform_query_template_gets_namespace_name_and_revision() -> None:
+    templates = {"p-drift": 'max(my_drift{ns="$namespace", app="$name", rev="$revision"})'}
+    custom = resource(prometheus={"queryTemplate": "p-drift"})
+    assert queries.drift_query(custom, 2, templates) == 'max(my_drift{ns="ml", app="iris", rev="2"})'
+    assert queries.drift_query(custom, 2, {}) == queries.drift_query(resource(), 2), "unknown: the default"
+
+
+def test_tenants_query_only_the_prometheus_and_templates_the_platform_allows() -> None:
+    from optiloop.operator.prometheus_access import access_errors
+
+    def errors(allowed: tuple[str, ...] = (), api: str | None = "10.96.0.1", **prometheus: Any) -> list[str]:
+        return [str(e) for e in access_errors(resource(prometheus=prometheus), allowed, {"p-drift": "x"}, api)]
+
+    assert errors() == []
+    assert errors(queryTemplate="p-drift") == []
+    assert errors(queryTemplate="other") == [
+        "spec.monitoring.prometheus.queryTemplate: 'other' is not a query template of this operator (p-drift)"
+    ]
+    [message] = errors(url="http://prom.team-a:9090")
+    assert message.startswith("spec.monitoring.prometheus.url: this operator lets resources use only its own")
+    allowed = ("http://prom.team-a", "https://thanos.example.com:443/tenant-a")
+    assert errors(allowed, url="http://prom.team-a:9090") == []
+    assert errors(allowed, url="https://thanos.example.com/tenant-a/x") == []
+    for refused in ("http://prom.team-b:9090", "https://thanos.example.com/tenant-b", "http://evil.example"):
+        assert "not among the Prometheus URLs" in errors(allowed, url=refused)[0], refused
+    # Never these, whatever the allowlist says.
+    everything = (
+        "http://169.254.169.254",
+        "http://[fe80::1]",
+        "http://0.0.0.0",
+        "https://kubernetes.default.svc",
+        "https://10.96.0.1",
+        "http://metadata.google.internal",
+        "https://kubernetes.default.svc.cluster.local",
+    )
+    for url in everything:
+        assert "must not be" in errors(everything, url=url)[0], url
 
 
 def test_canary_queries_select_the_canary_revision_and_count_only_server_errors() -> None:
