@@ -1,0 +1,146 @@
+"""The operator's decisions at their edges, written to kill the mutants that survived the rest
+of the unit tests (docs/mutation.md): bounds that are inclusive, the one InferenceService write
+a canary's end leaves, a failed retrain that does not make a serving model un-Ready, a
+predictor that stops being Ready, and the canary's latency bound taken from the compression
+gate."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from optiloop.api.spec import CanaryAnalysis
+from optiloop.api.status import DriftStatus
+from optiloop.operator.observed import CanaryMetrics, Observed, ObservedJob
+from optiloop.operator.planning.plan import Apply, Plan
+from optiloop.operator.policy import DriftDecision, judge_canary
+from optiloop.operator.reconcile import reconcile
+from tests.unit.test_operator_reconcile import (
+    COMPRESSED,
+    CONFIG,
+    T0,
+    TUNED,
+    child_from,
+    condition,
+    job,
+    resource,
+    serve_revision_one,
+)
+
+ANALYSIS = CanaryAnalysis(window_seconds=300, max_error_rate=0.01, max_latency_p95_ms=20.0)
+
+
+@pytest.mark.parametrize(("error_rate", "p95"), [(0.01, 5.0), (0.0, 20.0)])
+def test_a_canary_exactly_at_a_bound_is_within_it(error_rate: float, p95: float) -> None:
+    decision = judge_canary(True, T0, T0 + timedelta(seconds=300), ANALYSIS, error_rate, p95)
+    assert (decision.action, decision.reason) == ("promote", "CanaryHealthy")
+
+
+def drifted_revision_two() -> tuple[Plan, Observed]:
+    """Revision 1 serves; drift starts revision 2, whose Jobs succeed: it is deployed as a canary."""
+    final, observed, _ = serve_revision_one()
+    drifting = DriftDecision(DriftStatus(retrains_triggered=1, last_retrain_time=T0), True, "DriftSustained")
+    plan = reconcile(final, observed, CONFIG, T0 + timedelta(minutes=5), drifting)
+    jobs = {
+        **observed.jobs,
+        ("tuning", 2): job("tuning", 2, "Succeeded", TUNED),
+        ("compression", 2): job("compression", 2, "Succeeded", COMPRESSED),
+    }
+    return reconcile(resource(status=plan.status), replace(observed, jobs=jobs), CONFIG, T0 + timedelta(minutes=6)), (
+        replace(observed, jobs=jobs)
+    )
+
+
+def isvc_writes(plan: Plan) -> list[Apply]:
+    return [a for a in plan.actions if isinstance(a, Apply) and a.kind == "InferenceService"]
+
+
+def test_a_canary_ended_in_the_pass_that_planned_it_leaves_only_the_stable_revisions_inference_service() -> None:
+    plan, observed = drifted_revision_two()
+    # The canary's InferenceService was never written (the stable revision's is what exists), and
+    # two windows passed: rolled back, and the canary's write planned in this pass is dropped.
+    later = T0 + timedelta(minutes=6) + timedelta(seconds=601)
+    rolled = reconcile(resource(status=plan.status), replace(observed, canary=CanaryMetrics(0.0, 1.0)), CONFIG, later)
+    assert rolled.status.history[-1].outcome == "RolledBack"
+    assert isvc_writes(rolled) == [], "the stable revision's InferenceService is already as it should be"
+    # The same with a canary InferenceService that exists but is not current: one write, the stable one.
+    assert observed.service is not None
+    stale = replace(observed.service, spec_hash="stale", revision=2)
+    rolled = reconcile(resource(status=plan.status), replace(observed, service=stale, canary=CanaryMetrics(0.0, 1.0)),
+                       CONFIG, later)  # fmt: skip
+    [write] = isvc_writes(rolled)
+    assert write.body["metadata"]["labels"]["optiloop.dev/revision"] == "1"
+    assert "canaryTrafficPercent" not in write.body["spec"]["predictor"]
+
+
+def test_a_failed_drift_retrain_leaves_the_serving_model_ready() -> None:
+    final, observed, _ = serve_revision_one()
+    drifting = DriftDecision(DriftStatus(retrains_triggered=1, last_retrain_time=T0), True, "DriftSustained")
+    plan = reconcile(final, observed, CONFIG, T0 + timedelta(minutes=5), drifting)
+    failed = ObservedJob("iris-tune-r2", "tuning", 2, "Failed", "BackoffLimitExceeded", "boom")
+    after = reconcile(resource(status=plan.status), replace(observed, jobs={**observed.jobs, ("tuning", 2): failed}),
+                      CONFIG, T0 + timedelta(minutes=6))  # fmt: skip
+    assert after.status.history[-1].outcome == "Failed"
+    assert condition(after, "Tuned") == ("False", "JobFailed")
+    assert condition(after, "Ready") == ("True", "Serving")
+    assert after.status.phase == "Serving"
+    # The same failure on a revision the user asked for does make it not Ready.
+    changed = reconcile(resource(2, final.status, tuning={"maxTrials": 5}), observed, CONFIG, T0 + timedelta(minutes=5))
+    failed_user = reconcile(resource(2, changed.status, tuning={"maxTrials": 5}),
+                            replace(observed, jobs={**observed.jobs, ("tuning", 2): failed}), CONFIG,
+                            T0 + timedelta(minutes=6))  # fmt: skip
+    ready = failed_user.status.condition("Ready")
+    assert ready is not None
+    assert (ready.status, ready.reason) == ("False", "JobFailed")
+    assert ready.message.startswith("revision 2: Job iris-tune-r2 failed (BackoffLimitExceeded: boom)")
+    assert failed_user.status.phase == "Failed"
+
+
+def test_a_serving_predictor_that_stops_being_ready_makes_ready_unknown_with_its_reason() -> None:
+    final, observed, _ = serve_revision_one()
+    assert observed.service is not None
+    down = replace(observed, service=replace(observed.service, ready=False))
+    plan = reconcile(final, down, CONFIG, T0 + timedelta(minutes=5))
+    assert condition(plan, "Deployed") == ("Unknown", "PredictorNotReady")
+    ready = plan.status.condition("Ready")
+    assert ready is not None
+    assert (ready.status, ready.reason, ready.message) == (
+        "Unknown",
+        "PredictorNotReady",
+        "the InferenceService is not Ready",
+    )
+    assert plan.status.phase == "Serving"
+
+
+def test_ready_says_what_serves_and_what_is_being_built() -> None:
+    first = reconcile(resource(), Observed(), CONFIG, T0)
+    ready = first.status.condition("Ready")
+    assert ready is not None
+    assert ready.message == "revision 1: tuning"
+    _, _, plan = serve_revision_one()
+    ready = plan.status.condition("Ready")
+    assert ready is not None
+    assert ready.message == "revision 1 serves at http://iris.ml.example.com"
+
+
+def test_without_its_own_latency_bound_a_canary_is_held_to_the_compression_gate() -> None:
+    final, observed, _ = serve_revision_one()
+    spec = {"compression": {"gates": {"maxLatencyP95Ms": 10.0}}}
+    drifting = DriftDecision(DriftStatus(retrains_triggered=1, last_retrain_time=T0), True, "DriftSustained")
+    plan = reconcile(resource(status=final.status, **spec), observed, CONFIG, T0 + timedelta(minutes=5), drifting)
+    jobs = {
+        **observed.jobs,
+        ("tuning", 2): job("tuning", 2, "Succeeded", TUNED),
+        ("compression", 2): job("compression", 2, "Succeeded", COMPRESSED),
+    }
+    now = T0 + timedelta(minutes=6)
+    plan = reconcile(resource(status=plan.status, **spec), replace(observed, jobs=jobs), CONFIG, now)
+    canary = replace(observed, jobs=jobs, service=child_from(plan, "InferenceService"))
+    slow = reconcile(resource(status=plan.status, **spec), replace(canary, canary=CanaryMetrics(0.0, 12.0)), CONFIG,
+                     now + timedelta(seconds=30))  # fmt: skip
+    assert slow.status.history[-1].message == "rolled back: LatencyTooHigh"
+    fast = reconcile(resource(status=plan.status, **spec), replace(canary, canary=CanaryMetrics(0.0, 9.0)), CONFIG,
+                     now + timedelta(seconds=30))  # fmt: skip
+    assert condition(fast, "Deployed") == ("Unknown", "CanaryAnalysing")
