@@ -1,6 +1,6 @@
 # The two commands a fresh machine needs are `make install` and `make test`;
 # .ci/run calls exactly these. The real work is in hack/*.sh.
-.PHONY: install test lock crd control-plane bench
+.PHONY: install test lock crd control-plane bench mutate
 
 install:  ## Create .venv and .venv-drift from the locks and build the test control plane
 	hack/install.sh
@@ -23,3 +23,8 @@ bench:  ## Run the benchmarks at reduced size (see docs/benchmarks.md for the fu
 	.venv/bin/python bench/serving.py --quick
 	.venv-drift/bin/python bench/drift.py --quick
 	.venv/bin/python bench/operator_scale.py --sizes 10 100
+
+mutate:  ## Mutation-test the operator's decisions, the API's validation and the gates (docs/mutation.md)
+	rm -rf mutants
+	.venv/bin/mutmut run
+	.venv/bin/mutmut results

@@ -62,7 +62,7 @@ def test_apply_to_ready_creates_every_child_with_owner_labels_and_restricted_pod
     predictor = isvc["spec"]["predictor"]
     assert "canaryTrafficPercent" not in predictor
     assert predictor["maxReplicas"] == 4
-    assert predictor["logger"]["url"] == f"http://iris-drift.{watched}.svc.cluster.local:8080/"
+    assert predictor["logger"]["url"] == f"http://iris-drift.{watched}.svc.cluster.local/revisions/1"
     assert isvc["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
     deployment = resources.apps.read_namespaced_deployment("iris-drift", watched)
     assert deployment.metadata.owner_references[0].uid == created["metadata"]["uid"]

@@ -65,7 +65,8 @@ def test_autoscaling_canary_and_logger_come_from_the_spec() -> None:
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 9)
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("rps", 50)
     assert predictor["canaryTrafficPercent"] == 20
-    assert predictor["logger"] == {"mode": "request", "url": "http://iris-drift.ml.svc.cluster.local:8080/"}
+    assert predictor["logger"] == {"mode": "request", "url": "http://iris-drift.ml.svc.cluster.local/revisions/4"}
+    assert predictor["automountServiceAccountToken"] is False, "the predictor pod gets no API token"
     quiet = resource(monitoring={"enabled": False})
     assert "logger" not in inference_service(quiet, CONFIG, revision=1)["spec"]["predictor"]
 

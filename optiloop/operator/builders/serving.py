@@ -30,6 +30,9 @@ from .jobs import PVC_ROOT, artifacts_root
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 DRIFT_PORT = 8080
+"""The drift monitor container's port."""
+SERVICE_PORT = 80
+"""The drift monitor Service's port (so the payload logger's URL needs none)."""
 
 
 def model_uri(resource: ModelOptimization, revision: int) -> str:
@@ -38,10 +41,11 @@ def model_uri(resource: ModelOptimization, revision: int) -> str:
     return f"{base}/triton" if resource.spec.deployment.runtime == "onnx" else base
 
 
-def drift_monitor_url(resource: ModelOptimization) -> str:
-    """In-cluster URL of the resource's drift monitor (where the payload logger posts)."""
+def drift_monitor_url(resource: ModelOptimization, revision: int) -> str:
+    """Where ``revision``'s payload logger posts: the resource's drift monitor, on the path that
+    tells it which revision sent the events (a canary's are kept out of the drift window)."""
     namespace = resource.metadata.namespace or "default"
-    return f"http://{names.drift_monitor(resource.metadata.name)}.{namespace}.svc.cluster.local:{DRIFT_PORT}/"
+    return f"http://{names.drift_monitor(resource.metadata.name)}.{namespace}.svc.cluster.local/revisions/{revision}"
 
 
 def _predictor_model(resource: ModelOptimization, config: OperatorConfig, revision: int) -> dict[str, Any]:
@@ -88,6 +92,8 @@ def inference_service(
     """The InferenceService serving ``revision``; ``canary`` sends it only the spec's traffic share."""
     deployment = resource.spec.deployment
     predictor: dict[str, Any] = {
+        # Serving needs no Kubernetes API: no token in the predictor pod for anyone to use.
+        "automountServiceAccountToken": False,
         "minReplicas": deployment.min_replicas,
         "maxReplicas": deployment.max_replicas,
         "scaleMetric": deployment.scale_metric,
@@ -95,7 +101,7 @@ def inference_service(
         **_predictor_model(resource, config, revision),
     }
     if resource.spec.monitoring.enabled:
-        predictor["logger"] = {"mode": "request", "url": drift_monitor_url(resource)}
+        predictor["logger"] = {"mode": "request", "url": drift_monitor_url(resource, revision)}
     if canary:
         predictor["canaryTrafficPercent"] = deployment.canary_traffic_percent
     meta = metadata(resource, names.inference_service(resource.metadata.name), "serving", revision)
@@ -177,6 +183,6 @@ def drift_monitor(resource: ModelOptimization, config: OperatorConfig, revision:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": copy.deepcopy(meta),
-        "spec": {"selector": selector, "ports": [{"name": "http", "port": DRIFT_PORT, "targetPort": "http"}]},
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}]},
     }
     return [deployment, service]
