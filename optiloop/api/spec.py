@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from . import cron
 from ._base import ApiModel, ColumnName, ObjectName, Quantity, Rule
-from .uris import DatasetURI, StorageURI
+from .uris import DatasetURI, S3Endpoint, StorageURI
 
 Task = Literal["classification", "regression"]
 Metric = Literal["accuracy", "f1", "rocAuc", "rmse", "mae", "r2", "latencyMs", "parameters"]
@@ -148,8 +148,9 @@ class DatasetSpec(ApiModel):
     """Seed for the split and every other random choice of the run."""
     credentials_secret_ref: SecretReference | None = None
     """Secret holding ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` for an ``s3://`` URI."""
-    s3_endpoint: Annotated[str, Field(max_length=512, pattern=r"^https?://[^\s/]+(/.*)?$")] | None = None
-    """Endpoint of an S3-compatible store (MinIO, Ceph); AWS when omitted."""
+    s3_endpoint: S3Endpoint | None = None
+    """Endpoint of an S3-compatible store (MinIO, Ceph) as ``http(s)://host[:port]``; AWS when
+    omitted. No credentials in it: they come from credentialsSecretRef."""
 
     cross_field_rules = (
         Rule(

@@ -79,3 +79,31 @@ DatasetURI = Annotated[
     ),
 ]
 """Where the training data lives; ``builtin://`` names one of scikit-learn's bundled sets."""
+
+
+S3_ENDPOINT_PATTERN = r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?/?$"
+_S3_ENDPOINT_MESSAGE = (
+    "must be http(s)://<host>[:<port>] (for example https://minio.storage:9000), with no user, password, "
+    "path or query: credentials go in a Secret named by credentialsSecretRef"
+)
+
+
+def _check_s3_endpoint(value: str) -> str:
+    if not re.fullmatch(S3_ENDPOINT_PATTERN, value):
+        raise ValueError(_S3_ENDPOINT_MESSAGE)
+    return value
+
+
+S3Endpoint = Annotated[
+    str,
+    AfterValidator(_check_s3_endpoint),
+    Field(
+        max_length=512,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": f"self.matches({cel_string(S3_ENDPOINT_PATTERN)})", "message": _S3_ENDPOINT_MESSAGE}
+            ]
+        },
+    ),
+]
+"""Endpoint of an S3-compatible store: scheme, host and port only, never credentials."""

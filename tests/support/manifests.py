@@ -76,6 +76,13 @@ MALFORMED: list[Malformed] = [
         "spec.tuning.maxTrials",
     ),
     Malformed("unknown-field", _set(spec__dataset__bogus=1), "spec.dataset.bogus"),
+    Malformed(
+        "credentials-in-the-s3-endpoint",
+        _set(
+            spec__dataset__uri="s3://data/train.csv", spec__dataset__s3Endpoint="https://key:secret@minio.storage:9000"
+        ),
+        "spec.dataset.s3Endpoint",
+    ),
     Malformed("unknown-section", _set(spec__training={"epochs": 3}), "spec.training"),
     Malformed(
         "bad-uri-scheme", _set(spec__deployment__storageUri="http://example.com/models"), "spec.deployment.storageUri"
