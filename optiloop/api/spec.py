@@ -827,6 +827,18 @@ class ModelOptimizationSpec(ApiModel):
 
     cross_field_rules = (
         Rule(
+            "!has(self.dataset.credentialsSecretRef) || !has(self.deployment.storageCredentialsSecretRef) || "
+            "self.dataset.credentialsSecretRef.name == self.deployment.storageCredentialsSecretRef.name",
+            "the Jobs read the dataset and the artifact store with one identity: name the same Secret as "
+            "deployment.storageCredentialsSecretRef, or put both stores' access in one Secret",
+            lambda m: (
+                m.dataset.credentials_secret_ref is None
+                or m.deployment.storage_credentials_secret_ref is None
+                or m.dataset.credentials_secret_ref.name == m.deployment.storage_credentials_secret_ref.name
+            ),
+            "dataset.credentialsSecretRef",
+        ),
+        Rule(
             "!has(self.tuning) || !has(self.tuning.objectives) || "
             "self.tuning.objectives.all(o, o.metric in (self.dataset.task == 'regression' ? "
             f"{_cel_list(REGRESSION_METRICS)} : {_cel_list(CLASSIFICATION_METRICS)}))",

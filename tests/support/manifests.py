@@ -184,7 +184,7 @@ def maximal_manifest() -> Manifest:
         uri="s3://datasets/cancer/train.parquet",
         format="parquet",
         categoricalColumns=["clinic"],
-        credentialsSecretRef={"name": "dataset-store"},
+        credentialsSecretRef={"name": "model-store"},
         s3Endpoint="http://minio.storage.svc:9000",
     )
     spec["features"]["selection"] = {"method": "mutualInfo", "maxFeatures": 12}

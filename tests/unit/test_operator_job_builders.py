@@ -87,6 +87,37 @@ def test_s3_credentials_come_only_from_the_referenced_secret() -> None:
     assert not any(v.get("persistentVolumeClaim") for v in job["spec"]["template"]["spec"]["volumes"])
 
 
+def test_the_datasets_credentials_and_claim_reach_the_jobs_that_read_it() -> None:
+    s3 = resource(dataset={"uri": "s3://data/train.csv", "credentialsSecretRef": {"name": "data-reader"}})
+    for build in (tuning_job, compression_job):
+        assert container(build(s3, CONFIG, revision=1))["envFrom"] == [{"secretRef": {"name": "data-reader"}}]
+    both = resource(
+        dataset={"uri": "s3://data/train.csv", "credentialsSecretRef": {"name": "store"}},
+        deployment={"storageUri": "s3://bucket/iris", "storageCredentialsSecretRef": {"name": "store"}},
+    )
+    assert container(tuning_job(both, CONFIG, revision=1))["envFrom"] == [{"secretRef": {"name": "store"}}]
+    other_claim = resource(dataset={"uri": "pvc://datasets/cancer/train.csv"})
+    job = tuning_job(other_claim, CONFIG, revision=1)
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "dataset", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}} in pod["volumes"]
+    assert {"name": "dataset", "mountPath": "/mnt/pvc/datasets", "readOnly": True} in container(job)["volumeMounts"]
+    same_claim = tuning_job(resource(dataset={"uri": "pvc://models/data/train.csv"}), CONFIG, revision=1)
+    assert [v["name"] for v in same_claim["spec"]["template"]["spec"]["volumes"]] == ["scratch", "artifacts"]
+
+
+def test_two_different_secrets_for_the_dataset_and_the_artifact_store_are_refused() -> None:
+    from optiloop.api.validation import manifest_errors
+
+    document = resource().model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["dataset"] = {"uri": "s3://data/train.csv", "credentialsSecretRef": {"name": "data-reader"}}
+    document["spec"]["deployment"] = {
+        "storageUri": "s3://bucket/iris",
+        "storageCredentialsSecretRef": {"name": "store"},
+    }
+    [error] = manifest_errors(document)
+    assert str(error).startswith("spec.dataset.credentialsSecretRef: the Jobs read the dataset and the artifact store")
+
+
 def test_parallel_trials_make_an_indexed_job_sharing_an_rdb_study() -> None:
     model = resource(
         tuning={

@@ -1,9 +1,10 @@
 """The tuning and compression Jobs of one revision.
 
 The pod runs the job entry point with the :class:`StageInput` in ``OPTILOOP_STAGE_INPUT``.
-Artifacts on ``pvc://<claim>/<path>`` come from the claim mounted at ``/mnt/pvc/<claim>``;
-on ``s3://`` the credentials come from the referenced Secret (``envFrom``), never from the
-resource itself. With ``tuning.parallelTrials > 1`` the tuning Job is an Indexed Job whose
+Artifacts on ``pvc://<claim>/<path>`` come from the claim mounted at ``/mnt/pvc/<claim>``
+(a dataset on another claim is mounted there too, read-only); on ``s3://`` the credentials
+(the artifact store's and the dataset's) come from the referenced Secret (``envFrom``), never
+from the resource itself. With ``tuning.parallelTrials > 1`` the tuning Job is an Indexed Job whose
 pods share one study (Kubernetes gives each its ``JOB_COMPLETION_INDEX``).
 """
 
@@ -46,20 +47,27 @@ def stage_input(resource: ModelOptimization, revision: int, parent_revision: int
     )
 
 
+def _claim(uri: str) -> str | None:
+    return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
+
+
 def _storage(resource: ModelOptimization) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Volumes, mounts and env-from entries that give the pod its artifact store."""
-    uri = artifacts_root(resource)
+    """Volumes, mounts and env-from entries that give the pod its artifact store and its data:
+    the artifact claim read-write, a dataset on another claim read-only, and the S3 credentials
+    of either from their Secret (validation makes them one Secret when both are set)."""
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
-    env_from: list[dict[str, Any]] = []
-    if uri.startswith("pvc://"):
-        claim = uri.removeprefix("pvc://").split("/", 1)[0]
-        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": "artifacts", "mountPath": f"{PVC_ROOT}/{claim}"})
-    secret = resource.spec.deployment.storage_credentials_secret_ref
-    if secret is not None:
-        env_from.append({"secretRef": {"name": secret.name}})
-    return volumes, mounts, env_from
+    artifacts = _claim(artifacts_root(resource))
+    if artifacts is not None:
+        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": artifacts}})
+        mounts.append({"name": "artifacts", "mountPath": f"{PVC_ROOT}/{artifacts}"})
+    dataset = _claim(str(resource.spec.dataset.uri))
+    if dataset is not None and dataset != artifacts:
+        volumes.append({"name": "dataset", "persistentVolumeClaim": {"claimName": dataset, "readOnly": True}})
+        mounts.append({"name": "dataset", "mountPath": f"{PVC_ROOT}/{dataset}", "readOnly": True})
+    secrets = [resource.spec.deployment.storage_credentials_secret_ref, resource.spec.dataset.credentials_secret_ref]
+    names = list(dict.fromkeys(secret.name for secret in secrets if secret is not None))
+    return volumes, mounts, [{"secretRef": {"name": name}} for name in names]
 
 
 def _env(resource: ModelOptimization, stage: StageInput) -> list[dict[str, Any]]:
