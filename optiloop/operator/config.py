@@ -22,6 +22,9 @@
 | ``OPTILOOP_PRIORITY`` | this replica's peering priority; must differ between replicas | derived from the host name |
 | ``OPTILOOP_PEERING_LIFETIME`` | seconds before a silent replica counts as gone (the takeover time) | ``60`` |
 | ``OPTILOOP_DRAIN_SECONDS`` | on SIGTERM, time for reconciles in flight and queued Events | ``20`` |
+| ``OPTILOOP_DRIFT_NETWORK_POLICY`` | give each drift monitor a NetworkPolicy (``true``/``false``) | ``true`` |
+| ``OPTILOOP_PROMETHEUS_NAMESPACE_LABELS`` | JSON labels of Prometheus' namespace, let through | ``monitoring`` |
+| ``OPTILOOP_PROMETHEUS_POD_LABELS`` | JSON labels of Prometheus' pods, let through | ``prometheus`` |
 
 Images and service accounts come only from here: a ModelOptimization cannot choose them.
 """
@@ -65,6 +68,14 @@ class OperatorConfig:
     """Drift queries a resource may name in ``spec.monitoring.prometheus.queryTemplate``."""
     api_server_host: str | None = None
     """The API server's address in the cluster, which no resource may have queried."""
+    drift_network_policy: bool = True
+    """Give each drift monitor a NetworkPolicy: only its InferenceService's pods and Prometheus reach it."""
+    prometheus_namespace_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"}
+    )
+    """Labels of the namespace Prometheus runs in (who may scrape the drift monitors)."""
+    prometheus_pod_labels: Mapping[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
+    """Labels of Prometheus' pods."""
     namespaces: tuple[str, ...] = ()
     default_job_resources: ResourceRequirements = field(default_factory=ResourceRequirements)
     default_predictor_resources: ResourceRequirements = field(default_factory=ResourceRequirements)
@@ -102,6 +113,11 @@ class OperatorConfig:
             ),
             prometheus_query_templates=_templates(env, "OPTILOOP_PROMETHEUS_QUERY_TEMPLATES"),
             api_server_host=env.get("KUBERNETES_SERVICE_HOST") or None,
+            drift_network_policy=_flag(env, "OPTILOOP_DRIFT_NETWORK_POLICY", defaults.drift_network_policy),
+            prometheus_namespace_labels=_labels(
+                env, "OPTILOOP_PROMETHEUS_NAMESPACE_LABELS", defaults.prometheus_namespace_labels
+            ),
+            prometheus_pod_labels=_labels(env, "OPTILOOP_PROMETHEUS_POD_LABELS", defaults.prometheus_pod_labels),
             namespaces=namespaces,
             default_job_resources=_resources(env, "OPTILOOP_DEFAULT_JOB_RESOURCES"),
             default_predictor_resources=_resources(env, "OPTILOOP_DEFAULT_PREDICTOR_RESOURCES"),
@@ -133,6 +149,28 @@ def _resources(env: Mapping[str, str], name: str) -> ResourceRequirements:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f'{name} must be JSON like {{"requests": {{"cpu": "1"}}}}: {problems}') from None
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ValueError(f"{name} must be true or false, not {raw!r}")
+    return raw == "true"
+
+
+def _labels(env: Mapping[str, str], name: str, default: Mapping[str, str]) -> Mapping[str, str]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        labels = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f'{name} must be a JSON object of labels like {{"app": "prometheus"}}: {exc}') from None
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise ValueError(f"{name} must map label names to label values (strings)")
+    return labels
 
 
 def _templates(env: Mapping[str, str], name: str) -> dict[str, str]:

@@ -45,6 +45,7 @@ CREDENTIALS_TTL_SECONDS = 60.0
 """How long credentials read from the configuration are reused (a projected service account
 token is rotated by the kubelet well before it expires; a 401 re-reads them at once)."""
 REQUEST_TIMEOUT = urllib3.Timeout(connect=10.0, read=60.0)
+MONITOR_KINDS = ("Deployment", "Service", "NetworkPolicy")
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 # Where each kind of child lives in the REST API: path prefix (group and version) and plural.
@@ -52,6 +53,7 @@ _PATHS = {
     "Job": ("/apis/batch/v1", "jobs"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "Service": ("/api/v1", "services"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "Pod": ("/api/v1", "pods"),
     "Event": ("/api/v1", "events"),
     "InferenceService": (f"/apis/{ISVC_API_VERSION}", "inferenceservices"),
@@ -186,9 +188,9 @@ class Cluster:
         return self._read(namespace, "InferenceService", name)
 
     def get_monitor(self, namespace: str, name: str) -> dict[str, dict[str, Any]]:
-        """The drift monitor's Deployment and Service that exist, by kind."""
+        """The drift monitor's Deployment, Service and NetworkPolicy that exist, by kind."""
         found: dict[str, dict[str, Any]] = {}
-        for kind in ("Deployment", "Service"):
+        for kind in MONITOR_KINDS:
             obj = self._read(namespace, kind, name)
             if obj is not None:
                 found[kind] = obj
@@ -199,7 +201,7 @@ class Cluster:
     def create(self, namespace: str, body: dict[str, Any], owner_uid: str) -> bool:
         """Create a child; True when created, False when our own child already existed."""
         kind, name = body["kind"], body["metadata"]["name"]
-        if kind not in ("Job", "InferenceService", "Deployment", "Service"):
+        if kind not in ("Job", "InferenceService", *MONITOR_KINDS):
             raise ValueError(f"the operator never creates a {kind}")
         try:
             with _mapped(f"create {kind} {namespace}/{name}"):
@@ -223,7 +225,7 @@ class Cluster:
         """Replace a child we read at ``resource_version`` (a conflict is transient)."""
         body = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
         kind, name = body["kind"], body["metadata"]["name"]
-        if kind not in ("InferenceService", "Deployment", "Service"):
+        if kind not in ("InferenceService", *MONITOR_KINDS):
             raise ValueError(f"the operator never replaces a {kind}")
         with _mapped(f"replace {kind} {namespace}/{name}"):
             self.http.request("PUT", _path(kind, namespace, name), body)
@@ -233,7 +235,7 @@ class Cluster:
 
         Only the object ``uid`` (the one observed as ours) is deleted: if another object has
         taken the name since, the API server refuses (a conflict, retried after a fresh read)."""
-        if kind not in ("Job", "Deployment", "Service"):
+        if kind not in ("Job", *MONITOR_KINDS):
             raise ValueError(f"the operator never deletes a {kind}")
         options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         if uid:

@@ -51,6 +51,8 @@ def test_cluster_mode_renders_cluster_roles_and_one_cluster_peering() -> None:
         ("Deployment", "optiloop-system"),
         ("Service", "optiloop-system"),
         ("ServiceAccount", "optiloop-system"),
+        ("ValidatingAdmissionPolicy", None),
+        ("ValidatingAdmissionPolicyBinding", None),
     ]
     env = {e["name"]: e.get("value") for e in deployment(objects)["containers"][0]["env"]}
     assert env["OPTILOOP_NAMESPACES"] == ""
@@ -82,6 +84,24 @@ def test_the_operator_pod_is_restricted_with_a_read_only_root_and_probes() -> No
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_the_admission_policy_binds_the_operators_account_to_the_configured_images(tmp_path: Path) -> None:
+    images = {"jobs": "r.example/j:1", "predictor": "r.example/p:1", "drift": "r.example/d:1"}
+    objects = render("rel", "ops", {"childImages": images}, tmp_path)
+    policy = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicy")
+    assert policy["spec"]["matchConditions"][0]["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:ops:rel-optiloop'".replace("'", '"')
+    )
+    allowed = next(v["expression"] for v in policy["spec"]["variables"] if v["name"] == "allowed")
+    assert all(f'"{image}"' in allowed for image in images.values())
+    binding = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding")
+    assert (binding["spec"]["policyName"], binding["spec"]["validationActions"]) == (
+        policy["metadata"]["name"],
+        ["Deny"],
+    )
+    off = render("rel", "ops", {"admissionPolicy": {"enabled": False}}, tmp_path)
+    assert not [o for o in off if o["kind"].startswith("ValidatingAdmissionPolicy")]
 
 
 def test_the_pod_grace_period_leaves_room_for_the_drain_on_shutdown(tmp_path: Path) -> None:

@@ -26,6 +26,25 @@ from tests.support.operator import (
 
 pytestmark = pytest.mark.cluster
 SPEC: dict[str, Any] = {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": "pvc://models/iris"}}
+# The images tests/support/operator.py configures the operator with; the admission policy allows only these.
+TEST_IMAGES = {
+    "jobs": "registry.example/optiloop/jobs:test",
+    "predictor": "registry.example/optiloop/serve:test",
+    "drift": "registry.example/optiloop/drift:test",
+}
+# Grants the scenario does not exercise, and why each is still needed.
+RARELY_USED = {
+    ("get", "jobs"): "a create that meets AlreadyExists reads the Job to see whose it is",
+    ("get", "modeloptimizations"): "a status write refused by a conflict reads the resource again",
+    ("update", "deployments"): "a drift monitor whose spec changed is replaced",
+    ("update", "services"): "the same for its Service",
+    ("update", "networkpolicies"): "the same for its NetworkPolicy",
+    ("get", "networkpolicies"): "read with the monitor (the scenario's reads may all come before it exists)",
+    ("update", "modeloptimizations/finalizers"): "needed by owner references with blockOwnerDeletion",
+    ("list", "kopfpeerings"): "Kopf lists peerings when it starts",
+    ("watch", "kopfpeerings"): "Kopf watches its peering object",
+    ("get", "kopfpeerings"): "Kopf reads its peering object",
+}
 
 
 def allowed(api: Any, user: str, namespace: str | None, verb: str, group: str, resource: str) -> bool:
@@ -91,7 +110,8 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
         create_namespace(k8s, "other"),
     )
     release = f"ns-{secrets.token_hex(2)}"
-    objects = render(release, system, {"watch": {"mode": "namespaced", "namespaces": [watched]}}, tmp_path)
+    values = {"watch": {"mode": "namespaced", "namespaces": [watched]}, "childImages": TEST_IMAGES}
+    objects = render(release, system, values, tmp_path)
     apply(k8s, objects, dry_run=True)
     apply(k8s, objects)
     account = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
@@ -144,7 +164,8 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
     exercised = {(verb, resource) for verb, _, resource, _ in uses}
     for needed in [("create", "jobs"), ("delete", "jobs"), ("list", "pods"), ("patch", "modeloptimizations/status"),
                    ("create", "inferenceservices"), ("update", "inferenceservices"), ("create", "deployments"),
-                   ("delete", "services"), ("create", "events"), ("patch", "kopfpeerings")]:  # fmt: skip
+                   ("delete", "services"), ("create", "events"), ("patch", "kopfpeerings"),
+                   ("create", "networkpolicies"), ("delete", "networkpolicies")]:  # fmt: skip
         assert needed in exercised, f"the scenario did not exercise {needed}"
     for verb, group, resource, ns in sorted(uses, key=str):
         assert ns in (watched, None), f"namespaced mode reached outside {watched}: {verb} {resource} in {ns}"
@@ -154,6 +175,47 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
     for verb, group, resource in MUST_NOT:
         for ns in (watched, None):
             assert not allowed(k8s, user, ns, verb, group, resource), f"{verb} {resource} in {ns or 'the cluster'}"
+    # The smallest RBAC that works: every grant was used, or is listed with the reason it is needed.
+    granted = {
+        (verb, resource)
+        for o in objects if o["kind"] == "Role"
+        for rule in o["rules"] for verb in rule["verbs"] for resource in rule["resources"]
+    }  # fmt: skip
+    unused = granted - exercised - set(RARELY_USED)
+    assert not unused, f"granted but never used by the operator: {sorted(unused)}"
+
+    # The admission policy: the operator's own account cannot write anything that is not one of
+    # our children with our images, whatever its RBAC allows.
+    forge_as_operator(control_plane, kubeconfig, watched, resources)
+
+
+def forge_as_operator(control_plane: ControlPlane, kubeconfig: Path, namespace: str, resources: Resources) -> None:
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    owner = resources.get("iris")["metadata"]
+    ours = {
+        "labels": {"app.kubernetes.io/managed-by": "optiloop", "optiloop.dev/name": "iris"},
+        "ownerReferences": [{"apiVersion": "optiloop.dev/v1alpha1", "kind": "ModelOptimization",
+                             "name": "iris", "uid": owner["uid"]}],
+    }  # fmt: skip
+
+    def job(name: str, image: str, **meta: Any) -> dict[str, Any]:
+        pod = {"restartPolicy": "Never", "containers": [{"name": "c", "image": image}]}
+        return {"metadata": {"name": name, **meta}, "spec": {"template": {"spec": pod}}}
+
+    operator = client.BatchV1Api(config.new_client_from_config(str(kubeconfig)))
+    forged = [
+        (job("forged-unlabelled", TEST_IMAGES["jobs"]), "labelled as its children"),
+        (job("forged-image", "registry.example/miner:1", **ours), "runs only the images of its configuration"),
+        (job("forged-orphan", TEST_IMAGES["jobs"], labels=ours["labels"]), "owned by a ModelOptimization"),
+    ]
+    for body, message in forged:
+        with pytest.raises(ApiException) as refused:
+            operator.create_namespaced_job(namespace, body, dry_run="All")
+        assert refused.value.status in (403, 422), refused.value.body
+        assert message in (refused.value.body or ""), refused.value.body
+    operator.create_namespaced_job(namespace, job("ours", TEST_IMAGES["jobs"], **ours), dry_run="All")
 
 
 def test_cluster_chart_installs_and_grants_the_same_uses_cluster_wide_and_nothing_forbidden(

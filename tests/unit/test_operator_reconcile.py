@@ -84,7 +84,7 @@ def serve_revision_one() -> tuple[ModelOptimization, Observed, Plan]:
     plan = reconcile(resource(status=plan.status), both, CONFIG, T0 + timedelta(minutes=2))
     observed = Observed(jobs=both.jobs, service=child_from(plan, "InferenceService"))
     plan = reconcile(resource(status=plan.status), observed, CONFIG, T0 + timedelta(minutes=3))
-    monitor = {k: child_from(plan, k) for k in ("Deployment", "Service")}
+    monitor = {k: child_from(plan, k) for k in ("Deployment", "Service", "NetworkPolicy")}
     observed = replace(observed, monitor=monitor)
     return resource(status=plan.status), observed, plan
 
@@ -324,7 +324,11 @@ def test_delete_actions_name_their_api_version() -> None:
     final, observed, _ = serve_revision_one()
     plan = reconcile(resource(2, final.status, monitoring={"enabled": False}), observed, CONFIG, T0)
     deletes = [a for a in plan.actions if isinstance(a, Delete)]
-    assert {(d.api_version, d.kind) for d in deletes} == {("apps/v1", "Deployment"), ("v1", "Service")}
+    assert {(d.api_version, d.kind) for d in deletes} == {
+        ("apps/v1", "Deployment"),
+        ("v1", "Service"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+    }
 
 
 def test_a_job_deleted_after_it_was_created_is_created_again_with_a_warning() -> None:

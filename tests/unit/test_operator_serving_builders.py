@@ -75,7 +75,7 @@ def test_drift_monitor_reads_the_serving_revision_from_the_claim() -> None:
     model = resource(
         monitoring={"detector": "ks", "pValue": 0.01, "correction": "fdr", "windowSize": 300, "window": "tumbling"}
     )
-    deployment, service = drift_monitor(model, CONFIG, revision=5)
+    deployment, service, _ = drift_monitor(model, CONFIG, revision=5)
     assert deployment["metadata"]["name"] == service["metadata"]["name"] == "iris-drift"
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -89,6 +89,23 @@ def test_drift_monitor_reads_the_serving_revision_from_the_claim() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert "optiloop.dev/revision" not in deployment["spec"]["selector"]["matchLabels"]  # stable across revisions
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_only_the_inference_services_pods_and_prometheus_reach_the_drift_monitor() -> None:
+    config = OperatorConfig(prometheus_namespace_labels={"team": "obs"}, prometheus_pod_labels={"app": "prom"})
+    deployment, _, policy = drift_monitor(resource(), config, revision=5)
+    assert (policy["kind"], policy["metadata"]["name"]) == ("NetworkPolicy", "iris-drift")
+    assert policy["spec"]["podSelector"] == {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    sources = [rule["from"] for rule in policy["spec"]["ingress"]]
+    assert sources == [
+        [{"podSelector": {"matchLabels": {"serving.kserve.io/inferenceservice": "iris"}}}],
+        [{"namespaceSelector": {"matchLabels": {"team": "obs"}}, "podSelector": {"matchLabels": {"app": "prom"}}}],
+    ]
+    ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert ports == {deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]}
+    off = OperatorConfig(drift_network_policy=False)
+    assert [b["kind"] for b in drift_monitor(resource(), off, revision=5)] == ["Deployment", "Service"]
 
 
 def test_drift_monitor_needs_the_artifacts_on_a_claim() -> None:

@@ -53,10 +53,8 @@ operator really uses on a real API server.
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
 # Kopf posts Events for handler failures; the operator posts its own on every transition.
+# (core v1 Events only: neither Kopf nor optiloop posts events.k8s.io ones).
 - apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create"]
-- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
 {{- end -}}
@@ -68,7 +66,7 @@ operator really uses on a real API server.
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["optiloop.dev"]
   resources: ["modeloptimizations/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # Children carry ownerReferences with blockOwnerDeletion, which needs this where the
 # OwnerReferencesPermissionEnforcement admission plugin runs.
 - apiGroups: ["optiloop.dev"]
@@ -92,5 +90,9 @@ operator really uses on a real API server.
   verbs: ["get", "list", "watch", "create", "update", "delete"]
 - apiGroups: [""]
   resources: ["services"]
+  verbs: ["get", "create", "update", "delete"]
+# The drift monitor's NetworkPolicy (only its InferenceService's pods and Prometheus reach it).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
   verbs: ["get", "create", "update", "delete"]
 {{- end -}}

@@ -31,6 +31,8 @@ from .jobs import PVC_ROOT, artifacts_root
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 DRIFT_PORT = 8080
 """The drift monitor container's port."""
+ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"
+"""The label KServe puts on an InferenceService's pods, naming it."""
 SERVICE_PORT = 80
 """The drift monitor Service's port (so the payload logger's URL needs none)."""
 
@@ -185,4 +187,35 @@ def drift_monitor(resource: ModelOptimization, config: OperatorConfig, revision:
         "metadata": copy.deepcopy(meta),
         "spec": {"selector": selector, "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http"}]},
     }
-    return [deployment, service]
+    if not config.drift_network_policy:
+        return [deployment, service]
+    return [deployment, service, _monitor_network_policy(resource, config, copy.deepcopy(meta), selector)]
+
+
+def _monitor_network_policy(
+    resource: ModelOptimization, config: OperatorConfig, meta: dict[str, Any], selector: dict[str, str]
+) -> dict[str, Any]:
+    """Only the InferenceService's pods (their payload logger) and Prometheus (its scrapes) reach
+    the drift monitor: nobody else in the cluster can feed it events or hide drift.
+
+    Per monitor rather than in the chart: the chart cannot know the namespaces of a cluster-wide
+    install, and each policy selects one resource's predictor pods by KServe's label."""
+    isvc = {ISVC_POD_LABEL: names.inference_service(resource.metadata.name)}
+    port = [{"protocol": "TCP", "port": DRIFT_PORT}]
+    prometheus = {
+        "namespaceSelector": {"matchLabels": dict(config.prometheus_namespace_labels)},
+        "podSelector": {"matchLabels": dict(config.prometheus_pod_labels)},
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta,
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": isvc}}], "ports": port},
+                {"from": [prometheus], "ports": port},
+            ],
+        },
+    }

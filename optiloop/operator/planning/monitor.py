@@ -11,17 +11,19 @@ from .draft import Draft
 from .plan import Delete
 
 _NOT_MONITORING = ("NotServing", "MonitoringDisabled", "MonitorUnavailable")
+API_VERSIONS = {"Deployment": "apps/v1", "Service": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
+"""The drift monitor's parts."""
 
 
 def monitor(draft: Draft) -> None:
-    """Keep the serving revision's drift monitor as desired, or remove it."""
+    """Keep the serving revision's drift monitor as desired (and remove parts no longer
+    wanted, such as a NetworkPolicy the configuration turned off), or remove it."""
     monitoring = draft.resource.spec.monitoring
     serving = draft.status.serving_revision
     existing = draft.observed.monitor
     if not monitoring.enabled or serving is None:
         for child in existing.values():
-            api_version = "apps/v1" if child.kind == "Deployment" else "v1"
-            draft.actions.append(Delete(api_version, child.kind, child.name, child.uid))
+            draft.actions.append(Delete(API_VERSIONS[child.kind], child.kind, child.name, child.uid))
         reason = "MonitoringDisabled" if not monitoring.enabled else "NotServing"
         if find(draft.status.conditions, "DriftWithinBounds") is None or not monitoring.enabled:
             draft.condition("DriftWithinBounds", "Unknown", reason, "no drift monitor runs")
@@ -33,6 +35,10 @@ def monitor(draft: Draft) -> None:
         return
     for body in bodies:
         draft.ensure(body, existing.get(body["kind"]))
+    wanted = {body["kind"] for body in bodies}
+    for child in existing.values():
+        if child.kind not in wanted:
+            draft.actions.append(Delete(API_VERSIONS[child.kind], child.kind, child.name, child.uid))
     if draft.status.drift is None:
         draft.status.drift = DriftStatus()
     drift = find(draft.status.conditions, "DriftWithinBounds")
