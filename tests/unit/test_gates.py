@@ -173,3 +173,32 @@ def test_the_message_compares_the_winner_with_the_baseline() -> None:
     assert result.message.startswith("chose a, the fastest of 2 passing candidates out of 2")
     assert "4x the baseline's speed" in result.message
     assert "4x smaller" in result.message
+
+
+def test_a_candidate_exactly_at_each_gate_passes_it_and_one_just_past_fails_naming_value_and_limit() -> None:
+    """Gates are inclusive limits: at the limit passes, past it fails with both numbers (and sizes
+    in readable units)."""
+    from optiloop.jobs.gates import judge
+
+    gates = CompressionGates(max_metric_drop=0.01, max_latency_p95_ms=2.0, max_size_bytes=1536)
+    assert judge(candidate("edge", 0.94, 2.0, 1536), BASELINE, gates, "accuracy") == []
+    failed = judge(candidate("past", 0.93, 2.5, 1537), BASELINE, gates, "accuracy")
+    assert failed == [
+        "accuracy 0.93 is 0.02 worse than the baseline's 0.95 (limit 0.01)",
+        "p95 latency 2.5 ms at batch size 1 (limit 2 ms)",
+        "size 1.5 KB (limit 1.5 KB)",
+    ]
+    big = CompressionGates(max_size_bytes=3 * 1024**3)
+    assert judge(candidate("huge", 0.95, 1.0, 5 * 1024**3), BASELINE, big, "accuracy") == ["size 5.0 GB (limit 3.0 GB)"]
+    small = CompressionGates(max_size_bytes=100)
+    assert judge(candidate("b", 0.95, 1.0, 200), BASELINE, small, "accuracy") == ["size 200 B (limit 100 B)"]
+    relative = CompressionGates(max_metric_drop=0.01, metric_drop_mode="relative")
+    [message] = judge(candidate("rel", 0.9, 1.0, 10), BASELINE, relative, "accuracy")
+    assert message.endswith("worse than the baseline's 0.95 (limit 0.01 of the baseline)")
+    unmeasured = candidate("n", 0.95, 1.0, 10).model_copy(update={"latency": []})
+    assert judge(unmeasured, BASELINE, CompressionGates(max_latency_p95_ms=5.0), "accuracy") == [
+        "latency at batch size 1 was not measured"
+    ]
+    assert judge(candidate("nan", math.nan, 1.0, 10), BASELINE, CompressionGates(), "accuracy") == [
+        "accuracy is not a number"
+    ]
