@@ -79,10 +79,11 @@ async def resync(name: str, namespace: str | None, body: kopf.Body, **_: Any) ->
 @kopf.on.event("apps", "v1", "deployments", labels=_CHILD)
 @kopf.on.event(_ISVC_GROUP, _ISVC_VERSION, "inferenceservices", labels=_CHILD)
 async def child_changed(type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    # A child's appearance is our own create (or, after a restart, part of what every resource's
-    # first reconcile reads anyway); what matters is a child that changed (a finished Job, a
-    # Ready InferenceService) or vanished (to be recreated).
-    if type in ("MODIFIED", "DELETED"):
+    # A child's appearance is our own create; what matters is a child that changed (a finished
+    # Job, a Ready InferenceService) or vanished (to be recreated), and a child listed when a watch
+    # (re)starts (type None): it may have changed while no watch was open, and that change comes
+    # as no event of its own.
+    if type != "ADDED":
         assert _reconciler is not None, "the startup handler builds the reconciler"
         _reconciler.submit(_PROGRESS, namespace or "default", labels[LABEL_NAME])
 
