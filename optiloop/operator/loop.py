@@ -257,19 +257,18 @@ class Reconciler:
     ) -> ModelOptimization:
         document = {k: v for k, v in body.items() if k != "status"}
         errors = manifest_errors(document)
-        if not errors:
+        resource = ModelOptimization.model_validate(document) if not errors else None
+        if resource is not None:
             config = self.config
-            parsed = ModelOptimization.model_validate(document)
             errors = access_errors(
-                parsed, config.prometheus_allowed_urls, config.prometheus_query_templates, config.api_server_host
+                resource, config.prometheus_allowed_urls, config.prometheus_query_templates, config.api_server_host
             )
-        if errors:
+        if errors or resource is None:
             message = "; ".join(str(e) for e in errors)[:4096]
             status = invalid_spec(previous, generation, message, now)
             if self._write_status(body, previous, status):
                 self.cluster.post_event(body, "Warning", "InvalidSpec", message)
             raise InvalidSpecError(message)
-        resource = ModelOptimization.model_validate(document)
         resource.status = previous
         return resource
 
