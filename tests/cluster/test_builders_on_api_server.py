@@ -86,10 +86,13 @@ def test_the_namespace_really_enforces_restricted(k8s: Any, restricted_namespace
 def test_drift_monitor_passes_server_validation_and_restricted_admission(k8s: Any, restricted_namespace: str) -> None:
     from kubernetes import client
 
-    deployment, service = drift_monitor(resource(restricted_namespace), OperatorConfig(), 1)
+    deployment, service, policy = drift_monitor(resource(restricted_namespace), OperatorConfig(), 1)
     apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
     apps.create_namespaced_deployment(restricted_namespace, deployment, dry_run="All", field_validation="Strict")
     core.create_namespaced_service(restricted_namespace, service, dry_run="All", field_validation="Strict")
+    client.NetworkingV1Api(k8s).create_namespaced_network_policy(
+        restricted_namespace, policy, dry_run="All", field_validation="Strict"
+    )
     template = deployment["spec"]["template"]
     pod = {
         "apiVersion": "v1",
