@@ -36,6 +36,7 @@ from urllib3.exceptions import HTTPError
 from ..api import GROUP, PLURAL, VERSION
 from ..errors import OptiloopError
 from .builders.common import LABEL_NAME
+from .builders.routing import ROUTE_API_VERSION
 from .builders.serving import ISVC_API_VERSION
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ _PATHS = {
     "Pod": ("/api/v1", "pods"),
     "Event": ("/api/v1", "events"),
     "InferenceService": (f"/apis/{ISVC_API_VERSION}", "inferenceservices"),
+    "HTTPRoute": (f"/apis/{ROUTE_API_VERSION}", "httproutes"),
+    "ConfigMap": ("/api/v1", "configmaps"),
     "ModelOptimization": (f"/apis/{GROUP}/{VERSION}", PLURAL),
 }
 
@@ -69,6 +72,10 @@ class ConflictError(TransientApiError):
 
 class ForeignChildError(OptiloopError):
     """A child's derived name is taken by an object this resource does not own."""
+
+
+class ForbiddenError(OptiloopError):
+    """The operator's RBAC does not allow this read (403)."""
 
 
 @contextmanager
@@ -181,9 +188,37 @@ class Cluster:
         """The pods of one Job (their termination messages carry the stage outcome)."""
         return self._list(namespace, "Pod", f"{JOB_NAME_LABEL}={job}")
 
-    def get_inference_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The InferenceService, or None."""
-        return self._read(namespace, "InferenceService", name)
+    def list_inference_services(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The resource's InferenceServices (one in Knative mode, one per revision in Standard mode)."""
+        return [
+            {**o, "kind": "InferenceService"} for o in self._list(namespace, "InferenceService", f"{LABEL_NAME}={name}")
+        ]
+
+    def get_route(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The HTTPRoute, or None."""
+        return self._read(namespace, "HTTPRoute", name)
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ConfigMap (KServe's configuration), or None when it does not exist; a refusal
+        raises :class:`ForbiddenError` for the caller to report."""
+        try:
+            return self._read(namespace, "ConfigMap", name)
+        except ApiException as exc:
+            if exc.status == 403:
+                raise ForbiddenError(f"read ConfigMap {namespace}/{name}: 403 Forbidden") from exc
+            raise
+
+    def api_resources(self, group_version: str) -> dict[str, Any] | None:
+        """The discovery document of ``group_version`` (``GET /apis/<group>/<version>``), or None
+        when the API server does not serve it. Every authenticated user may read it."""
+        with _mapped(f"discover {group_version}"):
+            try:
+                found: dict[str, Any] = self.http.request("GET", f"/apis/{group_version}")
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        return found
 
     def get_monitor(self, namespace: str, name: str) -> dict[str, dict[str, Any]]:
         """The drift monitor's Deployment and Service that exist, by kind."""
@@ -199,7 +234,7 @@ class Cluster:
     def create(self, namespace: str, body: dict[str, Any], owner_uid: str) -> bool:
         """Create a child; True when created, False when our own child already existed."""
         kind, name = body["kind"], body["metadata"]["name"]
-        if kind not in ("Job", "InferenceService", "Deployment", "Service"):
+        if kind not in ("Job", "InferenceService", "Deployment", "Service", "HTTPRoute"):
             raise ValueError(f"the operator never creates a {kind}")
         try:
             with _mapped(f"create {kind} {namespace}/{name}"):
@@ -223,14 +258,14 @@ class Cluster:
         """Replace a child we read at ``resource_version`` (a conflict is transient)."""
         body = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
         kind, name = body["kind"], body["metadata"]["name"]
-        if kind not in ("InferenceService", "Deployment", "Service"):
+        if kind not in ("InferenceService", "Deployment", "Service", "HTTPRoute"):
             raise ValueError(f"the operator never replaces a {kind}")
         with _mapped(f"replace {kind} {namespace}/{name}"):
             self.http.request("PUT", _path(kind, namespace, name), body)
 
     def delete(self, namespace: str, kind: str, name: str) -> None:
         """Delete a child and, in the background, what it owns (a Job's pods); gone already is fine."""
-        if kind not in ("Job", "Deployment", "Service"):
+        if kind not in ("Job", "Deployment", "Service", "InferenceService", "HTTPRoute"):
             raise ValueError(f"the operator never deletes a {kind}")
         options = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         with _mapped(f"delete {kind} {namespace}/{name}"):

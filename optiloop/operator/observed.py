@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from ..api.jobs import StageOutcome
 from .builders.common import LABEL_COMPONENT, LABEL_REVISION
+from .capabilities import Capabilities
 
 SPEC_HASH_ANNOTATION = "optiloop.dev/spec-hash"
 """Hash of the spec the operator last wrote to a child; a different desired hash means update."""
@@ -64,9 +65,14 @@ class Observed:
     """Everything reconciling looks at besides the resource itself."""
 
     jobs: Mapping[tuple[str, int], ObservedJob] = field(default_factory=dict)
-    service: ObservedChild | None = None
+    services: Mapping[str, ObservedChild] = field(default_factory=dict)
+    """The resource's InferenceServices, by name."""
     monitor: Mapping[str, ObservedChild] = field(default_factory=dict)
     canary: CanaryMetrics | None = None
+    route: ObservedChild | None = None
+    """The HTTPRoute of Standard mode, when there is one."""
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    """What the cluster serves with (KServe, Knative, the Gateway API, KEDA, KServe's default mode)."""
 
 
 def _revision(obj: Mapping[str, Any]) -> int | None:
@@ -153,4 +159,29 @@ def observe_child(obj: Mapping[str, Any]) -> ObservedChild:
         ready=bool(ready),
         url=status.get("url"),
         updating=not current,
+    )
+
+
+def observe_route(obj: Mapping[str, Any]) -> ObservedChild:
+    """An HTTPRoute as an :class:`ObservedChild`: ``ready`` when every gateway that reported on it
+    accepted its current generation; ``updating`` while a gateway reported only on an older one.
+    A route no gateway reported on is neither (nothing implements it yet)."""
+    child = observe_child(obj)
+    generation = obj.get("metadata", {}).get("generation")
+    reports = [
+        condition
+        for parent in (obj.get("status") or {}).get("parents") or []
+        for condition in parent.get("conditions") or []
+        if condition.get("type") == "Accepted"
+    ]
+    current = [c for c in reports if c.get("observedGeneration") in (None, generation)]
+    accepted = bool(current) and len(current) == len(reports) and all(c.get("status") == "True" for c in current)
+    return ObservedChild(
+        kind=child.kind,
+        name=child.name,
+        resource_version=child.resource_version,
+        spec_hash=child.spec_hash,
+        revision=child.revision,
+        ready=accepted,
+        updating=bool(reports) and len(current) < len(reports),
     )
