@@ -161,8 +161,8 @@ def _canary_method(
     deployment = resource.spec.deployment
     percent = deployment.canary_traffic_percent
     blue_green = (
-        "a retrained revision runs beside the serving one with no user traffic, is analysed on synthetic "
-        "requests made from its training reference, and takes all traffic only if it passes"
+        "retrained revisions are tried blue/green: each runs beside the serving one with no user traffic, is "
+        "analysed on synthetic requests made from its training reference, and takes all traffic only if it passes"
     )
     if deployment.canary_method == "blueGreen":
         return (
@@ -195,7 +195,7 @@ def _canary_method(
     if deployment.canary_method == "trafficSplit":
         return None, Split("False", reason, f"{why}; spec.deployment.canaryMethod is trafficSplit, so a retrained "
                                             "revision waits until one is available"), None  # fmt: skip
-    return "BlueGreen", Split("False", reason, f"{why}; instead {blue_green}"), None
+    return "BlueGreen", Split("False", reason, f"{why}; so {blue_green}"), None
 
 
 def _gateway(resource: ModelOptimization, config: OperatorConfig) -> GatewayParent | None:

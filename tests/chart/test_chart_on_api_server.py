@@ -28,11 +28,11 @@ pytestmark = pytest.mark.cluster
 SPEC: dict[str, Any] = {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": "pvc://models/iris"}}
 
 
-def allowed(api: Any, user: str, namespace: str | None, verb: str, group: str, resource: str) -> bool:
+def allowed(api: Any, user: str, namespace: str | None, verb: str, group: str, resource: str, name: str = "") -> bool:
     from kubernetes import client
 
     resource, _, subresource = resource.partition("/")
-    attributes = {"verb": verb, "group": group, "resource": resource, "subresource": subresource}
+    attributes = {"verb": verb, "group": group, "resource": resource, "subresource": subresource, "name": name}
     if namespace:
         attributes["namespace"] = namespace
     ns = user.split(":")[2]
@@ -146,7 +146,10 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
                    ("create", "inferenceservices"), ("update", "inferenceservices"), ("create", "deployments"),
                    ("delete", "services"), ("create", "events"), ("patch", "kopfpeerings")]:  # fmt: skip
         assert needed in exercised, f"the scenario did not exercise {needed}"
+    assert ("get", "", "configmaps", "kserve") in uses, "KServe's default mode is read"
     for verb, group, resource, ns in sorted(uses, key=str):
+        if (verb, resource, ns) == ("get", "configmaps", "kserve"):
+            continue  # KServe's inferenceservice-config, the one object granted there (checked below)
         assert ns in (watched, None), f"namespaced mode reached outside {watched}: {verb} {resource} in {ns}"
         assert allowed(k8s, user, ns, verb, group, resource)
         if ns is not None:
@@ -154,6 +157,10 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
     for verb, group, resource in MUST_NOT:
         for ns in (watched, None):
             assert not allowed(k8s, user, ns, verb, group, resource), f"{verb} {resource} in {ns or 'the cluster'}"
+    assert allowed(k8s, user, "kserve", "get", "", "configmaps", "inferenceservice-config")
+    assert not allowed(k8s, user, "kserve", "get", "", "configmaps", "other-config"), "only that ConfigMap"
+    assert not allowed(k8s, user, "kserve", "list", "", "configmaps")
+    assert not allowed(k8s, user, other, "get", "", "configmaps")
 
 
 def test_cluster_chart_installs_and_grants_the_same_uses_cluster_wide_and_nothing_forbidden(

@@ -66,8 +66,17 @@ def crds() -> list[dict[str, Any]]:
     of their own manager) and the Gateway API's standard ones."""
     full = module_dir(KSERVE) / "config" / "crd" / "full"
     kserve = sorted(p for p in full.rglob("serving.kserve.io_*.yaml") if "llmisvc" not in p.parts)
-    gateway = sorted((module_dir(GATEWAY_API) / "config" / "crd" / "standard").glob("gateway.networking.k8s.io_*.yaml"))
-    found = [doc for path in kserve + gateway for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return _crds_in(kserve) + gateway_api_crds()
+
+
+def gateway_api_crds() -> list[dict[str, Any]]:
+    """The Gateway API's standard-channel CRDs (HTTPRoute, Gateway, ...)."""
+    standard = module_dir(GATEWAY_API) / "config" / "crd" / "standard"
+    return _crds_in(sorted(standard.glob("gateway.networking.k8s.io_*.yaml")))
+
+
+def _crds_in(paths: list[Path]) -> list[dict[str, Any]]:
+    found = [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
     return [doc for doc in found if doc.get("kind") == "CustomResourceDefinition"]
 
 
