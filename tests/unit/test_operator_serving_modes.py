@@ -333,7 +333,8 @@ class Walk:
         self.step()  # deploys revision 1
         plan = self.step()  # revision 1 Ready: it serves
         assert plan.status.serving_revision == 1, plan.status.conditions
-        drifting = DriftDecision(DriftStatus(retrains_triggered=1, last_retrain_time=self.now), True, "DriftSustained")
+        evaluated = DriftStatus(retrains_triggered=1, last_retrain_time=self.now, last_evaluation_time=self.now)
+        drifting = DriftDecision(evaluated, True, "DriftSustained")
         self.step(drift=drifting)
         jobs = {
             **self.cluster.observed.jobs,
@@ -529,3 +530,28 @@ def test_a_spec_the_cluster_cannot_serve_makes_ready_false_once_a_revision_is_bu
     ready = built.status.condition("Ready")
     assert ready is not None
     assert "spec.deployment.scaleMetric" in ready.message
+
+
+def test_blue_green_in_knative_mode_keeps_one_inference_service_per_revision_and_no_split() -> None:
+    walk = Walk(Cluster(KNATIVE), {"canaryMethod": "blueGreen"}, config=CONFIG)
+    walk.step()
+    plan = walk.serve_first_then_build_second()
+    assert ("Apply", "InferenceService", "iris-r2") in writes(plan)
+    isvc = next(a for a in plan.actions if isinstance(a, Apply) and a.name == "iris-r2")
+    assert isvc.body["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    assert "canaryTrafficPercent" not in isvc.body["spec"]["predictor"]
+    probing = walk.step(canary=CanaryMetrics(0.0, 2.0))
+    assert ("Apply", "Job", "iris-probe-r2") in writes(probing)
+
+
+def test_the_plan_asks_for_the_next_tick_while_traffic_moves_and_not_after() -> None:
+    walk = Walk(Cluster(cluster()), {"mode": "standard"})
+    walk.step()
+    walk.serve_first_then_build_second()
+    promoted = walk.step(300, canary=CanaryMetrics(0.0, 2.0))
+    assert promoted.status.serving_revision == 2
+    assert promoted.requeue_at == walk.now, "the old revision waits for the gateway: look again at the next tick"
+    walk.step(canary=None)  # the gateway took the route: the old InferenceService goes
+    settled = walk.step()
+    assert settled.actions == []
+    assert settled.requeue_at != walk.now

@@ -93,11 +93,14 @@ def _predictor_model(resource: ModelOptimization, config: OperatorConfig, revisi
 
 
 def inference_service_name(resource: ModelOptimization, topology: Topology, revision: int) -> str:
-    """Knative mode: one InferenceService named after the resource (Knative keeps its revisions
-    and splits traffic between them). Standard mode: one per revision, since a Deployment can only
-    roll, and an HTTPRoute (or blue/green) chooses which one answers."""
+    """With Knative's traffic split: one InferenceService named after the resource (Knative keeps
+    its revisions and splits traffic between them). Otherwise one per revision (Standard mode's
+    Deployment can only roll; blue/green needs the new revision apart), and an HTTPRoute or the
+    switch after a probe chooses which one answers."""
     name = resource.metadata.name
-    return names.inference_service(name) if topology.mode == "knative" else names.revision_service(name, revision)
+    if topology.canary_method == "KnativeTraffic":
+        return names.inference_service(name)
+    return names.revision_service(name, revision)
 
 
 def _autoscaling(
@@ -158,7 +161,7 @@ def inference_service(
         }
     if resource.spec.monitoring.enabled:
         predictor["logger"] = {"mode": "request", "url": drift_monitor_url(resource)}
-    if canary and topology.mode == "knative":
+    if canary and topology.canary_method == "KnativeTraffic":
         predictor["canaryTrafficPercent"] = deployment.canary_traffic_percent
     meta = metadata(resource, inference_service_name(resource, topology, revision), "serving", revision)
     meta["annotations"] = annotations

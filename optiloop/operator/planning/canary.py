@@ -128,9 +128,11 @@ def follow(
 def retire(draft: Draft, wanted: Iterable[str], settled: bool) -> None:
     """Delete the resource's InferenceServices that are no longer wanted, once ``settled`` (what
     replaces them serves): a mode switch or a finished canary never leaves a gap."""
-    if not settled:
-        return
     keep = set(wanted)
-    for name in sorted(draft.observed.services):
-        if name not in keep:
-            draft.actions.append(Delete(ISVC_API_VERSION, "InferenceService", name))
+    retired = [name for name in sorted(draft.observed.services) if name not in keep]
+    if retired and not settled:
+        # Nothing else may prompt the next look (a gateway's report on a route comes as no event).
+        draft.settling = True
+        return
+    for name in retired:
+        draft.actions.append(Delete(ISVC_API_VERSION, "InferenceService", name))

@@ -36,6 +36,8 @@ class Draft:
         self.actions: list[Action] = []
         self.events: list[Event] = []
         self.topology: Topology | Unservable = resolve(resource, observed.capabilities, config)
+        self.settling = False
+        """Children are changing over (traffic moving between revisions): run again at the next tick."""
 
     def condition(self, type_: ConditionType, status: ConditionStatus, reason: str, message: str = "") -> None:
         """Set one condition for the current generation."""

@@ -2,9 +2,9 @@
 it, as the topology says (:mod:`optiloop.operator.topology`), and the TrafficSplit condition.
 
 A revision whose stages succeeded is deployed: on its own when nothing serves, else as a canary
-by the topology's method. Knative mode keeps one InferenceService, named after the resource,
-whose ``canaryTrafficPercent`` splits the traffic (this module); Standard mode keeps one per
-revision behind an HTTPRoute, or tries a revision blue/green (:mod:`.standard`). Changes that
+by the topology's method. Knative's traffic split keeps one InferenceService, named after the
+resource, whose ``canaryTrafficPercent`` splits the traffic (this module); the other methods keep
+one per revision, behind an HTTPRoute or tried blue/green (:mod:`.standard`). Changes that
 only touch serving settings update the InferenceServices in place (their spec hash differs).
 InferenceServices no longer wanted (a mode switch, a finished canary) are deleted once what
 replaces them is Ready.
@@ -44,7 +44,7 @@ def serve(draft: Draft) -> None:
         return
     draft.condition("TrafficSplit", topology.split.status, topology.split.reason, topology.split.message)
     route = None
-    if topology.mode == "knative":
+    if topology.canary_method == "KnativeTraffic":
         _serve_knative(draft, topology)
     else:
         route = standard.serve(draft, topology)

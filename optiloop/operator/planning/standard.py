@@ -1,5 +1,6 @@
-"""KServe's Standard mode: one InferenceService per revision (``{name}-r{N}``), and either an
-HTTPRoute with weights in front of them (canary method ``GatewayAPI``) or blue/green.
+"""One InferenceService per revision (``{name}-r{N}``): KServe's Standard mode, and blue/green in
+either mode. Either an HTTPRoute with weights is in front of them (canary method ``GatewayAPI``),
+or a new revision is tried blue/green.
 
 GatewayAPI: the route sends ``100 - canaryTrafficPercent`` to the serving revision and the rest
 to the canary. The canary counts as Ready only when its InferenceService is Ready and the
