@@ -68,8 +68,8 @@ def conclude(draft: Draft, record: RevisionRecord, decision: CanaryDecision, det
     previous = draft.status.serving_revision
     n = record.revision
     method = f", {METHOD_WORDS[record.canary_method]}" if record.canary_method else ""
-    cause = decision.reason + (f": {detail}" if detail else "")
-    why = f"{decision.reason}{method}" + (f": {detail}" if detail else "")
+    more = f": {detail}" if detail else ""
+    cause, why = f"{decision.reason}{more}", f"{decision.reason}{method}{more}"
     if decision.action == "promote":
         old = draft.record(previous)
         if old is not None:
