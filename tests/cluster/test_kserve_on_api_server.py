@@ -191,6 +191,28 @@ def test_kserves_manager_gives_a_standard_predictor_the_hpa_metric_the_spec_aske
     assert hpa["spec"]["scaleTargetRef"]["name"] == name
 
 
+@pytest.mark.parametrize("metric", ["rps", "concurrency"])
+def test_kserves_manager_gives_a_keda_predictor_a_trigger_on_this_revisions_own_metrics(
+    plane: ControlPlane, owner: dict[str, Any], manager: Manager, metric: str
+) -> None:
+    model = resource(owner, mode="standard", autoscalerClass="keda", scaleMetric=metric, scaleTarget=30, maxReplicas=5)
+    revision = 7 if metric == "rps" else 8
+    create(plane, inference_service(model, CONFIG, revision, topology(model)), dry_run=False)
+    name = f"iris-r{revision}-predictor"
+    scaled = wait_for(lambda: _read(plane, "keda.sh/v1alpha1", "ScaledObject", name), 60, interval=0.5,
+                      what=f"KServe's ScaledObject {name} ({manager.log})")  # fmt: skip
+    [trigger] = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metadata"]["serverAddress"] == CONFIG.prometheus_url
+    assert trigger["metadata"]["threshold"] == "30"
+    series = "requests_total" if metric == "rps" else "inference_seconds_sum"
+    assert trigger["metadata"]["query"] == (
+        f'sum(rate(optiloop_predictor_{series}{{namespace="{NAMESPACE}", model="iris", revision="{revision}"}}[1m]))'
+    )
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 5)
+    assert _read(plane, "autoscaling/v2", "HorizontalPodAutoscaler", name) is None, "KEDA, not KServe's HPA"
+
+
 def test_kserves_webhooks_admit_the_knative_manifests_and_refuse_the_shapes_optiloop_avoids(
     plane: ControlPlane, owner: dict[str, Any], manager: Manager
 ) -> None:

@@ -63,10 +63,24 @@ def module_dir(module: tuple[str, str]) -> Path:
 
 def crds() -> list[dict[str, Any]]:
     """KServe's full CRDs (serving.kserve.io, without the LLM ones, which need a conversion webhook
-    of their own manager) and the Gateway API's standard ones."""
-    full = module_dir(KSERVE) / "config" / "crd" / "full"
-    kserve = sorted(p for p in full.rglob("serving.kserve.io_*.yaml") if "llmisvc" not in p.parts)
-    return _crds_in(kserve) + gateway_api_crds()
+    of their own manager), KEDA's ScaledObject CRD at the version KServe builds against, and the
+    Gateway API's standard CRDs."""
+    kserve = module_dir(KSERVE)
+    full = kserve / "config" / "crd" / "full"
+    own = sorted(p for p in full.rglob("serving.kserve.io_*.yaml") if "llmisvc" not in p.parts)
+    keda = module_dir(("github.com/kedacore/keda/v2", _required(kserve / "go.mod", "github.com/kedacore/keda/v2")))
+    scaled_objects = keda / "config" / "crd" / "bases" / "keda.sh_scaledobjects.yaml"
+    return _crds_in([*own, scaled_objects]) + gateway_api_crds()
+
+
+def _required(go_mod: Path, module: str) -> str:
+    """The version of ``module`` that ``go_mod`` requires."""
+    for line in go_mod.read_text().splitlines():
+        words = line.split()
+        words = words[1:] if words[:1] == ["require"] else words
+        if len(words) >= 2 and words[0] == module:
+            return words[1]
+    raise KServeUnavailableError(f"{go_mod} does not require {module}")
 
 
 def gateway_api_crds() -> list[dict[str, Any]]:
