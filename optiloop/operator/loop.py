@@ -28,7 +28,7 @@ from .config import OperatorConfig
 from .discovery import Discovery
 from .k8s import Cluster, ConflictError, ForeignChildError, TransientApiError
 from .memory import ResourceMemory
-from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job, observe_route
+from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job, observe_route, owned_by
 from .planning.blocked import child_name_taken, invalid_spec
 from .planning.plan import Delete, Plan
 from .planning.revisions import canary_revision, retraining_in_flight
@@ -295,10 +295,12 @@ class Reconciler:
         canary = canary_revision(status)
         return Observed(
             jobs=jobs,
-            services={str(obj["metadata"]["name"]): observe_child(obj) for obj in services},
+            services={
+                str(o["metadata"]["name"]): observe_child(o) for o in services if owned_by(o, resource.metadata.uid)
+            },
             monitor={kind: observe_child(obj) for kind, obj in monitor.items()},
             canary=self._canary_metrics(resource, canary) if canary is not None else None,
-            route=observe_route(route) if route is not None else None,
+            route=observe_route(route) if route is not None and owned_by(route, resource.metadata.uid) else None,
             capabilities=capabilities,
         )
 

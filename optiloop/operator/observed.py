@@ -162,6 +162,13 @@ def observe_child(obj: Mapping[str, Any]) -> ObservedChild:
     )
 
 
+def owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
+    """Whether ``obj`` names the resource with ``uid`` as its owner (a label alone proves nothing:
+    anyone can copy it onto their own object, which must never be replaced or deleted)."""
+    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return uid is not None and any(o.get("uid") == uid for o in owners)
+
+
 def observe_route(obj: Mapping[str, Any]) -> ObservedChild:
     """An HTTPRoute as an :class:`ObservedChild`: ``ready`` when every gateway that reported on it
     accepted its current generation; ``updating`` while a gateway reported only on an older one.

@@ -17,7 +17,7 @@ from optiloop.jobs import probe
 from optiloop.operator.config import OperatorConfig
 from optiloop.operator.discovery import Discovery
 from optiloop.operator.k8s import ForbiddenError, TransientApiError
-from optiloop.operator.observed import SPEC_HASH_ANNOTATION, observe_route
+from optiloop.operator.observed import SPEC_HASH_ANNOTATION, observe_route, owned_by
 
 
 def test_gateway_and_kserve_config_settings_are_read_or_refused_by_name() -> None:
@@ -60,6 +60,15 @@ def test_a_route_counts_as_taken_only_when_every_gateway_accepted_its_current_ge
 ) -> None:
     seen = observe_route(route(2, *parents))
     assert (seen.ready, seen.updating, seen.spec_hash) == (ready, updating, "abc")
+
+
+def test_only_children_that_name_the_resource_as_owner_count_as_ours() -> None:
+    ours = {"metadata": {"ownerReferences": [{"uid": "u-1", "kind": "ModelOptimization"}]}}
+    copied_labels = {"metadata": {"labels": {"optiloop.dev/name": "iris"}}}
+    assert owned_by(ours, "u-1")
+    assert not owned_by(ours, "u-2")
+    assert not owned_by(copied_labels, "u-1")
+    assert not owned_by(ours, None)
 
 
 class FakeApi:
