@@ -109,6 +109,18 @@ def install_operator_crds(api: Any) -> None:
             return any(c.type == "Established" and c.status == "True" for c in conditions)
 
         wait_for(established, 30, what=f"CRD {name} to be established")
+        # Established comes before the storage answers (a list gets 429 "storage is
+        # (re)initializing" meanwhile); an operator watching it then misses early changes.
+        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+        version = crd["spec"]["versions"][0]["name"]
+        wait_for(lambda g=group, v=version, p=plural: _lists(api, g, v, p), 30, what=f"CRD {name} to serve lists")
+
+
+def _lists(api: Any, group: str, version: str, plural: str) -> bool:
+    from kubernetes import client
+
+    client.CustomObjectsApi(api).list_cluster_custom_object(group, version, plural, limit=1)
+    return True
 
 
 @dataclass
