@@ -41,6 +41,20 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Whether the model is served and healthy.",
     },
     {
+        "name": "Mode",
+        "type": "string",
+        "jsonPath": ".status.serving.mode",
+        "description": "KServe's deployment mode in effect (Standard or Knative).",
+        "priority": 1,
+    },
+    {
+        "name": "Canary",
+        "type": "string",
+        "jsonPath": ".status.serving.canaryMethod",
+        "description": "How a retrained revision is tried: KnativeTraffic, GatewayAPI or BlueGreen.",
+        "priority": 1,
+    },
+    {
         "name": "Objective",
         "type": "number",
         "jsonPath": ".status.model.primaryValue",

@@ -400,8 +400,8 @@ class StageOutcome(ApiModel):
     4 KiB Kubernetes allows (see :func:`optiloop.jobs.outcome.termination_message`).
     """
 
-    stage: Literal["tuning", "compression"]
-    """Which stage."""
+    stage: Literal["tuning", "compression", "probe"]
+    """Which stage (``probe``: the synthetic requests to a blue/green revision)."""
     succeeded: bool
     """Whether the stage finished its work."""
     reason: OutcomeReason

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -638,6 +639,20 @@ class CompressionSpec(ApiModel):
 
 # --- deployment --------------------------------------------------------------
 
+DeploymentMode = Literal["auto", "standard", "knative"]
+ServingMode = Literal["standard", "knative"]
+"""A deployment mode as KServe runs it: ``auto`` resolved."""
+ScaleMetric = Literal["concurrency", "rps", "cpu", "memory"]
+REQUEST_METRICS: tuple[ScaleMetric, ...] = ("concurrency", "rps")
+RESOURCE_METRICS: tuple[ScaleMetric, ...] = ("cpu", "memory")
+DEFAULT_SCALE_TARGET: dict[ScaleMetric, int] = {"concurrency": 10, "rps": 100, "cpu": 80, "memory": 80}
+"""The target per replica when ``scaleTarget`` is omitted: requests in flight, requests per
+second, or percent of the requested CPU or memory (KServe's own CPU default is 80%)."""
+
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+Hostname = Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]
+DnsLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+
 
 class CanaryAnalysis(ApiModel):
     """When a canary revision is promoted to all traffic."""
@@ -648,6 +663,109 @@ class CanaryAnalysis(ApiModel):
     """Largest share of failed requests."""
     max_latency_p95_ms: Annotated[float, Field(gt=0.0, le=600_000.0)] | None = None
     """Largest p95 request latency; defaults to the compression gate when that is set."""
+    probe_requests_per_second: Annotated[float, Field(gt=0.0, le=1000.0)] = 5.0
+    """Blue/green only: the rate of synthetic requests (rows of the revision's training
+    reference) sent to the new revision during its analysis, since it gets no user traffic."""
+
+
+class GatewayReference(ApiModel):
+    """The Gateway API ``Gateway`` (or one of its listeners) that the HTTPRoute attaches to."""
+
+    name: ObjectName
+    """Name of the Gateway."""
+    namespace: DnsLabel | None = None
+    """Its namespace; the resource's own when omitted. The Gateway's ``allowedRoutes`` decides
+    whether it accepts routes from this namespace."""
+    section_name: DnsLabel | None = None
+    """One listener of the Gateway; every listener that allows the route when omitted."""
+
+
+class BatcherSpec(ApiModel):
+    """KServe's request batcher: its agent sidecar gathers single v1 ``:predict`` requests into
+    one batch for the predictor and splits the answers again."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    """A batch is sent once it holds this many rows."""
+    max_latency_ms: Annotated[int, Field(ge=1, le=10_000)] = 50
+    """A batch is sent at the latest this many milliseconds after its first request arrived,
+    full or not: the most latency batching adds to a request."""
+
+
+class ModeRule:
+    """A rule on ``spec.deployment`` whose verdict depends on the deployment mode.
+
+    ``check(deployment, mode)`` takes the spec's mode, ``auto`` included (then it passes exactly
+    when ``cel`` does, so the API server and ``optiloop validate`` agree), or the mode the
+    operator resolved from the cluster, which applies it to an ``auto`` resource at reconcile.
+    """
+
+    def __init__(self, cel: str, message: str, check: Callable[[DeploymentSpec, str], bool], field: str) -> None:
+        self.cel, self.message, self.check, self.field = cel, message, check, field
+
+    def rule(self) -> Rule:
+        """The :class:`Rule` the CRD and ``optiloop validate`` apply with the spec's own mode."""
+        return Rule(self.cel, self.message, lambda m: self.check(m, m.mode), self.field)
+
+
+def effective_scale_metric(deployment: DeploymentSpec, mode: str) -> ScaleMetric:
+    """The metric the autoscaler follows: the spec's, else concurrency under Knative and CPU in
+    Standard mode (what each autoscaler scales on by default)."""
+    if deployment.scale_metric is not None:
+        return deployment.scale_metric
+    return "concurrency" if mode == "knative" else "cpu"
+
+
+def effective_scale_target(deployment: DeploymentSpec, mode: str) -> int:
+    """The per-replica target: the spec's, else the default of the effective metric."""
+    if deployment.scale_target is not None:
+        return deployment.scale_target
+    return DEFAULT_SCALE_TARGET[effective_scale_metric(deployment, mode)]
+
+
+MODE_RULES: tuple[ModeRule, ...] = (
+    ModeRule(
+        "self.mode != 'standard' || !has(self.scaleMetric) || !(self.scaleMetric in ['concurrency', 'rps']) || "
+        "(has(self.autoscalerClass) && self.autoscalerClass == 'keda')",
+        "concurrency and rps need autoscalerClass keda in Standard mode: its default autoscaler is a "
+        "HorizontalPodAutoscaler, which scales on cpu or memory only (KServe silently replaces the metric "
+        "with cpu 80%)",
+        lambda d, mode: mode != "standard" or d.scale_metric not in REQUEST_METRICS or d.autoscaler_class == "keda",
+        "scaleMetric",
+    ),
+    ModeRule(
+        "self.mode != 'knative' || !has(self.autoscalerClass)",
+        "autoscalerClass chooses the autoscaler of KServe's Standard mode; in Knative mode Knative scales "
+        "the predictor (concurrency, rps, or its HPA class for cpu and memory)",
+        lambda d, mode: mode != "knative" or d.autoscaler_class is None,
+        "autoscalerClass",
+    ),
+    ModeRule(
+        "self.minReplicas > 0 || self.mode != 'standard'",
+        "Standard mode cannot scale to zero: its HorizontalPodAutoscaler keeps at least one replica "
+        "(KServe turns 0 into 1), and KEDA would wake a predictor only on a metric that exists while none "
+        "runs; use mode knative for scale to zero",
+        lambda d, mode: d.min_replicas > 0 or mode != "standard",
+        "minReplicas",
+    ),
+    ModeRule(
+        "!has(self.scaleTarget) || self.scaleTarget <= 100 || "
+        "(has(self.scaleMetric) ? !(self.scaleMetric in ['cpu', 'memory']) : self.mode != 'standard')",
+        "a cpu or memory scaleTarget is a percentage (1-100); Standard mode scales on cpu when scaleMetric is omitted",
+        lambda d, mode: (
+            d.scale_target is None
+            or d.scale_target <= 100
+            or (d.scale_metric not in RESOURCE_METRICS if d.scale_metric is not None else mode != "standard")
+        ),
+        "scaleTarget",
+    ),
+    ModeRule(
+        "self.mode != 'knative' || (!has(self.gateway) && (!has(self.hostnames) || size(self.hostnames) == 0))",
+        "gateway and hostnames configure the HTTPRoute that splits a canary's traffic in Standard mode; "
+        "in Knative mode Knative routes the traffic",
+        lambda d, mode: mode != "knative" or (d.gateway is None and not d.hostnames),
+        "gateway",
+    ),
+)
 
 
 class DeploymentSpec(ApiModel):
@@ -661,16 +779,42 @@ class DeploymentSpec(ApiModel):
     and KServe loads the served model from it."""
     storage_credentials_secret_ref: SecretReference | None = None
     """Secret with S3 credentials when storageUri is ``s3://``."""
+    mode: DeploymentMode = "auto"
+    """KServe's deployment mode. ``standard``: a Deployment, a Service and an autoscaler per
+    predictor (KServe's "RawDeployment"). ``knative``: a Knative Service (KServe's "Serverless";
+    needs Knative Serving). ``auto``: what the cluster's KServe does for an InferenceService
+    without a choice: this resource's ``serving.kserve.io/deploymentMode`` annotation, else the
+    ``defaultDeploymentMode`` of KServe's ``inferenceservice-config`` ConfigMap."""
     min_replicas: Annotated[int, Field(ge=0, le=1000)] = 1
-    """Fewest predictor replicas; 0 allows scale to zero."""
+    """Fewest predictor replicas; 0 allows scale to zero (Knative mode only)."""
     max_replicas: Annotated[int, Field(ge=1, le=1000)] = 3
     """Most predictor replicas."""
-    scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = "concurrency"
-    """Metric the autoscaler follows."""
-    scale_target: Annotated[int, Field(ge=1, le=100_000)] = 10
-    """Target value of scaleMetric per replica (percent for cpu and memory)."""
+    autoscaler_class: Literal["hpa", "keda"] | None = None
+    """Standard mode's autoscaler (KServe's ``serving.kserve.io/autoscalerClass``): ``hpa`` (the
+    default) scales on cpu or memory; ``keda`` also scales on concurrency or rps, read from the
+    predictor's own metrics in Prometheus (needs KEDA installed)."""
+    scale_metric: ScaleMetric | None = None
+    """Metric the autoscaler follows; concurrency under Knative, cpu in Standard mode when omitted."""
+    scale_target: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    """Target value of scaleMetric per replica (percent for cpu and memory); 10 for concurrency,
+    100 for rps and 80 for cpu and memory when omitted."""
+    batcher: BatcherSpec | None = None
+    """KServe's request batcher in front of the predictor (runtime ``optiloop``); none when omitted."""
     canary_traffic_percent: Annotated[int, Field(ge=1, le=99)] = 10
     """Traffic a retrained revision gets before it is promoted."""
+    canary_method: Literal["auto", "trafficSplit", "blueGreen"] = "auto"
+    """How a retrained revision is tried. ``trafficSplit``: it gets canaryTrafficPercent of the
+    requests (Knative's traffic split, or in Standard mode an HTTPRoute with weights; needs the
+    Gateway API and a gateway); a revision waits while no split is available. ``blueGreen``: it
+    runs beside the serving revision with no user traffic, is analysed on synthetic requests made
+    from its training reference, and takes all traffic only if it passes. ``auto``: a traffic split
+    where the cluster has one, else blue/green (the TrafficSplit condition says which and why)."""
+    gateway: GatewayReference | None = None
+    """Standard mode: the Gateway that the resource's HTTPRoute attaches to; the operator's
+    configured gateway when omitted."""
+    hostnames: Annotated[list[Hostname], Field(max_length=16)] = []
+    """Standard mode: host names the HTTPRoute answers for; every host of the gateway's listener
+    when empty."""
     canary_analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
     """Promotion criteria for a canary."""
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
@@ -684,18 +828,40 @@ class DeploymentSpec(ApiModel):
             "minReplicas",
         ),
         Rule(
-            "!(self.scaleMetric in ['cpu', 'memory']) || self.scaleTarget <= 100",
-            "a cpu or memory scaleTarget is a percentage (1-100)",
-            lambda m: m.scale_metric not in ("cpu", "memory") or m.scale_target <= 100,
-            "scaleTarget",
-        ),
-        Rule(
             "!has(self.storageCredentialsSecretRef) || self.storageUri.startsWith('s3://')",
             "storageCredentialsSecretRef applies only to s3:// URIs",
             lambda m: m.storage_credentials_secret_ref is None or m.storage_uri.startswith("s3://"),
             "storageCredentialsSecretRef",
         ),
+        Rule(
+            "self.minReplicas > 0 || !has(self.scaleMetric) || self.scaleMetric in ['concurrency', 'rps']",
+            "scale to zero needs Knative's autoscaler on concurrency or rps; cpu and memory scale with a "
+            "HorizontalPodAutoscaler, which keeps one replica",
+            lambda m: m.min_replicas > 0 or m.scale_metric is None or m.scale_metric in REQUEST_METRICS,
+            "minReplicas",
+        ),
+        Rule(
+            "!has(self.autoscalerClass) || self.autoscalerClass != 'keda' || !has(self.scaleMetric) || "
+            "!(self.scaleMetric in ['concurrency', 'rps']) || self.runtime == 'optiloop'",
+            "KEDA scales on concurrency or rps from optiloop's predictor metrics; runtime onnx (Triton) does "
+            "not export them: use cpu or memory, or runtime optiloop",
+            lambda m: m.autoscaler_class != "keda" or m.scale_metric not in REQUEST_METRICS or m.runtime == "optiloop",
+            "autoscalerClass",
+        ),
+        Rule(
+            "!has(self.batcher) || self.runtime == 'optiloop'",
+            "KServe's batcher batches v1 :predict requests only; runtime onnx (Triton) speaks v2 and batches "
+            "on its own",
+            lambda m: m.batcher is None or m.runtime == "optiloop",
+            "batcher",
+        ),
+        *(rule.rule() for rule in MODE_RULES),
     )
+
+    def mode_conflicts(self, mode: ServingMode) -> list[tuple[str, str]]:
+        """``(field, message)`` of every mode rule this spec breaks once ``mode`` is known (for an
+        ``auto`` resource, the mode the operator resolved; field paths below ``spec.deployment``)."""
+        return [(rule.field, rule.message) for rule in MODE_RULES if not rule.check(self, mode)]
 
 
 # --- monitoring --------------------------------------------------------------

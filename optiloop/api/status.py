@@ -13,15 +13,18 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ._base import ApiModel
-from .spec import Metric
+from .spec import Metric, ScaleMetric
 from .uris import StorageURI
 
-ConditionType = Literal["DataValidated", "Tuned", "Compressed", "Deployed", "DriftWithinBounds", "Ready"]
+ConditionType = Literal[
+    "DataValidated", "Tuned", "Compressed", "Deployed", "TrafficSplit", "DriftWithinBounds", "Ready"
+]
 CONDITION_TYPES: tuple[ConditionType, ...] = (
     "DataValidated",
     "Tuned",
     "Compressed",
     "Deployed",
+    "TrafficSplit",
     "DriftWithinBounds",
     "Ready",
 )
@@ -51,7 +54,8 @@ class Condition(ApiModel):
     """One aspect of the resource's state, in the shape of ``metav1.Condition``."""
 
     type: ConditionType
-    """DataValidated, Tuned, Compressed, Deployed, DriftWithinBounds, or Ready (the roll-up)."""
+    """DataValidated, Tuned, Compressed, Deployed, TrafficSplit (whether a canary gets only its
+    share of the traffic, and how), DriftWithinBounds, or Ready (the roll-up)."""
     status: Literal["True", "False", "Unknown"]
     """True, False or Unknown."""
     reason: Reason
@@ -129,6 +133,33 @@ class ArtifactLocations(ApiModel):
     """The served model directory."""
 
 
+CanaryMethod = Literal["KnativeTraffic", "GatewayAPI", "BlueGreen"]
+"""How a retrained revision is tried: KServe's ``canaryTrafficPercent`` under Knative, an
+HTTPRoute with weights in front of one InferenceService per revision, or blue/green (no user
+traffic until it passed its analysis on synthetic requests)."""
+
+
+class ServingStatus(ApiModel):
+    """How KServe serves the model on this cluster, as the operator resolved it."""
+
+    mode: Literal["Standard", "Knative"]
+    """KServe's deployment mode in effect."""
+    mode_source: Literal["spec", "annotation", "kserveConfig"]
+    """Where the mode came from: spec.deployment.mode, the resource's
+    ``serving.kserve.io/deploymentMode`` annotation, or KServe's ``inferenceservice-config``."""
+    canary_method: CanaryMethod | None = None
+    """How a retrained revision is tried; none while the spec asks for a traffic split the
+    cluster cannot do (see the TrafficSplit condition)."""
+    autoscaler: Literal["kpa", "knativeHpa", "hpa", "keda"]
+    """The autoscaler: Knative's (KPA) or its HPA class, a HorizontalPodAutoscaler, or KEDA."""
+    scale_metric: ScaleMetric
+    """The metric it follows."""
+    scale_target: Annotated[int, Field(ge=1)]
+    """Its target per replica."""
+    route: Annotated[str, Field(max_length=253)] | None = None
+    """The HTTPRoute in front of the revisions (Standard mode with the Gateway API)."""
+
+
 Trigger = Literal["Created", "SpecChanged", "Drift", "Schedule"]
 Outcome = Literal["InProgress", "Serving", "Promoted", "RolledBack", "Failed", "Superseded"]
 
@@ -156,6 +187,8 @@ class RevisionRecord(ApiModel):
     """When it began serving (as a canary, for retrained revisions)."""
     promoted_at: datetime | None = None
     """When its canary was promoted to all traffic."""
+    canary_method: CanaryMethod | None = None
+    """How it was tried before promotion or rollback (retrained revisions)."""
     finished_at: datetime | None = None
     """When it reached a final outcome (rolled back, failed or superseded)."""
     best_trial: Annotated[int, Field(ge=0)] | None = None
@@ -209,7 +242,10 @@ class ModelOptimizationStatus(ApiModel):
     artifacts: ArtifactLocations | None = None
     """Artifact URIs of the current revision."""
     url: Annotated[str, Field(max_length=2048)] | None = None
-    """URL of the InferenceService."""
+    """Where the model answers: the HTTPRoute's first host name, else the serving revision's
+    InferenceService."""
+    serving: ServingStatus | None = None
+    """KServe's mode, the canary method and the autoscaling in effect."""
     drift: DriftStatus | None = None
     """Drift evaluations and retraining bookkeeping."""
     history: Annotated[list[RevisionRecord], Field(max_length=HISTORY_LIMIT)] = []

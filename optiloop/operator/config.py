@@ -25,6 +25,9 @@
 | ``OPTILOOP_DRIFT_NETWORK_POLICY`` | give each drift monitor a NetworkPolicy (``true``/``false``) | ``true`` |
 | ``OPTILOOP_PROMETHEUS_NAMESPACE_LABELS`` | JSON labels of Prometheus' namespace, let through | ``monitoring`` |
 | ``OPTILOOP_PROMETHEUS_POD_LABELS`` | JSON labels of Prometheus' pods, let through | ``prometheus`` |
+| ``OPTILOOP_KSERVE_CONFIG`` | KServe's ConfigMap (default mode) | ``kserve/inferenceservice-config`` |
+| ``OPTILOOP_GATEWAY`` | Gateway of Standard mode's HTTPRoutes, ``namespace/name[/listener]`` | empty: none |
+| ``OPTILOOP_DISCOVERY_SECONDS`` | how long the cluster's KServe, Knative, Gateway API and KEDA are cached | ``60`` |
 
 Images and service accounts come only from here: a ModelOptimization cannot choose them.
 """
@@ -91,6 +94,12 @@ class OperatorConfig:
     drain_seconds: float = 20.0
     """At shutdown, how long reconciles in flight may finish and queued Events be posted; keep it
     below the pod's ``terminationGracePeriodSeconds``."""
+    kserve_config: tuple[str, str] = ("kserve", "inferenceservice-config")
+    """Namespace and name of KServe's ConfigMap, read for its default deployment mode."""
+    gateway: tuple[str, str, str | None] | None = None
+    """Namespace, name and listener (None: all) of the default Gateway for HTTPRoutes."""
+    discovery_seconds: float = 60.0
+    """How long a discovery of the cluster's serving capabilities is reused."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -131,6 +140,9 @@ class OperatorConfig:
             priority=_number(env, "OPTILOOP_PRIORITY", defaults.priority, int, 0),
             peering_lifetime=_number(env, "OPTILOOP_PEERING_LIFETIME", defaults.peering_lifetime, int, 5),
             drain_seconds=_number(env, "OPTILOOP_DRAIN_SECONDS", defaults.drain_seconds, float, 0),
+            kserve_config=_kserve_config(env.get("OPTILOOP_KSERVE_CONFIG", "")) or defaults.kserve_config,
+            gateway=_gateway(env.get("OPTILOOP_GATEWAY", "")),
+            discovery_seconds=_number(env, "OPTILOOP_DISCOVERY_SECONDS", defaults.discovery_seconds, float, 1),
         )
 
 
@@ -200,3 +212,30 @@ def _number(env: Mapping[str, str], name: str, default: N, kind: Callable[[str],
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, not {raw!r}")
     return value
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _reference(raw: str, name: str, parts: int) -> list[str]:
+    """``raw`` split at ``/`` into 2 to ``parts`` DNS labels (namespace, name, ...), or an error
+    naming the variable."""
+    pieces = raw.split("/")
+    if not 2 <= len(pieces) <= parts or not all(_DNS_LABEL.match(p) and len(p) <= 63 for p in pieces):
+        shape = "namespace/name" + ("[/listener]" if parts > 2 else "")
+        raise ValueError(f"{name} must be {shape} in lower-case DNS labels, not {raw!r}")
+    return pieces
+
+
+def _kserve_config(raw: str) -> tuple[str, str] | None:
+    if not raw.strip():
+        return None
+    namespace, name = _reference(raw.strip(), "OPTILOOP_KSERVE_CONFIG", 2)
+    return namespace, name
+
+
+def _gateway(raw: str) -> tuple[str, str, str | None] | None:
+    if not raw.strip():
+        return None
+    pieces = _reference(raw.strip(), "OPTILOOP_GATEWAY", 3)
+    return pieces[0], pieces[1], pieces[2] if len(pieces) == 3 else None

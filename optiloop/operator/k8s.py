@@ -36,6 +36,7 @@ from urllib3.exceptions import HTTPError
 from ..api import GROUP, PLURAL, VERSION
 from ..errors import OptiloopError
 from .builders.common import LABEL_NAME
+from .builders.routing import ROUTE_API_VERSION
 from .builders.serving import ISVC_API_VERSION
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ CREDENTIALS_TTL_SECONDS = 60.0
 token is rotated by the kubelet well before it expires; a 401 re-reads them at once)."""
 REQUEST_TIMEOUT = urllib3.Timeout(connect=10.0, read=60.0)
 MONITOR_KINDS = ("Deployment", "Service", "NetworkPolicy")
+SERVING_KINDS = ("InferenceService", "HTTPRoute")
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 # Where each kind of child lives in the REST API: path prefix (group and version) and plural.
@@ -57,6 +59,8 @@ _PATHS = {
     "Pod": ("/api/v1", "pods"),
     "Event": ("/api/v1", "events"),
     "InferenceService": (f"/apis/{ISVC_API_VERSION}", "inferenceservices"),
+    "HTTPRoute": (f"/apis/{ROUTE_API_VERSION}", "httproutes"),
+    "ConfigMap": ("/api/v1", "configmaps"),
     "ModelOptimization": (f"/apis/{GROUP}/{VERSION}", PLURAL),
 }
 
@@ -71,6 +75,10 @@ class ConflictError(TransientApiError):
 
 class ForeignChildError(OptiloopError):
     """A child's derived name is taken by an object this resource does not own."""
+
+
+class ForbiddenError(OptiloopError):
+    """The operator's RBAC does not allow this read (403)."""
 
 
 @contextmanager
@@ -183,9 +191,37 @@ class Cluster:
         """The pods of one Job (their termination messages carry the stage outcome)."""
         return self._list(namespace, "Pod", f"{JOB_NAME_LABEL}={job}")
 
-    def get_inference_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The InferenceService, or None."""
-        return self._read(namespace, "InferenceService", name)
+    def list_inference_services(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The resource's InferenceServices (one in Knative mode, one per revision in Standard mode)."""
+        return [
+            {**o, "kind": "InferenceService"} for o in self._list(namespace, "InferenceService", f"{LABEL_NAME}={name}")
+        ]
+
+    def get_route(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The HTTPRoute, or None."""
+        return self._read(namespace, "HTTPRoute", name)
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ConfigMap (KServe's configuration), or None when it does not exist; a refusal
+        raises :class:`ForbiddenError` for the caller to report."""
+        try:
+            return self._read(namespace, "ConfigMap", name)
+        except ApiException as exc:
+            if exc.status == 403:
+                raise ForbiddenError(f"read ConfigMap {namespace}/{name}: 403 Forbidden") from exc
+            raise
+
+    def api_resources(self, group_version: str) -> dict[str, Any] | None:
+        """The discovery document of ``group_version`` (``GET /apis/<group>/<version>``), or None
+        when the API server does not serve it. Every authenticated user may read it."""
+        with _mapped(f"discover {group_version}"):
+            try:
+                found: dict[str, Any] = self.http.request("GET", f"/apis/{group_version}")
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        return found
 
     def get_monitor(self, namespace: str, name: str) -> dict[str, dict[str, Any]]:
         """The drift monitor's Deployment, Service and NetworkPolicy that exist, by kind."""
@@ -201,7 +237,7 @@ class Cluster:
     def create(self, namespace: str, body: dict[str, Any], owner_uid: str) -> bool:
         """Create a child; True when created, False when our own child already existed."""
         kind, name = body["kind"], body["metadata"]["name"]
-        if kind not in ("Job", "InferenceService", *MONITOR_KINDS):
+        if kind not in ("Job", *SERVING_KINDS, *MONITOR_KINDS):
             raise ValueError(f"the operator never creates a {kind}")
         try:
             with _mapped(f"create {kind} {namespace}/{name}"):
@@ -225,7 +261,7 @@ class Cluster:
         """Replace a child we read at ``resource_version`` (a conflict is transient)."""
         body = {**body, "metadata": {**body["metadata"], "resourceVersion": resource_version}}
         kind, name = body["kind"], body["metadata"]["name"]
-        if kind not in ("InferenceService", *MONITOR_KINDS):
+        if kind not in (*SERVING_KINDS, *MONITOR_KINDS):
             raise ValueError(f"the operator never replaces a {kind}")
         with _mapped(f"replace {kind} {namespace}/{name}"):
             self.http.request("PUT", _path(kind, namespace, name), body)
@@ -235,7 +271,7 @@ class Cluster:
 
         Only the object ``uid`` (the one observed as ours) is deleted: if another object has
         taken the name since, the API server refuses (a conflict, retried after a fresh read)."""
-        if kind not in ("Job", *MONITOR_KINDS):
+        if kind not in ("Job", *SERVING_KINDS, *MONITOR_KINDS):
             raise ValueError(f"the operator never deletes a {kind}")
         options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         if uid:

@@ -26,9 +26,10 @@ from ..api.validation import manifest_errors
 from ..errors import OptiloopError
 from . import failpoints, metrics, names, prometheus, queries
 from .config import OperatorConfig
+from .discovery import Discovery
 from .k8s import Cluster, ConflictError, ForeignChildError, TransientApiError
 from .memory import ResourceMemory
-from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job
+from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job, observe_route
 from .planning.blocked import child_name_taken, invalid_spec
 from .planning.plan import Delete, Plan
 from .planning.revisions import canary_revision, retraining_in_flight
@@ -61,6 +62,7 @@ class Reconciler:
         self.cluster = cluster
         self.config = config
         self.clock = clock
+        self.discovery = Discovery(cluster, config.kserve_config, config.discovery_seconds)
         self._memories: dict[tuple[str, str], ResourceMemory] = {}
         self._pending: set[Future[Plan | None]] = set()
         self._guard = threading.Lock()
@@ -289,18 +291,26 @@ class Reconciler:
             if seen.state != "Running" and seen.revision == current and seen.component not in consumed:
                 seen = observe_job(job, self.cluster.list_job_pods(namespace, seen.name), uid) or seen
             jobs[(seen.component, seen.revision)] = seen
-        # Children that cannot exist yet are not read: the InferenceService comes after the first
-        # compression, the drift monitor after the first revision serves.
+        # Children that cannot exist yet are not read: the InferenceServices and the route come
+        # after the first compression, the drift monitor after the first revision serves.
+        capabilities = self.discovery.capabilities()
         compressed = status is not None and any(r.compressed_at for r in status.history)
         serving = status is not None and status.serving_revision is not None
-        service = self.cluster.get_inference_service(namespace, names.inference_service(name)) if compressed else None
+        services = self.cluster.list_inference_services(namespace, name) if compressed and capabilities.kserve else []
+        route = (
+            self.cluster.get_route(namespace, names.route(name)) if compressed and capabilities.gateway_api else None
+        )
         monitor = self.cluster.get_monitor(namespace, names.drift_monitor(name)) if serving else {}
         canary = canary_revision(status)
         return Observed(
             jobs=jobs,
-            service=observe_child(service, uid) if service is not None else None,
+            services={
+                str(o["metadata"]["name"]): child for o in services if (child := observe_child(o, uid)) is not None
+            },
             monitor={kind: child for kind, obj in monitor.items() if (child := observe_child(obj, uid)) is not None},
             canary=self._canary_metrics(resource, canary) if canary is not None else None,
+            route=observe_route(route, uid) if route is not None else None,
+            capabilities=capabilities,
         )
 
     def _query(self, resource: ModelOptimization, promql: str) -> prometheus.QueryResult:

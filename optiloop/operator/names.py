@@ -26,3 +26,24 @@ def drift_monitor(resource: str) -> str:
 def inference_service(resource: str) -> str:
     """The InferenceService carries the resource's own name, so its URL is predictable."""
     return resource
+
+
+def revision_service(resource: str, revision: int) -> str:
+    """``{name}-r{revision}``: one InferenceService per revision in Standard mode (KServe names its
+    Deployment and Service ``{name}-r{revision}-predictor``)."""
+    return f"{resource}-r{revision}"
+
+
+def predictor_service(inference_service: str) -> str:
+    """The Service KServe gives an InferenceService's predictor in Standard mode."""
+    return f"{inference_service}-predictor"
+
+
+def route(resource: str) -> str:
+    """The HTTPRoute in front of the revisions carries the resource's own name."""
+    return resource
+
+
+def probe_job(resource: str, revision: int) -> str:
+    """``{name}-probe-r{revision}``: the Job that sends a blue/green revision synthetic requests."""
+    return f"{resource}-probe-r{revision}"

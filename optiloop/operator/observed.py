@@ -5,9 +5,9 @@ few facts reconciling needs (a Job's state and reported outcome, whether a child
 date and ready).
 
 Only objects whose owner reference is the resource count as its children: another team's
-InferenceService, Deployment, Service or Job of the same name (or with our labels) is left out,
-so the planner never replaces or deletes it; creating ours then meets ``AlreadyExists`` and the
-resource says ``ChildNameTaken``, naming the object.
+InferenceService, HTTPRoute, Deployment, Service, NetworkPolicy or Job of the same name (or
+with our labels) is left out, so the planner never replaces or deletes it; creating ours then
+meets ``AlreadyExists`` and the resource says ``ChildNameTaken``, naming the object.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from ..api.jobs import StageOutcome
 from .builders.common import LABEL_COMPONENT, LABEL_REVISION
+from .capabilities import Capabilities
 
 SPEC_HASH_ANNOTATION = "optiloop.dev/spec-hash"
 """Hash of the spec the operator last wrote to a child; a different desired hash means update."""
@@ -73,13 +74,20 @@ class Observed:
     """Everything reconciling looks at besides the resource itself."""
 
     jobs: Mapping[tuple[str, int], ObservedJob] = field(default_factory=dict)
-    service: ObservedChild | None = None
+    services: Mapping[str, ObservedChild] = field(default_factory=dict)
+    """The resource's InferenceServices, by name."""
     monitor: Mapping[str, ObservedChild] = field(default_factory=dict)
     canary: CanaryMetrics | None = None
+    route: ObservedChild | None = None
+    """The HTTPRoute of Standard mode, when there is one."""
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    """What the cluster serves with (KServe, Knative, the Gateway API, KEDA, KServe's default mode)."""
 
 
 def owned_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
-    """Whether ``obj`` carries an owner reference to the object ``owner_uid``."""
+    """Whether ``obj`` carries an owner reference to the object ``owner_uid`` (a label alone
+    proves nothing: anyone can copy it onto their own object, which must never be replaced or
+    deleted)."""
     references = (obj.get("metadata") or {}).get("ownerReferences") or []
     return bool(owner_uid) and any(isinstance(r, Mapping) and r.get("uid") == owner_uid for r in references)
 
@@ -175,4 +183,33 @@ def observe_child(obj: Mapping[str, Any], owner_uid: str) -> ObservedChild | Non
         url=status.get("url"),
         updating=not current,
         uid=meta.get("uid"),
+    )
+
+
+def observe_route(obj: Mapping[str, Any], owner_uid: str) -> ObservedChild | None:
+    """An HTTPRoute as an :class:`ObservedChild`, or None when the resource ``owner_uid`` does
+    not own it: ``ready`` when every gateway that reported on it accepted its current generation;
+    ``updating`` while a gateway reported only on an older one. A route no gateway reported on is
+    neither (nothing implements it yet)."""
+    child = observe_child(obj, owner_uid)
+    if child is None:
+        return None
+    generation = obj.get("metadata", {}).get("generation")
+    reports = [
+        condition
+        for parent in (obj.get("status") or {}).get("parents") or []
+        for condition in parent.get("conditions") or []
+        if condition.get("type") == "Accepted"
+    ]
+    current = [c for c in reports if c.get("observedGeneration") in (None, generation)]
+    accepted = bool(current) and len(current) == len(reports) and all(c.get("status") == "True" for c in current)
+    return ObservedChild(
+        kind=child.kind,
+        name=child.name,
+        resource_version=child.resource_version,
+        spec_hash=child.spec_hash,
+        revision=child.revision,
+        ready=accepted,
+        updating=bool(reports) and len(current) < len(reports),
+        uid=child.uid,
     )

@@ -43,3 +43,16 @@ def canary_latency_query(resource: ModelOptimization, revision: int, window_seco
     selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
     buckets = f"sum by (le) (rate(optiloop_predictor_inference_seconds_bucket{{{selector}}}[{window_seconds}s]))"
     return f"histogram_quantile(0.95, {buckets}) * 1000"
+
+
+def request_rate_query(resource: ModelOptimization, revision: int) -> str:
+    """Requests per second to one revision's predictors (all replicas): KEDA's ``rps`` trigger."""
+    selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
+    return f"sum(rate(optiloop_predictor_requests_total{{{selector}}}[1m]))"
+
+
+def concurrency_query(resource: ModelOptimization, revision: int) -> str:
+    """Requests in flight at one revision's predictors, averaged over a minute: the seconds spent
+    in inference per second (Little's law), KEDA's ``concurrency`` trigger."""
+    selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
+    return f"sum(rate(optiloop_predictor_inference_seconds_sum{{{selector}}}[1m]))"

@@ -47,4 +47,7 @@ def reconcile(
     rollup.roll_up(draft)
     draft.status.history = draft.history[-HISTORY_LIMIT:]
     draft.status.observed_generation = draft.generation
-    return Plan(draft.status, draft.actions, draft.events, requeue_at(resource.spec, draft.status, now))
+    due = requeue_at(resource.spec, draft.status, now)
+    if draft.settling:
+        due = now
+    return Plan(draft.status, draft.actions, draft.events, due)

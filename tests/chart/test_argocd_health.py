@@ -14,6 +14,7 @@ from optiloop.api import ModelOptimization
 from optiloop.operator.config import OperatorConfig
 from optiloop.operator.observed import Observed, ObservedJob
 from optiloop.operator.reconcile import reconcile
+from optiloop.operator.topology import UNSERVABLE_REASONS
 from tests.support.chart import CHART
 
 SCRIPT = (CHART / "argocd" / "health.lua").read_text()
@@ -60,6 +61,7 @@ def ready(status: str, reason: str, generation: int = 2, message: str = "m") -> 
         (resource(status=ready("False", "JobFailed")), "Degraded"),
         (resource(status=ready("False", "DataQualityFailed")), "Degraded"),
         (resource(status=ready("False", "ChildNameTaken")), "Degraded"),
+        (resource(status=ready("False", "KnativeUnavailable")), "Degraded"),
         (resource(status=ready("Unknown", "Tuning")), "Progressing"),
         (resource(status=ready("False", "SomethingTransient")), "Progressing"),
         (resource(status=ready("True", "Serving", generation=1)), "Progressing"),
@@ -69,8 +71,8 @@ def ready(status: str, reason: str, generation: int = 2, message: str = "m") -> 
         (resource(status=ready("True", "Serving"), deleting=True), "Progressing"),
         (resource(status={"observedGeneration": 2}), "Progressing"),
     ],
-    ids=["ready", "invalid-spec", "job-failed", "data-quality", "child-name-taken", "tuning", "transient-false",
-         "stale-ready", "lagging-status", "no-status", "no-generation", "deleting", "no-conditions"],
+    ids=["ready", "invalid-spec", "job-failed", "data-quality", "child-name-taken", "knative-unavailable", "tuning",
+         "transient-false", "stale-ready", "lagging-status", "no-status", "no-generation", "deleting", "no-conditions"],
 )  # fmt: skip
 def test_fixtures(obj: dict[str, Any], expected: str) -> None:
     assert health(obj)[0] == expected
@@ -100,6 +102,12 @@ def test_statuses_from_the_real_reconcile() -> None:
     )
     as_obj = {**body, "status": failed.status.model_dump(mode="json", by_alias=True, exclude_none=True)}
     assert health(as_obj)[0] == "Degraded"
+
+
+@pytest.mark.parametrize("reason", UNSERVABLE_REASONS)
+def test_every_serving_the_cluster_cannot_do_is_degraded(reason: str) -> None:
+    """The operator's reasons that need a person (it cannot share them with Lua) are all here."""
+    assert health(resource(status=ready("False", reason)))[0] == "Degraded"
 
 
 def test_the_argocd_cm_snippet_embeds_exactly_the_script() -> None:

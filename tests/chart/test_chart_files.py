@@ -49,6 +49,8 @@ def test_cluster_mode_renders_cluster_roles_and_one_cluster_peering() -> None:
         ("ClusterRoleBinding", None),
         ("ClusterRoleBinding", None),
         ("Deployment", "optiloop-system"),
+        ("Role", "kserve"),
+        ("RoleBinding", "kserve"),
         ("Service", "optiloop-system"),
         ("ServiceAccount", "optiloop-system"),
         ("ValidatingAdmissionPolicy", None),
@@ -64,10 +66,26 @@ def test_namespaced_mode_renders_a_role_and_a_peering_in_each_namespace_and_noth
 ) -> None:
     objects = render("rel", "optiloop-system", NAMESPACED, tmp_path)
     assert not [o for o in objects if o["kind"].startswith("Cluster")]
-    assert [o["metadata"]["namespace"] for o in objects if o["kind"] == "Role"] == ["ml", "research"]
+    assert [o["metadata"]["namespace"] for o in objects if o["kind"] == "Role"] == ["ml", "research", "kserve"]
     assert [o["metadata"]["namespace"] for o in objects if o["kind"] == "KopfPeering"] == ["ml", "research"]
     env = {e["name"]: e.get("value") for e in deployment(objects)["containers"][0]["env"]}
     assert env["OPTILOOP_NAMESPACES"] == "ml,research"
+
+
+def test_kserves_configmap_is_readable_by_name_only_and_the_serving_settings_reach_the_operator(
+    tmp_path: Path,
+) -> None:
+    values = {"kserve": {"namespace": "kserve-system"}, "gateway": "gateways/inference/http"}
+    objects = render("rel", "optiloop-system", values, tmp_path)
+    [role] = [o for o in objects if o["kind"] == "Role" and o["metadata"]["namespace"] == "kserve-system"]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["inferenceservice-config"], "verbs": ["get"]}
+    ]
+    env = {e["name"]: e.get("value") for e in deployment(objects)["containers"][0]["env"]}
+    assert env["OPTILOOP_KSERVE_CONFIG"] == "kserve-system/inferenceservice-config"
+    assert env["OPTILOOP_GATEWAY"] == "gateways/inference/http"
+    off = render("rel", "optiloop-system", {"kserve": {"readConfig": False}}, tmp_path)
+    assert not [o for o in off if o["metadata"].get("namespace") == "kserve"]
 
 
 def deployment(objects: list[dict]) -> dict[str, Any]:

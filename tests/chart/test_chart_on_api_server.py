@@ -47,11 +47,11 @@ RARELY_USED = {
 }
 
 
-def allowed(api: Any, user: str, namespace: str | None, verb: str, group: str, resource: str) -> bool:
+def allowed(api: Any, user: str, namespace: str | None, verb: str, group: str, resource: str, name: str = "") -> bool:
     from kubernetes import client
 
     resource, _, subresource = resource.partition("/")
-    attributes = {"verb": verb, "group": group, "resource": resource, "subresource": subresource}
+    attributes = {"verb": verb, "group": group, "resource": resource, "subresource": subresource, "name": name}
     if namespace:
         attributes["namespace"] = namespace
     ns = user.split(":")[2]
@@ -167,7 +167,10 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
                    ("delete", "services"), ("create", "events"), ("patch", "kopfpeerings"),
                    ("create", "networkpolicies"), ("delete", "networkpolicies")]:  # fmt: skip
         assert needed in exercised, f"the scenario did not exercise {needed}"
+    assert ("get", "", "configmaps", "kserve") in uses, "KServe's default mode is read"
     for verb, group, resource, ns in sorted(uses, key=str):
+        if (verb, resource, ns) == ("get", "configmaps", "kserve"):
+            continue  # KServe's inferenceservice-config, the one object granted there (checked below)
         assert ns in (watched, None), f"namespaced mode reached outside {watched}: {verb} {resource} in {ns}"
         assert allowed(k8s, user, ns, verb, group, resource)
         if ns is not None:
@@ -183,6 +186,11 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
     }  # fmt: skip
     unused = granted - exercised - set(RARELY_USED)
     assert not unused, f"granted but never used by the operator: {sorted(unused)}"
+
+    assert allowed(k8s, user, "kserve", "get", "", "configmaps", "inferenceservice-config")
+    assert not allowed(k8s, user, "kserve", "get", "", "configmaps", "other-config"), "only that ConfigMap"
+    assert not allowed(k8s, user, "kserve", "list", "", "configmaps")
+    assert not allowed(k8s, user, other, "get", "", "configmaps")
 
     # The admission policy: the operator's own account cannot write anything that is not one of
     # our children with our images, whatever its RBAC allows.

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from optiloop.api import ModelOptimization
-from optiloop.operator.builders.jobs import compression_job, tuning_job
+from optiloop.operator.builders.jobs import compression_job, probe_job, tuning_job
 from optiloop.operator.builders.serving import drift_monitor, inference_service
+from optiloop.operator.capabilities import Capabilities, KServeDefault
 from optiloop.operator.config import OperatorConfig
+from optiloop.operator.topology import Topology, resolve
 from tests.support.namespaces import create_namespace, delete_namespace
 
 
@@ -64,7 +66,12 @@ def test_built_jobs_pass_server_validation_and_restricted_admission(
 
     batch, core = client.BatchV1Api(k8s), client.CoreV1Api(k8s)
     model = resource(restricted_namespace, **spec)
-    for job in (tuning_job(model, OperatorConfig(), 1), compression_job(model, OperatorConfig(), 1)):
+    jobs = (
+        tuning_job(model, OperatorConfig(), 1),
+        compression_job(model, OperatorConfig(), 1),
+        probe_job(model, OperatorConfig(), 2, "http://iris-r2-predictor.ns.svc.cluster.local"),
+    )
+    for job in jobs:
         created = batch.create_namespaced_job(restricted_namespace, job, dry_run="All", field_validation="Strict")
         assert created.metadata.name == job["metadata"]["name"]
         pod = core.create_namespaced_pod(restricted_namespace, pod_from(job, restricted_namespace), dry_run="All")
@@ -106,7 +113,11 @@ def test_drift_monitor_passes_server_validation_and_restricted_admission(k8s: An
 def test_the_predictor_settings_we_control_pass_restricted_admission(k8s: Any, restricted_namespace: str) -> None:
     from kubernetes import client
 
-    isvc = inference_service(resource(restricted_namespace), OperatorConfig(), 1)
+    model = resource(restricted_namespace)
+    standard = Capabilities(kserve=True, kserve_default=KServeDefault("standard", "kserve/config"))
+    topology = resolve(model, standard, OperatorConfig())
+    assert isinstance(topology, Topology)
+    isvc = inference_service(model, OperatorConfig(), 1, topology)
     predictor = isvc["spec"]["predictor"]
     # KServe adds its storage initializer and, serverless, its queue proxy; the rest is ours.
     pod = {

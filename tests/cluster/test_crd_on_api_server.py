@@ -17,7 +17,9 @@ def test_crd_is_established_with_names_and_status_subresource(k8s: Any) -> None:
     version = crd.spec.versions[0]
     assert version.subresources.status == {}
     columns = [c.name for c in version.additional_printer_columns]
-    assert columns == ["Phase", "Ready", "Objective", "Size", "P95-Latency", "Revision", "Age"]
+    assert columns == ["Phase", "Ready", "Mode", "Canary", "Objective", "Size", "P95-Latency", "Revision", "Age"]
+    wide = [c.name for c in version.additional_printer_columns if c.priority]
+    assert wide == ["Mode", "Canary"], "shown with -o wide, so the default view keeps its width"
 
 
 def test_discovery_lists_the_resource_with_short_name(control_plane: Any, k8s: Any) -> None:

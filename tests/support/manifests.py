@@ -125,6 +125,57 @@ MALFORMED: list[Malformed] = [
     Malformed(
         "canary-percent-100", _set(spec__deployment__canaryTrafficPercent=100), "spec.deployment.canaryTrafficPercent"
     ),
+    Malformed("bad-deployment-mode", _set(spec__deployment__mode="serverless"), "spec.deployment.mode"),
+    Malformed(
+        "standard-mode-concurrency-without-keda",
+        _set(spec__deployment__mode="standard", spec__deployment__scaleMetric="concurrency"),
+        "spec.deployment.scaleMetric",
+    ),
+    Malformed(
+        "knative-mode-with-autoscaler-class",
+        _set(spec__deployment__mode="knative", spec__deployment__autoscalerClass="hpa"),
+        "spec.deployment.autoscalerClass",
+    ),
+    Malformed(
+        "standard-mode-scale-to-zero",
+        _set(spec__deployment__mode="standard", spec__deployment__minReplicas=0),
+        "spec.deployment.minReplicas",
+    ),
+    Malformed(
+        "scale-to-zero-on-cpu",
+        _set(spec__deployment__minReplicas=0, spec__deployment__scaleMetric="cpu"),
+        "spec.deployment.minReplicas",
+    ),
+    Malformed(
+        "standard-mode-default-cpu-target-above-100",
+        _set(spec__deployment__mode="standard", spec__deployment__scaleTarget=500),
+        "spec.deployment.scaleTarget",
+    ),
+    Malformed(
+        "keda-rps-with-triton",
+        _set(
+            spec__deployment__runtime="onnx",
+            spec__deployment__autoscalerClass="keda",
+            spec__deployment__scaleMetric="rps",
+        ),
+        "spec.deployment.autoscalerClass",
+    ),
+    Malformed(
+        "batcher-with-triton",
+        _set(spec__deployment__runtime="onnx", spec__deployment__batcher={"maxBatchSize": 8}),
+        "spec.deployment.batcher",
+    ),
+    Malformed(
+        "batch-size-out-of-range",
+        _set(spec__deployment__batcher={"maxBatchSize": 0}),
+        "spec.deployment.batcher.maxBatchSize",
+    ),
+    Malformed(
+        "knative-mode-with-gateway",
+        _set(spec__deployment__mode="knative", spec__deployment__gateway={"name": "inference"}),
+        "spec.deployment.gateway",
+    ),
+    Malformed("bad-hostname", _set(spec__deployment__hostnames=["Not A Host"]), "spec.deployment.hostnames[0]"),
     Malformed(
         "too-many-objectives",
         _set(spec__tuning__objectives=[{"metric": m} for m in ("accuracy", "f1", "rocAuc", "latencyMs")]),
@@ -205,7 +256,19 @@ def maximal_manifest() -> Manifest:
         {"distill": {"hiddenLayers": [64, 32], "temperature": 2.0, "alpha": 0.5, "epochs": 10}},
         {"quantize": {"mode": "staticInt8", "calibrationSamples": 128}},
     ]
-    spec["deployment"].update(storageUri="s3://models/cancer", storageCredentialsSecretRef={"name": "model-store"})
+    spec["deployment"].update(
+        storageUri="s3://models/cancer",
+        storageCredentialsSecretRef={"name": "model-store"},
+        mode="standard",
+        autoscalerClass="keda",
+        scaleMetric="rps",
+        scaleTarget=50,
+        batcher={"maxBatchSize": 16, "maxLatencyMs": 20},
+        canaryMethod="trafficSplit",
+        gateway={"name": "inference", "namespace": "gateways", "sectionName": "http"},
+        hostnames=["cancer.models.example.com"],
+    )
+    spec["deployment"]["canaryAnalysis"]["probeRequestsPerSecond"] = 2.5
     spec["monitoring"]["prometheus"] = {
         "url": "http://prometheus.monitoring.svc:9090",
         "queryTemplate": "feature-drift",
@@ -240,7 +303,15 @@ def full_status() -> Manifest:
                 "lastTransitionTime": t,
                 "observedGeneration": 3,
             }
-            for kind in ("DataValidated", "Tuned", "Compressed", "Deployed", "DriftWithinBounds", "Ready")
+            for kind in (
+                "DataValidated",
+                "Tuned",
+                "Compressed",
+                "Deployed",
+                "TrafficSplit",
+                "DriftWithinBounds",
+                "Ready",
+            )
         ],
         "revision": 2,
         "servingRevision": 2,
@@ -267,6 +338,15 @@ def full_status() -> Manifest:
             "model": "s3://models/cancer/r2/model",
         },
         "url": "http://breast-cancer.ml.example.com",
+        "serving": {
+            "mode": "Standard",
+            "modeSource": "spec",
+            "canaryMethod": "GatewayAPI",
+            "autoscaler": "keda",
+            "scaleMetric": "rps",
+            "scaleTarget": 50,
+            "route": "breast-cancer",
+        },
         "drift": {
             "lastEvaluationTime": t,
             "lastValue": 0.0,
@@ -299,6 +379,7 @@ def full_status() -> Manifest:
                 "compressedAt": t,
                 "deployedAt": t,
                 "promotedAt": t,
+                "canaryMethod": "GatewayAPI",
                 "parentRevision": 1,
                 "fingerprint": "0123456789abcdef",
                 "model": {"candidate": "1-prune", "primaryMetric": "accuracy", "primaryValue": 0.96},

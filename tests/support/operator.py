@@ -1,7 +1,10 @@
 """Running the operator against the test API server, and playing the parts no test cluster has.
 
-* :func:`install_operator_crds` adds Kopf's peering CRDs and a minimal InferenceService CRD
-  (written for the tests: an open schema with a status subresource, like KServe's served shape).
+* :func:`install_operator_crds` adds Kopf's peering CRDs, a minimal InferenceService CRD
+  (written for the tests: an open schema with a status subresource, like KServe's served shape),
+  a minimal Knative Service CRD (the operator only asks whether the API serves it), the Gateway
+  API's real CRDs, and KServe's ConfigMap with KServe's shipped default mode (Serverless, i.e.
+  Knative): the cluster the stand-in plays.
 * :class:`OperatorProcess` runs ``optiloop operator`` as a separate process (so a test can
   SIGKILL it) with a kubeconfig for the test API server.
 * :class:`StandIn` plays the Job controller, the kubelet and KServe: it sees our Jobs and, as
@@ -30,23 +33,36 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def kserve_crd() -> dict[str, Any]:
     """A minimal InferenceService CRD: KServe's group, version and names, any spec, a status subresource."""
+    return _open_crd("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices", ["isvc"])
+
+
+def knative_service_crd() -> dict[str, Any]:
+    """A minimal Knative Serving Service CRD: what the operator's discovery looks for."""
+    return _open_crd("serving.knative.dev", "v1", "Service", "services", ["ksvc"])
+
+
+KSERVE_CONFIG = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "inferenceservice-config", "namespace": "kserve"},
+    "data": {"deploy": json.dumps({"defaultDeploymentMode": "Serverless"})},
+}
+"""KServe's ConfigMap as KServe ships it: Serverless (Knative) by default."""
+
+
+def _open_crd(group: str, version: str, kind: str, plural: str, short: list[str]) -> dict[str, Any]:
     open_object = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "inferenceservices.serving.kserve.io"},
+        "metadata": {"name": f"{plural}.{group}"},
         "spec": {
-            "group": "serving.kserve.io",
+            "group": group,
             "scope": "Namespaced",
-            "names": {
-                "kind": "InferenceService",
-                "plural": "inferenceservices",
-                "singular": "inferenceservice",
-                "shortNames": ["isvc"],
-            },
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "shortNames": short},
             "versions": [
                 {
-                    "name": "v1beta1",
+                    "name": version,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
@@ -63,14 +79,24 @@ def kserve_crd() -> dict[str, Any]:
 
 
 def install_operator_crds(api: Any) -> None:
-    """Install the peering and InferenceService CRDs (idempotent) and wait until established."""
+    """Install the peering, InferenceService, Knative Service and Gateway API CRDs and KServe's
+    ConfigMap (idempotent) and wait until the CRDs are established."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     from optiloop.operator.peering import peering_crds
+    from tests.support.kserve_release import gateway_api_crds
 
+    core = client.CoreV1Api(api)
+    for create, args in ((core.create_namespace, ({"metadata": {"name": "kserve"}},)),
+                         (core.create_namespaced_config_map, ("kserve", KSERVE_CONFIG))):  # fmt: skip
+        try:
+            create(*args)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
     extensions = client.ApiextensionsV1Api(api)
-    for crd in [*peering_crds(), kserve_crd()]:
+    for crd in [*peering_crds(), kserve_crd(), knative_service_crd(), *gateway_api_crds()]:
         try:
             extensions.create_custom_resource_definition(crd)
         except ApiException as exc:
@@ -83,6 +109,18 @@ def install_operator_crds(api: Any) -> None:
             return any(c.type == "Established" and c.status == "True" for c in conditions)
 
         wait_for(established, 30, what=f"CRD {name} to be established")
+        # Established comes before the storage answers (a list gets 429 "storage is
+        # (re)initializing" meanwhile); an operator watching it then misses early changes.
+        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+        version = crd["spec"]["versions"][0]["name"]
+        wait_for(lambda g=group, v=version, p=plural: _lists(api, g, v, p), 30, what=f"CRD {name} to serve lists")
+
+
+def _lists(api: Any, group: str, version: str, plural: str) -> bool:
+    from kubernetes import client
+
+    client.CustomObjectsApi(api).list_cluster_custom_object(group, version, plural, limit=1)
+    return True
 
 
 @dataclass
@@ -229,10 +267,17 @@ class Finish:
 JobPolicy = Callable[[dict[str, Any]], Finish | None]
 
 
+def probe_outcome(failed: int = 0) -> dict[str, Any]:
+    message = f"300 requests, {failed} failed ({failed / 300:.1%}), p95 3.0 ms"
+    return {"stage": "probe", "succeeded": not failed, "reason": "StageFailed" if failed else "Succeeded",
+            "message": message}  # fmt: skip
+
+
 def succeed_all(job: dict[str, Any]) -> Finish:
     """Every Job succeeds at once, reporting a plausible outcome."""
     component = job["metadata"]["labels"]["optiloop.dev/component"]
-    return Finish(True, tuning_outcome() if component == "tuning" else compression_outcome())
+    outcomes = {"tuning": tuning_outcome, "compression": compression_outcome, "probe": probe_outcome}
+    return Finish(True, outcomes[component]())
 
 
 class StandIn:
@@ -249,6 +294,7 @@ class StandIn:
         self.namespace = namespace
         self.jobs = jobs
         self.services_ready = True
+        self.routes_accepted = True
         self.finished: set[str] = set()
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -285,6 +331,11 @@ class StandIn:
                 "serving.kserve.io", "v1beta1", self.namespace, "inferenceservices"
             )["items"]:
                 self.mark_ready(isvc)
+        if self.routes_accepted:
+            for route in self.custom.list_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", self.namespace, "httproutes"
+            )["items"]:
+                self.accept_route(route)
 
     def finish_job(self, job: dict[str, Any], finish: Finish) -> None:
         """Report ``job`` finished the way the Job controller and the kubelet would."""
@@ -374,6 +425,22 @@ class StandIn:
             },
         )
 
+    def accept_route(self, route: dict[str, Any]) -> None:
+        """Report ``route`` accepted by its gateways, as a gateway controller does."""
+        meta = route["metadata"]
+        parents = (route.get("status") or {}).get("parents") or []
+        if parents and all(
+            c.get("observedGeneration") == meta["generation"] for p in parents for c in p.get("conditions", [])
+        ):
+            return
+        accepted = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "accepted by the stand-in",
+                    "observedGeneration": meta["generation"], "lastTransitionTime": _now()}  # fmt: skip
+        status = {"parents": [{"parentRef": ref, "controllerName": "optiloop.dev/stand-in", "conditions": [accepted]}
+                              for ref in route["spec"]["parentRefs"]]}  # fmt: skip
+        self.custom.patch_namespaced_custom_object_status(
+            "gateway.networking.k8s.io", "v1", self.namespace, "httproutes", meta["name"], {"status": status}
+        )
+
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -425,11 +492,11 @@ class Resources:
     def _crd_args(self) -> tuple[str, str, str, str]:
         return ("optiloop.dev", "v1alpha1", self.namespace, "modeloptimizations")
 
-    def create(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    def create(self, name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None) -> dict[str, Any]:
         body = {
             "apiVersion": "optiloop.dev/v1alpha1",
             "kind": "ModelOptimization",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "annotations": annotations or {}},
             "spec": spec,
         }
         return dict(self.custom.create_namespaced_custom_object(*self._crd_args(), body))

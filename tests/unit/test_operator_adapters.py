@@ -14,7 +14,7 @@ from optiloop.api.status import BestTrial, ParameterValue
 from optiloop.jobs.outcome import failed_outcome, termination_message
 from optiloop.operator import prometheus, queries
 from optiloop.operator.config import OperatorConfig, host_priority
-from optiloop.operator.observed import job_state, observe_child, observe_job, pod_outcome
+from optiloop.operator.observed import job_state, observe_child, observe_job, observe_route, pod_outcome
 
 
 def pod(message: str | None, component: str = "tuning") -> dict[str, Any]:
@@ -112,30 +112,43 @@ def test_a_child_is_ready_only_for_its_current_generation() -> None:
 
 
 def test_another_teams_child_of_the_same_name_is_never_planned_over() -> None:
-    """The takeover the issue reproduced with the pure planner: an InferenceService and a drift
-    monitor of the same names, owned by someone else, are left out of the observation, so the
-    plan neither replaces them (it creates its own, which the API server refuses: ChildNameTaken)
-    nor, with monitoring off, deletes them."""
+    """The takeover the issue reproduced with the pure planner: InferenceServices (Knative mode's
+    ``iris``, Standard mode's ``iris-r1``), an HTTPRoute and a drift monitor of the same names,
+    owned by someone else, are left out of the observation, so the plan neither replaces them (it
+    creates its own, which the API server refuses: ChildNameTaken) nor, with monitoring off or
+    serving in another mode, deletes them."""
     from dataclasses import replace
 
+    from optiloop.operator.capabilities import Capabilities, KServeDefault
     from optiloop.operator.reconcile import reconcile
     from tests.unit.test_operator_reconcile import CONFIG, T0, resource, serve_revision_one
 
     final, observed, _ = serve_revision_one()
     theirs = [{"apiVersion": "v1", "kind": "Team", "name": "vision", "uid": "other"}]
     foreign = {
-        kind: {"kind": kind, "metadata": {"name": name, "uid": f"{kind}-x", "resourceVersion": "9",
-                                          "ownerReferences": theirs}}
-        for kind, name in (("InferenceService", "iris"), ("Deployment", "iris-drift"), ("Service", "iris-drift"))
+        (kind, name): {"kind": kind, "metadata": {"name": name, "uid": f"{kind}-x", "resourceVersion": "9",
+                                                  "ownerReferences": theirs}}
+        for kind, name in (("InferenceService", "iris"), ("InferenceService", "iris-r1"), ("HTTPRoute", "iris"),
+                           ("Deployment", "iris-drift"), ("Service", "iris-drift"), ("NetworkPolicy", "iris-drift"))
     }  # fmt: skip
     assert all(observe_child(obj, "u-1") is None for obj in foreign.values())
-    unowned = replace(observed, service=None, monitor={})
+    assert observe_route(foreign[("HTTPRoute", "iris")], "u-1") is None
+    unowned = replace(observed, services={}, monitor={})
     changed = resource(2, final.status, deployment={"storageUri": "pvc://models/iris", "maxReplicas": 9})
     plan = reconcile(changed, unowned, CONFIG, T0)
     writes = [(type(a).__name__, a.kind, getattr(a, "resource_version", None)) for a in plan.actions]
     assert ("Apply", "InferenceService", None) in writes, "a create, never a replace of theirs"
     off = resource(2, final.status, monitoring={"enabled": False})
     assert [a for a in reconcile(off, unowned, CONFIG, T0).actions if type(a).__name__ == "Delete"] == []
+    # Standard mode behind a Gateway: revision 1's InferenceService and the route are created,
+    # never replaced; nothing of theirs is deleted.
+    standard = Capabilities(kserve=True, gateway_api=True, kserve_default=KServeDefault("standard", "kserve/cfg"))
+    gateway = replace(CONFIG, gateway=("gateways", "inference", None))
+    plan = reconcile(changed, replace(unowned, capabilities=standard), gateway, T0)
+    writes = [(type(a).__name__, a.kind, a.name, getattr(a, "resource_version", None)) for a in plan.actions]
+    assert ("Apply", "InferenceService", "iris-r1", None) in writes
+    assert ("Apply", "HTTPRoute", "iris", None) in writes
+    assert not [w for w in writes if w[0] == "Delete" or w[3] is not None], writes
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,9 @@ from tests.unit.test_operator_reconcile import (
     child_from,
     condition,
     job,
+    one,
     resource,
+    seen,
     serve_revision_one,
 )
 
@@ -66,10 +68,10 @@ def test_a_canary_ended_in_the_pass_that_planned_it_leaves_only_the_stable_revis
     assert rolled.status.history[-1].outcome == "RolledBack"
     assert isvc_writes(rolled) == [], "the stable revision's InferenceService is already as it should be"
     # The same with a canary InferenceService that exists but is not current: one write, the stable one.
-    assert observed.service is not None
-    stale = replace(observed.service, spec_hash="stale", revision=2)
-    rolled = reconcile(resource(status=plan.status), replace(observed, service=stale, canary=CanaryMetrics(0.0, 1.0)),
-                       CONFIG, later)  # fmt: skip
+    [served] = observed.services.values()
+    stale = replace(served, spec_hash="stale", revision=2)
+    rolled = reconcile(resource(status=plan.status), replace(observed, services=one(stale),
+                       canary=CanaryMetrics(0.0, 1.0)), CONFIG, later)  # fmt: skip
     [write] = isvc_writes(rolled)
     assert write.body["metadata"]["labels"]["optiloop.dev/revision"] == "1"
     assert "canaryTrafficPercent" not in write.body["spec"]["predictor"]
@@ -100,8 +102,8 @@ def test_a_failed_drift_retrain_leaves_the_serving_model_ready() -> None:
 
 def test_a_serving_predictor_that_stops_being_ready_makes_ready_unknown_with_its_reason() -> None:
     final, observed, _ = serve_revision_one()
-    assert observed.service is not None
-    down = replace(observed, service=replace(observed.service, ready=False))
+    [served] = observed.services.values()
+    down = replace(observed, services=one(replace(served, ready=False)))
     plan = reconcile(final, down, CONFIG, T0 + timedelta(minutes=5))
     assert condition(plan, "Deployed") == ("Unknown", "PredictorNotReady")
     ready = plan.status.condition("Ready")
@@ -115,7 +117,7 @@ def test_a_serving_predictor_that_stops_being_ready_makes_ready_unknown_with_its
 
 
 def test_ready_says_what_serves_and_what_is_being_built() -> None:
-    first = reconcile(resource(), Observed(), CONFIG, T0)
+    first = reconcile(resource(), seen(), CONFIG, T0)
     ready = first.status.condition("Ready")
     assert ready is not None
     assert ready.message == "revision 1: tuning"
@@ -137,7 +139,7 @@ def test_without_its_own_latency_bound_a_canary_is_held_to_the_compression_gate(
     }
     now = T0 + timedelta(minutes=6)
     plan = reconcile(resource(status=plan.status, **spec), replace(observed, jobs=jobs), CONFIG, now)
-    canary = replace(observed, jobs=jobs, service=child_from(plan, "InferenceService"))
+    canary = replace(observed, jobs=jobs, services=one(child_from(plan, "InferenceService")))
     slow = reconcile(resource(status=plan.status, **spec), replace(canary, canary=CanaryMetrics(0.0, 12.0)), CONFIG,
                      now + timedelta(seconds=30))  # fmt: skip
     assert slow.status.history[-1].message == "rolled back: LatencyTooHigh"

@@ -12,6 +12,7 @@ import pytest
 from optiloop.api import ModelOptimization
 from optiloop.api.jobs import StageOutcome
 from optiloop.api.status import DriftStatus, ModelOptimizationStatus, RevisionRecord
+from optiloop.operator.capabilities import Capabilities, KServeDefault
 from optiloop.operator.config import OperatorConfig
 from optiloop.operator.observed import SPEC_HASH_ANNOTATION, CanaryMetrics, Observed, ObservedChild, ObservedJob
 from optiloop.operator.planning.blocked import invalid_spec
@@ -20,6 +21,22 @@ from optiloop.operator.policy import DriftDecision
 from optiloop.operator.reconcile import reconcile
 
 CONFIG = OperatorConfig(jobs_image="jobs:1", predictor_image="serve:1", drift_image="drift:1")
+KNATIVE_CLUSTER = Capabilities(
+    kserve=True, knative=True, kserve_default=KServeDefault("knative", "kserve/inferenceservice-config")
+)
+"""A cluster running KServe in its default (Knative) mode: one InferenceService, canaryTrafficPercent."""
+
+
+def seen(**observed: Any) -> Observed:
+    """What the operator observed, on :data:`KNATIVE_CLUSTER` unless told otherwise."""
+    return Observed(**{"capabilities": KNATIVE_CLUSTER, **observed})
+
+
+def one(child: ObservedChild) -> dict[str, ObservedChild]:
+    """An observed InferenceService, keyed by name as :class:`Observed` holds them."""
+    return {child.name: child}
+
+
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 TUNED = StageOutcome.model_validate(
     {"stage": "tuning", "succeeded": True, "reason": "Succeeded",
@@ -77,12 +94,12 @@ def condition(plan: Plan, type_: str) -> tuple[str, str]:
 
 def serve_revision_one() -> tuple[ModelOptimization, Observed, Plan]:
     """Walk revision 1 from creation to serving; returns the last resource, observation and plan."""
-    plan = reconcile(resource(), Observed(), CONFIG, T0)
-    tuned = Observed(jobs={("tuning", 1): job("tuning", 1, "Succeeded", TUNED)})
+    plan = reconcile(resource(), seen(), CONFIG, T0)
+    tuned = seen(jobs={("tuning", 1): job("tuning", 1, "Succeeded", TUNED)})
     plan = reconcile(resource(status=plan.status), tuned, CONFIG, T0 + timedelta(minutes=1))
-    both = Observed(jobs={**tuned.jobs, ("compression", 1): job("compression", 1, "Succeeded", COMPRESSED)})
+    both = seen(jobs={**tuned.jobs, ("compression", 1): job("compression", 1, "Succeeded", COMPRESSED)})
     plan = reconcile(resource(status=plan.status), both, CONFIG, T0 + timedelta(minutes=2))
-    observed = Observed(jobs=both.jobs, service=child_from(plan, "InferenceService"))
+    observed = seen(jobs=both.jobs, services=one(child_from(plan, "InferenceService")))
     plan = reconcile(resource(status=plan.status), observed, CONFIG, T0 + timedelta(minutes=3))
     monitor = {k: child_from(plan, k) for k in ("Deployment", "Service", "NetworkPolicy")}
     observed = replace(observed, monitor=monitor)
@@ -90,7 +107,7 @@ def serve_revision_one() -> tuple[ModelOptimization, Observed, Plan]:
 
 
 def test_a_new_resource_gets_revision_one_and_its_tuning_job() -> None:
-    plan = reconcile(resource(), Observed(), CONFIG, T0)
+    plan = reconcile(resource(), seen(), CONFIG, T0)
     assert kinds(plan) == [("Apply", "Job")]
     assert plan.actions[0].body["metadata"]["name"] == "iris-tune-r1"  # type: ignore[union-attr]
     assert plan.status.revision == 1
@@ -104,8 +121,8 @@ def test_a_new_resource_gets_revision_one_and_its_tuning_job() -> None:
 
 
 def test_a_running_job_changes_nothing_and_a_repeat_reconcile_is_a_no_op() -> None:
-    first = reconcile(resource(), Observed(), CONFIG, T0)
-    running = Observed(jobs={("tuning", 1): job("tuning", 1, "Running")})
+    first = reconcile(resource(), seen(), CONFIG, T0)
+    running = seen(jobs={("tuning", 1): job("tuning", 1, "Running")})
     second = reconcile(resource(status=first.status), running, CONFIG, T0 + timedelta(seconds=5))
     assert second.actions == []
     assert condition(second, "Tuned") == ("Unknown", "JobRunning")
@@ -142,7 +159,7 @@ def test_a_revision_goes_from_tuning_to_compression_to_serving() -> None:
 
 def test_a_deleted_job_of_a_finished_stage_is_not_recreated_but_a_missing_child_is() -> None:
     final, observed, _ = serve_revision_one()
-    plan = reconcile(final, replace(observed, jobs={}, service=None), CONFIG, T0 + timedelta(minutes=5))
+    plan = reconcile(final, replace(observed, jobs={}, services={}), CONFIG, T0 + timedelta(minutes=5))
     assert kinds(plan) == [("Apply", "InferenceService")]
 
 
@@ -157,9 +174,9 @@ def test_a_deleted_job_of_a_finished_stage_is_not_recreated_but_a_missing_child_
 def test_a_failed_tuning_job_makes_the_resource_not_ready_until_the_spec_changes(
     outcome: StageOutcome | None, ready_reason: str, data_validated: tuple[str, str]
 ) -> None:
-    first = reconcile(resource(), Observed(), CONFIG, T0)
+    first = reconcile(resource(), seen(), CONFIG, T0)
     failed = ObservedJob("iris-tune-r1", "tuning", 1, "Failed", "BackoffLimitExceeded", "too many failures", outcome)
-    observed = Observed(jobs={("tuning", 1): failed})
+    observed = seen(jobs={("tuning", 1): failed})
     plan = reconcile(resource(status=first.status), observed, CONFIG, T0 + timedelta(minutes=1))
     assert condition(plan, "Ready") == ("False", ready_reason)
     assert condition(plan, "DataValidated") == data_validated
@@ -212,7 +229,7 @@ def test_a_training_change_starts_a_revision_that_becomes_a_canary_and_is_promot
     assert plan.status.phase == "Canary"
     assert plan.status.serving_revision == 1
 
-    canary = replace(observed, jobs=jobs, service=child_from(plan, "InferenceService"))
+    canary = replace(observed, jobs=jobs, services=one(child_from(plan, "InferenceService")))
     waiting = reconcile(
         resource(2, plan.status, tuning={"maxTrials": 50}),
         replace(canary, canary=CanaryMetrics(0.0, 1.0)),
@@ -248,7 +265,9 @@ def test_a_canary_with_errors_is_rolled_back_to_the_serving_revision() -> None:
         ("compression", 2): job("compression", 2, "Succeeded", COMPRESSED),
     }
     plan = reconcile(resource(status=plan.status), replace(observed, jobs=jobs), CONFIG, T0 + timedelta(minutes=6))
-    canary = replace(observed, jobs=jobs, service=child_from(plan, "InferenceService"), canary=CanaryMetrics(0.2, 1.0))
+    canary = replace(
+        observed, jobs=jobs, services=one(child_from(plan, "InferenceService")), canary=CanaryMetrics(0.2, 1.0)
+    )
     rolled = reconcile(resource(status=plan.status), canary, CONFIG, T0 + timedelta(minutes=7))
     assert rolled.status.serving_revision == 1
     record = rolled.status.history[-1]
@@ -260,8 +279,8 @@ def test_a_canary_with_errors_is_rolled_back_to_the_serving_revision() -> None:
 
 
 def test_a_spec_change_supersedes_a_revision_in_flight_and_deletes_its_running_job() -> None:
-    first = reconcile(resource(), Observed(), CONFIG, T0)
-    running = Observed(jobs={("tuning", 1): job("tuning", 1, "Running")})
+    first = reconcile(resource(), seen(), CONFIG, T0)
+    running = seen(jobs={("tuning", 1): job("tuning", 1, "Running")})
     plan = reconcile(resource(2, first.status, tuning={"maxTrials": 5}), running, CONFIG, T0 + timedelta(minutes=1))
     assert kinds(plan) == [("Delete", "Job/iris-tune-r1"), ("Apply", "Job")]
     assert [(r.revision, r.outcome) for r in plan.status.history] == [(1, "Superseded"), (2, "InProgress")]
@@ -297,7 +316,7 @@ def test_history_keeps_the_latest_twenty_revisions() -> None:
         for n in range(1, 21)
     ]
     status = ModelOptimizationStatus(revision=20, history=records)
-    plan = reconcile(resource(2, status, tuning={"maxTrials": 7}), Observed(), CONFIG, T0)
+    plan = reconcile(resource(2, status, tuning={"maxTrials": 7}), seen(), CONFIG, T0)
     assert [r.revision for r in plan.status.history] == list(range(2, 22))
 
 
@@ -332,8 +351,8 @@ def test_delete_actions_name_their_api_version() -> None:
 
 
 def test_a_job_deleted_after_it_was_created_is_created_again_with_a_warning() -> None:
-    first = reconcile(resource(), Observed(), CONFIG, T0)
-    again = reconcile(resource(status=first.status), Observed(), CONFIG, T0 + timedelta(seconds=30))
+    first = reconcile(resource(), seen(), CONFIG, T0)
+    again = reconcile(resource(status=first.status), seen(), CONFIG, T0 + timedelta(seconds=30))
     assert kinds(again) == [("Apply", "Job")]
     assert [(e.type, e.reason) for e in again.events] == [("Warning", "JobRecreated")]
     assert again.status.history[0].started_at == T0

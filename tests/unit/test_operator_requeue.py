@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from optiloop.api.status import DriftStatus
 from optiloop.operator.memory import ResourceMemory
-from optiloop.operator.observed import CanaryMetrics, Observed
+from optiloop.operator.observed import CanaryMetrics
 from optiloop.operator.policy import DriftDecision
 from optiloop.operator.reconcile import reconcile
 from tests.unit.test_operator_reconcile import (
@@ -19,13 +19,15 @@ from tests.unit.test_operator_reconcile import (
     TUNED,
     child_from,
     job,
+    one,
     resource,
+    seen,
     serve_revision_one,
 )
 
 
 def test_nothing_is_due_while_a_revision_is_built_and_nothing_serves() -> None:
-    plan = reconcile(resource(), Observed(), CONFIG, T0)
+    plan = reconcile(resource(), seen(), CONFIG, T0)
     assert plan.requeue_at is None, "the Jobs' own events bring the next step"
 
 
@@ -60,7 +62,9 @@ def test_a_canary_under_analysis_is_looked_at_on_every_tick() -> None:
     plan = reconcile(resource(status=plan.status), replace(observed, jobs=jobs), CONFIG, now)
     assert plan.status.phase == "Canary"
     assert plan.requeue_at == now
-    canary = replace(observed, jobs=jobs, service=child_from(plan, "InferenceService"), canary=CanaryMetrics(0.0, 1.0))
+    canary = replace(
+        observed, jobs=jobs, services=one(child_from(plan, "InferenceService")), canary=CanaryMetrics(0.0, 1.0)
+    )
     waiting = reconcile(resource(status=plan.status), canary, CONFIG, now + timedelta(seconds=10))
     assert waiting.requeue_at == now + timedelta(seconds=10)
 

@@ -10,9 +10,19 @@ import pytest
 
 from optiloop.api import ModelOptimization
 from optiloop.operator.builders.serving import drift_monitor, inference_service, model_uri
+from optiloop.operator.capabilities import Capabilities, KServeDefault
 from optiloop.operator.config import OperatorConfig
+from optiloop.operator.topology import Topology, resolve
 
 CONFIG = OperatorConfig(predictor_image="registry.example/optiloop/serve:1", drift_image="registry.example/drift:1")
+KNATIVE_CLUSTER = Capabilities(kserve=True, knative=True, kserve_default=KServeDefault("knative", "kserve/config"))
+
+
+def knative(model: ModelOptimization) -> Topology:
+    """How ``model`` is served on a cluster whose KServe runs in Knative mode."""
+    topology = resolve(model, KNATIVE_CLUSTER, CONFIG)
+    assert isinstance(topology, Topology), topology
+    return topology
 
 
 def resource(**spec: Any) -> ModelOptimization:
@@ -28,7 +38,7 @@ def resource(**spec: Any) -> ModelOptimization:
 
 
 def test_optiloop_runtime_serves_the_revisions_model_directory_with_its_own_image() -> None:
-    isvc = inference_service(resource(), CONFIG, revision=3)
+    isvc = inference_service(resource(), CONFIG, 3, knative(resource()))
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     assert isvc["metadata"]["name"] == "iris"
     assert isvc["metadata"]["ownerReferences"][0]["uid"] == "u-1"
@@ -43,7 +53,7 @@ def test_optiloop_runtime_serves_the_revisions_model_directory_with_its_own_imag
 
 def test_onnx_runtime_uses_kserves_onnx_format_and_the_triton_layout() -> None:
     model = resource(deployment={"runtime": "onnx", "storageUri": "s3://bucket/iris"})
-    predictor = inference_service(model, CONFIG, revision=2)["spec"]["predictor"]
+    predictor = inference_service(model, CONFIG, 2, knative(model))["spec"]["predictor"]
     assert predictor["model"]["modelFormat"] == {"name": "onnx"}
     assert predictor["model"]["protocolVersion"] == "v2"
     assert predictor["model"]["storageUri"] == "s3://bucket/iris/r2/model/triton"
@@ -61,14 +71,14 @@ def test_autoscaling_canary_and_logger_come_from_the_spec() -> None:
             "canaryTrafficPercent": 20,
         }
     )
-    predictor = inference_service(model, CONFIG, revision=4, canary=True)["spec"]["predictor"]
+    predictor = inference_service(model, CONFIG, 4, knative(model), canary=True)["spec"]["predictor"]
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 9)
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("rps", 50)
     assert predictor["canaryTrafficPercent"] == 20
     assert predictor["logger"] == {"mode": "request", "url": "http://iris-drift.ml.svc.cluster.local/revisions/4"}
     assert predictor["automountServiceAccountToken"] is False, "the predictor pod gets no API token"
     quiet = resource(monitoring={"enabled": False})
-    assert "logger" not in inference_service(quiet, CONFIG, revision=1)["spec"]["predictor"]
+    assert "logger" not in inference_service(quiet, CONFIG, 1, knative(quiet))["spec"]["predictor"]
 
 
 def test_drift_monitor_reads_the_serving_revision_from_the_claim() -> None:

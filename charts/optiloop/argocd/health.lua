@@ -3,10 +3,12 @@
 --   or a revision is being built. Healthy: Ready=True computed for the current generation.
 -- Degraded: Ready=False for the current generation with a reason that needs a person
 --   (an invalid spec, a failed Job, a failed data-quality gate, a child's name held by an
---   object optiloop does not own). optiloop never sets
+--   object optiloop does not own, serving the cluster cannot do). optiloop never sets
 --   Ready=False for transient progress, so anything else stays Progressing.
 local hs = {}
-local terminal = {InvalidSpec = true, JobFailed = true, DataQualityFailed = true, StageFailed = true, ChildNameTaken = true}
+local terminal = {InvalidSpec = true, JobFailed = true, DataQualityFailed = true, StageFailed = true, ChildNameTaken = true,
+  KServeUnavailable = true, DeploymentModeUnknown = true, UnsupportedInMode = true, KnativeUnavailable = true,
+  KedaUnavailable = true}
 if obj.metadata.deletionTimestamp ~= nil then
   hs.status = "Progressing"
   hs.message = "being deleted"

@@ -80,10 +80,15 @@ operator really uses on a real API server.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# The InferenceService serving the model.
+# The InferenceServices serving the model (one per revision in KServe's Standard mode; one
+# whose traffic has moved to another revision is deleted).
 - apiGroups: ["serving.kserve.io"]
   resources: ["inferenceservices"]
-  verbs: ["get", "list", "watch", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "update", "delete"]
+# The HTTPRoute that splits a canary's traffic in Standard mode.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "create", "update", "delete"]
 # The drift monitor.
 - apiGroups: ["apps"]
   resources: ["deployments"]

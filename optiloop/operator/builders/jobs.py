@@ -27,6 +27,11 @@ from .common import (
 PVC_ROOT = "/mnt/pvc"
 TUNE_MODULE = "optiloop.jobs.tune"
 COMPRESS_MODULE = "optiloop.jobs.compress"
+PROBE_MODULE = "optiloop.jobs.probe"
+PROBE_URL_ENV = "OPTILOOP_PROBE_URL"
+PROBE_GRACE_SECONDS = 600
+"""How much longer than the analysis window a probe Job may take (pod start, image pull) before
+Kubernetes stops it and the blue/green revision is rolled back."""
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 
@@ -100,6 +105,7 @@ def _job(
     module: str,
     stage: StageInput,
     parallelism: int = 1,
+    extra_env: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     jobs = resource.spec.jobs
     volumes, mounts, env_from = _storage(resource)
@@ -109,7 +115,7 @@ def _job(
         "image": config.jobs_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", module],
-        "env": _env(resource, stage),
+        "env": _env(resource, stage) + (extra_env or []),
         "resources": resources_or_default(jobs.resources, config.default_job_resources),
         "securityContext": container_security_context(),
         "volumeMounts": [scratch_mount, *mounts],
@@ -158,3 +164,16 @@ def compression_job(
     stage = stage_input(resource, revision, parent_revision).model_copy(update={"worker_count": 1})
     name = names.compression_job(resource.metadata.name, revision)
     return _job(resource, config, name, "compression", revision, COMPRESS_MODULE, stage)
+
+
+def probe_job(resource: ModelOptimization, config: OperatorConfig, revision: int, url: str) -> dict[str, Any]:
+    """The Job that tries a blue/green ``revision`` before it gets user traffic: it sends the
+    predictor at ``url`` requests made from the revision's training reference for the analysis
+    window, and fails when too many fail or are too slow (the canary analysis bounds)."""
+    stage = stage_input(resource, revision).model_copy(update={"worker_count": 1})
+    name = names.probe_job(resource.metadata.name, revision)
+    env = [{"name": PROBE_URL_ENV, "value": url}]
+    job = _job(resource, config, name, "probe", revision, PROBE_MODULE, stage, extra_env=env)
+    deadline = resource.spec.deployment.canary_analysis.window_seconds + PROBE_GRACE_SECONDS
+    job["spec"]["activeDeadlineSeconds"] = deadline
+    return job

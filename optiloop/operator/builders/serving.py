@@ -3,9 +3,11 @@
 The InferenceService (``serving.kserve.io/v1beta1``) runs either KServe's ONNX runtime
 (``modelFormat: onnx``, protocol v2, the model directory's Triton layout) or optiloop's
 predictor image (a custom container; KServe's storage initializer fetches ``STORAGE_URI``
-into ``/mnt/models``). Its payload logger sends every request to the drift monitor. A
-retrained revision is rolled out as a canary with ``canaryTrafficPercent``; promotion drops
-the field (100% to the latest revision), rollback puts the previous revision back.
+into ``/mnt/models``). Its payload logger sends every request to the drift monitor. It names
+its deployment mode and autoscaler explicitly (see :mod:`optiloop.operator.topology`). In
+Knative mode a retrained revision is rolled out as a canary with ``canaryTrafficPercent``;
+promotion drops the field (100% to the latest revision), rollback puts the previous revision
+back. In Standard mode each revision has its own InferenceService (see :mod:`.routing`).
 
 The drift monitor is a Deployment and a Service in the resource's namespace. It reads the
 serving revision's model directory from the artifact claim, mounted read-only.
@@ -17,8 +19,16 @@ import copy
 from typing import Any
 
 from ...api import ModelOptimization
-from .. import names
+from .. import names, queries
+from ..capabilities import (
+    AUTOSCALER_CLASS_ANNOTATION,
+    DEPLOYMENT_MODE_ANNOTATION,
+    KNATIVE_CLASS_ANNOTATION,
+    KNATIVE_HPA_CLASS,
+    KSERVE_MODE_NAMES,
+)
 from ..config import OperatorConfig
+from ..topology import Topology
 from .common import (
     container_security_context,
     metadata,
@@ -88,25 +98,81 @@ def _predictor_model(resource: ModelOptimization, config: OperatorConfig, revisi
     }
 
 
+def inference_service_name(resource: ModelOptimization, topology: Topology, revision: int) -> str:
+    """With Knative's traffic split: one InferenceService named after the resource (Knative keeps
+    its revisions and splits traffic between them). Otherwise one per revision (Standard mode's
+    Deployment can only roll; blue/green needs the new revision apart), and an HTTPRoute or the
+    switch after a probe chooses which one answers."""
+    name = resource.metadata.name
+    if topology.canary_method == "KnativeTraffic":
+        return names.inference_service(name)
+    return names.revision_service(name, revision)
+
+
+def _autoscaling(
+    resource: ModelOptimization, config: OperatorConfig, revision: int, topology: Topology
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The annotations and predictor fields that make KServe scale as ``topology`` says.
+
+    Every choice is explicit, so KServe's webhook validates it rather than guessing: Knative's
+    KPA takes concurrency or rps, its HPA class cpu or memory; Standard mode names its autoscaler
+    class; KEDA takes no ``scaleMetric`` (KServe refuses it) but ``autoScaling.metrics``: a CPU or
+    memory utilisation, or a Prometheus query over the predictor's own metrics for this revision.
+    """
+    metric, target = topology.scale_metric, topology.scale_target
+    if topology.autoscaler == "kpa":
+        return {}, {"scaleMetric": metric, "scaleTarget": target}
+    if topology.autoscaler == "knativeHpa":
+        return {KNATIVE_CLASS_ANNOTATION: KNATIVE_HPA_CLASS}, {"scaleMetric": metric, "scaleTarget": target}
+    annotations: dict[str, str] = {AUTOSCALER_CLASS_ANNOTATION: topology.autoscaler}
+    if topology.autoscaler == "hpa":
+        return annotations, {"scaleMetric": metric, "scaleTarget": target}
+    if metric in ("cpu", "memory"):
+        source = {
+            "type": "Resource",
+            "resource": {"name": metric, "target": {"type": "Utilization", "averageUtilization": target}},
+        }
+    else:
+        query = (queries.request_rate_query if metric == "rps" else queries.concurrency_query)(resource, revision)
+        prometheus = resource.spec.monitoring.prometheus.url or config.prometheus_url
+        source = {
+            "type": "External",
+            # KEDA's Prometheus trigger divides the query's value by the replicas (AverageValue).
+            "external": {
+                "metric": {"backend": "prometheus", "serverAddress": prometheus, "query": query},
+                "target": {"type": "Value", "value": target},
+            },
+        }
+    return annotations, {"autoScaling": {"metrics": [source]}}
+
+
 def inference_service(
-    resource: ModelOptimization, config: OperatorConfig, revision: int, canary: bool = False
+    resource: ModelOptimization, config: OperatorConfig, revision: int, topology: Topology, canary: bool = False
 ) -> dict[str, Any]:
-    """The InferenceService serving ``revision``; ``canary`` sends it only the spec's traffic share."""
+    """The InferenceService serving ``revision`` in ``topology``'s mode; ``canary`` (Knative mode
+    only) sends it only the spec's traffic share."""
     deployment = resource.spec.deployment
+    annotations, scaling = _autoscaling(resource, config, revision, topology)
+    annotations[DEPLOYMENT_MODE_ANNOTATION] = KSERVE_MODE_NAMES[topology.mode]
     predictor: dict[str, Any] = {
         # Serving needs no Kubernetes API: no token in the predictor pod for anyone to use.
         "automountServiceAccountToken": False,
         "minReplicas": deployment.min_replicas,
         "maxReplicas": deployment.max_replicas,
-        "scaleMetric": deployment.scale_metric,
-        "scaleTarget": deployment.scale_target,
+        **scaling,
         **_predictor_model(resource, config, revision),
     }
+    if deployment.batcher is not None:
+        predictor["batcher"] = {
+            "maxBatchSize": deployment.batcher.max_batch_size,
+            "maxLatency": deployment.batcher.max_latency_ms,
+        }
     if resource.spec.monitoring.enabled:
         predictor["logger"] = {"mode": "request", "url": drift_monitor_url(resource, revision)}
-    if canary:
+    if canary and topology.canary_method == "KnativeTraffic":
         predictor["canaryTrafficPercent"] = deployment.canary_traffic_percent
-    meta = metadata(resource, names.inference_service(resource.metadata.name), "serving", revision)
+    meta = metadata(resource, inference_service_name(resource, topology, revision), "serving", revision)
+    meta["annotations"] = annotations
     return {
         "apiVersion": ISVC_API_VERSION,
         "kind": "InferenceService",

@@ -13,6 +13,7 @@ from ...api.status import ConditionType, ModelOptimizationStatus, RevisionRecord
 from ..conditions import ConditionStatus, set_condition
 from ..config import OperatorConfig
 from ..observed import SPEC_HASH_ANNOTATION, Observed, ObservedChild
+from ..topology import Topology, Unservable, resolve
 from .plan import Action, Apply, Event, spec_hash
 
 
@@ -34,6 +35,9 @@ class Draft:
         self.history = [r.model_copy() for r in self.status.history]
         self.actions: list[Action] = []
         self.events: list[Event] = []
+        self.topology: Topology | Unservable = resolve(resource, observed.capabilities, config)
+        self.settling = False
+        """Children are changing over (traffic moving between revisions): run again at the next tick."""
 
     def condition(self, type_: ConditionType, status: ConditionStatus, reason: str, message: str = "") -> None:
         """Set one condition for the current generation."""

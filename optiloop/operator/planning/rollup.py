@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ...api.status import ConditionType, ModelOptimizationStatus, Phase, RevisionRecord
 from ..conditions import find
+from ..topology import UNSERVABLE_REASONS
 from .draft import Draft
 
 USER_TRIGGERS = ("Created", "SpecChanged")
@@ -23,10 +24,16 @@ def roll_up(draft: Draft) -> None:
     user_failed = current is not None and current.outcome == "Failed" and current.trigger in USER_TRIGGERS
     deployed = find(draft.status.conditions, "Deployed")
     phase: Phase
+    built = current is not None and current.compressed_at is not None
+    unservable = deployed is not None and deployed.status == "False" and deployed.reason in UNSERVABLE_REASONS
     if user_failed and current is not None:
         reason = failure_reason(draft.status)
         draft.condition("Ready", "False", reason, f"revision {current.revision}: {current.message}")
         phase = "Failed"
+    elif unservable and deployed is not None and (serving is not None or built):
+        # The spec asks for serving this cluster cannot do: a person must change one of them.
+        draft.condition("Ready", "False", deployed.reason, deployed.message)
+        phase = "Failed" if serving is None else "Serving"
     elif serving is not None:
         if deployed is not None and deployed.reason == "PredictorNotReady":
             draft.condition("Ready", "Unknown", "PredictorNotReady", deployed.message)

@@ -1,0 +1,138 @@
+"""What every serving topology shares: a revision taking over when nothing served, a canary's
+analysis on its own metrics, and its promotion or rollback in the status, history and Events.
+
+The analysis is :func:`~optiloop.operator.policy.judge_canary` on the canary's error rate and
+p95 latency (queried by its revision label, so they are the canary's own). A blue/green
+revision gets no user traffic, so its probe Job's verdict on the synthetic requests counts too:
+it is promoted only after the probe passed, and rolled back as soon as the probe failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ...api.status import RevisionRecord
+from ..builders.serving import ISVC_API_VERSION
+from ..observed import ObservedChild, ObservedJob
+from ..policy import CanaryDecision, judge_canary
+from ..topology import Topology
+from .draft import Draft
+from .plan import Delete
+
+METHOD_WORDS = {
+    "KnativeTraffic": "Knative's traffic split",
+    "GatewayAPI": "the HTTPRoute's weights",
+    "BlueGreen": "blue/green",
+}
+
+
+def started_message(draft: Draft, topology: Topology, revision: int, serving: int) -> str:
+    """The CanaryStarted Event: which revision, beside which, by which method."""
+    if topology.canary_method == "BlueGreen":
+        return (
+            f"revision {revision} deployed blue/green beside revision {serving}: no user traffic; it is analysed on "
+            "synthetic requests from its training reference before it takes all traffic"
+        )
+    percent = draft.resource.spec.deployment.canary_traffic_percent
+    method = METHOD_WORDS[topology.canary_method or "KnativeTraffic"]
+    return f"revision {revision} deployed as a canary with {percent}% of traffic ({method})"
+
+
+def judge(draft: Draft, record: RevisionRecord, ready: bool, probe: ObservedJob | None = None) -> CanaryDecision:
+    """Wait, promote or roll back the canary ``record``; ``probe`` is the blue/green probe Job."""
+    spec = draft.resource.spec
+    analysis = spec.deployment.canary_analysis
+    if analysis.max_latency_p95_ms is None and spec.compression.gates.max_latency_p95_ms:
+        analysis = analysis.model_copy(update={"max_latency_p95_ms": spec.compression.gates.max_latency_p95_ms})
+    metrics = draft.observed.canary
+    decision = judge_canary(
+        ready,
+        record.deployed_at or draft.now,
+        draft.now,
+        analysis,
+        metrics.error_rate if metrics is not None else None,
+        metrics.latency_p95_ms if metrics is not None else None,
+    )
+    if record.canary_method != "BlueGreen" or decision.action == "rollback":
+        return decision
+    if probe is not None and probe.state == "Failed":
+        return CanaryDecision("rollback", "ProbeFailed")
+    if decision.action == "promote" and (probe is None or probe.state != "Succeeded"):
+        return CanaryDecision("wait", "ProbeRunning")
+    return decision
+
+
+def conclude(draft: Draft, record: RevisionRecord, decision: CanaryDecision, detail: str = "") -> int:
+    """Record a promotion or rollback of the canary ``record``; returns the revision that now
+    takes all traffic. ``detail`` adds to the reason (a failed probe's message)."""
+    previous = draft.status.serving_revision
+    n = record.revision
+    method = f", {METHOD_WORDS[record.canary_method]}" if record.canary_method else ""
+    more = f": {detail}" if detail else ""
+    cause, why = f"{decision.reason}{more}", f"{decision.reason}{method}{more}"
+    if decision.action == "promote":
+        old = draft.record(previous)
+        if old is not None:
+            old.outcome, old.finished_at = "Superseded", draft.now
+            old.message = f"replaced by revision {n}"
+        record.outcome, record.promoted_at = "Promoted", draft.now
+        draft.status.serving_revision = n
+        draft.status.model = record.model
+        target, reason = n, "CanaryPromoted"
+        message = f"canary revision {n} promoted to all traffic ({why})"
+    else:
+        record.outcome, record.finished_at = "RolledBack", draft.now
+        record.message = f"rolled back: {cause}"[:32768]
+        target, reason = (previous if previous is not None else n), "CanaryRolledBack"
+        message = f"canary revision {n} rolled back to revision {target} ({why})"
+    draft.event(reason, message, warning=reason == "CanaryRolledBack")
+    draft.condition("Deployed", "True", reason, message)
+    return target
+
+
+def waiting(draft: Draft, record: RevisionRecord, decision: CanaryDecision) -> None:
+    """The Deployed condition while the canary ``record`` is analysed."""
+    previous = draft.status.serving_revision
+    n = record.revision
+    method = METHOD_WORDS.get(record.canary_method or "", "a canary")
+    draft.condition("Deployed", "Unknown", decision.reason, f"revision {n} is tried next to {previous} ({method})")
+
+
+def follow(
+    draft: Draft,
+    revision: int,
+    record: RevisionRecord | None,
+    ready: bool,
+    current: bool,
+    observed: ObservedChild | None,
+) -> None:
+    """The revision that serves alone: take over when it first becomes Ready, then report on it."""
+    url = draft.status.url
+    if record is not None and record.outcome == "InProgress":
+        if ready:
+            draft.status.serving_revision = revision
+            record.outcome = "Serving"
+            draft.status.model = record.model
+            draft.event("Serving", f"revision {revision} serves at {url}")
+            draft.condition("Deployed", "True", "Serving", f"revision {revision} serves at {url}")
+        else:
+            draft.condition("Deployed", "Unknown", "Deploying", f"waiting for revision {revision} to be Ready")
+    elif ready:
+        draft.condition("Deployed", "True", "Serving", f"revision {revision} serves at {url}")
+    elif not current or (observed is not None and observed.updating):
+        draft.condition("Deployed", "Unknown", "Updating", f"applying serving settings to revision {revision}")
+    else:
+        draft.condition("Deployed", "Unknown", "PredictorNotReady", "the InferenceService is not Ready")
+
+
+def retire(draft: Draft, wanted: Iterable[str], settled: bool) -> None:
+    """Delete the resource's InferenceServices that are no longer wanted, once ``settled`` (what
+    replaces them serves): a mode switch or a finished canary never leaves a gap."""
+    keep = set(wanted)
+    retired = [name for name in sorted(draft.observed.services) if name not in keep]
+    if retired and not settled:
+        # Nothing else may prompt the next look (a gateway's report on a route comes as no event).
+        draft.settling = True
+        return
+    for name in retired:
+        draft.actions.append(Delete(ISVC_API_VERSION, "InferenceService", name, draft.observed.services[name].uid))
