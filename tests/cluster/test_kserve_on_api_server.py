@@ -3,7 +3,8 @@ accept and do: every InferenceService, HTTPRoute and probe Job passes their real
 from the Go module proxy, strict field validation); KServe's own manager, run against the API
 server, gives a Standard-mode predictor the HPA metric the spec asked for, admits the Knative-mode
 manifests through its webhooks (and refuses the shapes optiloop avoids), and builds the two
-revisions whose predictor Services the HTTPRoute sends traffic to."""
+revisions whose predictor Services the HTTPRoute sends traffic to, with pods the drift monitor's
+NetworkPolicy lets in."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import yaml
 from optiloop.api import ModelOptimization
 from optiloop.operator.builders.jobs import probe_job
 from optiloop.operator.builders.routing import http_route
-from optiloop.operator.builders.serving import inference_service
+from optiloop.operator.builders.serving import drift_monitor, inference_service
 from optiloop.operator.capabilities import Capabilities, KServeDefault
 from optiloop.operator.config import OperatorConfig
 from optiloop.operator.topology import GatewayParent, Topology, resolve
@@ -246,6 +247,9 @@ def test_two_revisions_get_the_predictor_services_the_route_sends_to(
     for revision in (1, 2):
         create(plane, inference_service(model, CONFIG, revision, topology(model)), dry_run=False)
     route = create(plane, http_route(model, GATEWAY, [("iris-r1", 80), ("iris-r2", 20)]), dry_run=False)
+    # The drift monitor's NetworkPolicy lets in the predictor pods of both revisions.
+    policy = next(b for b in drift_monitor(model, CONFIG, 1) if b["kind"] == "NetworkPolicy")
+    predictors = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
     for backend in route["spec"]["rules"][0]["backendRefs"]:
         service = wait_for(lambda b=backend: _read(plane, "v1", "Service", b["name"]), 60, interval=0.5,
                            what=f"KServe's Service {backend['name']} ({manager.log})")  # fmt: skip
@@ -254,4 +258,5 @@ def test_two_revisions_get_the_predictor_services_the_route_sends_to(
         assert deployment is not None
         revision = backend["name"].removeprefix("iris-r").removesuffix("-predictor")
         assert deployment["spec"]["template"]["metadata"]["labels"]["optiloop.dev/revision"] == revision
+        assert predictors.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert "canaryTrafficPercent" not in str(_read(plane, "serving.kserve.io/v1beta1", "InferenceService", "iris-r2"))

@@ -101,7 +101,7 @@ def test_drift_monitor_reads_the_serving_revision_from_the_claim() -> None:
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
 
-def test_only_the_inference_services_pods_and_prometheus_reach_the_drift_monitor() -> None:
+def test_only_the_inference_services_pods_of_every_revision_and_prometheus_reach_the_drift_monitor() -> None:
     config = OperatorConfig(prometheus_namespace_labels={"team": "obs"}, prometheus_pod_labels={"app": "prom"})
     deployment, _, policy = drift_monitor(resource(), config, revision=5)
     assert (policy["kind"], policy["metadata"]["name"]) == ("NetworkPolicy", "iris-drift")
@@ -109,11 +109,32 @@ def test_only_the_inference_services_pods_and_prometheus_reach_the_drift_monitor
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     sources = [rule["from"] for rule in policy["spec"]["ingress"]]
     assert sources == [
-        [{"podSelector": {"matchLabels": {"serving.kserve.io/inferenceservice": "iris"}}}],
+        [
+            {
+                "podSelector": {
+                    "matchLabels": {
+                        "app.kubernetes.io/managed-by": "optiloop",
+                        "optiloop.dev/name": "iris",
+                        "optiloop.dev/component": "serving",
+                    }
+                }
+            }
+        ],
         [{"namespaceSelector": {"matchLabels": {"team": "obs"}}, "podSelector": {"matchLabels": {"app": "prom"}}}],
     ]
     ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
     assert ports == {deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]}
+    # Every InferenceService of the resource carries those labels (KServe copies them onto its
+    # pods): Knative mode's one and Standard mode's per revision, a canary's included.
+    predictors = sources[0][0]["podSelector"]["matchLabels"]
+    standard = Capabilities(kserve=True, kserve_default=KServeDefault("standard", "kserve/config"))
+    for capabilities in (KNATIVE_CLUSTER, standard):
+        topology = resolve(resource(), capabilities, CONFIG)
+        assert isinstance(topology, Topology), topology
+        for revision, canary in ((5, False), (6, True)):
+            isvc = inference_service(resource(), CONFIG, revision, topology, canary=canary)
+            assert predictors.items() <= isvc["metadata"]["labels"].items(), isvc["metadata"]["name"]
+    assert not predictors.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     off = OperatorConfig(drift_network_policy=False)
     assert [b["kind"] for b in drift_monitor(resource(), off, revision=5)] == ["Deployment", "Service"]
 

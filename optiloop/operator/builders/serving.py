@@ -31,6 +31,7 @@ from ..config import OperatorConfig
 from ..topology import Topology
 from .common import (
     container_security_context,
+    labels,
     metadata,
     pod_security_context,
     resources_or_default,
@@ -41,8 +42,8 @@ from .jobs import PVC_ROOT, artifacts_root
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 DRIFT_PORT = 8080
 """The drift monitor container's port."""
-ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"
-"""The label KServe puts on an InferenceService's pods, naming it."""
+PREDICTOR_COMPONENT = "serving"
+"""The ``optiloop.dev/component`` of the InferenceServices (KServe copies it onto their pods)."""
 SERVICE_PORT = 80
 """The drift monitor Service's port (so the payload logger's URL needs none)."""
 
@@ -171,7 +172,7 @@ def inference_service(
         predictor["logger"] = {"mode": "request", "url": drift_monitor_url(resource, revision)}
     if canary and topology.canary_method == "KnativeTraffic":
         predictor["canaryTrafficPercent"] = deployment.canary_traffic_percent
-    meta = metadata(resource, inference_service_name(resource, topology, revision), "serving", revision)
+    meta = metadata(resource, inference_service_name(resource, topology, revision), PREDICTOR_COMPONENT, revision)
     meta["annotations"] = annotations
     return {
         "apiVersion": ISVC_API_VERSION,
@@ -261,12 +262,15 @@ def drift_monitor(resource: ModelOptimization, config: OperatorConfig, revision:
 def _monitor_network_policy(
     resource: ModelOptimization, config: OperatorConfig, meta: dict[str, Any], selector: dict[str, str]
 ) -> dict[str, Any]:
-    """Only the InferenceService's pods (their payload logger) and Prometheus (its scrapes) reach
-    the drift monitor: nobody else in the cluster can feed it events or hide drift.
+    """Only the pods of the resource's InferenceServices (their payload logger) and Prometheus (its
+    scrapes) reach the drift monitor: nobody else in the cluster can feed it events or hide drift.
 
     Per monitor rather than in the chart: the chart cannot know the namespaces of a cluster-wide
-    install, and each policy selects one resource's predictor pods by KServe's label."""
-    isvc = {ISVC_POD_LABEL: names.inference_service(resource.metadata.name)}
+    install. The predictor pods are selected by the labels the operator puts on every
+    InferenceService it writes and KServe copies onto their pods: they hold for Knative mode's
+    one ``<name>`` and for each revision's ``<name>-r<N>`` (a canary's logger posts here too),
+    where KServe's own pod label names only one InferenceService."""
+    predictors = labels(resource, PREDICTOR_COMPONENT)
     port = [{"protocol": "TCP", "port": DRIFT_PORT}]
     prometheus = {
         "namespaceSelector": {"matchLabels": dict(config.prometheus_namespace_labels)},
@@ -280,7 +284,7 @@ def _monitor_network_policy(
             "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"from": [{"podSelector": {"matchLabels": isvc}}], "ports": port},
+                {"from": [{"podSelector": {"matchLabels": predictors}}], "ports": port},
                 {"from": [prometheus], "ports": port},
             ],
         },
