@@ -48,6 +48,8 @@ token is rotated by the kubelet well before it expires; a 401 re-reads them at o
 REQUEST_TIMEOUT = urllib3.Timeout(connect=10.0, read=60.0)
 MONITOR_KINDS = ("Deployment", "Service", "NetworkPolicy")
 SERVING_KINDS = ("InferenceService", "HTTPRoute")
+CHILD_KINDS = ("Job", *SERVING_KINDS, *MONITOR_KINDS)
+"""Every kind the operator creates or deletes (the chart's admission policy covers each)."""
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 # Where each kind of child lives in the REST API: path prefix (group and version) and plural.
@@ -237,7 +239,7 @@ class Cluster:
     def create(self, namespace: str, body: dict[str, Any], owner_uid: str) -> bool:
         """Create a child; True when created, False when our own child already existed."""
         kind, name = body["kind"], body["metadata"]["name"]
-        if kind not in ("Job", *SERVING_KINDS, *MONITOR_KINDS):
+        if kind not in CHILD_KINDS:
             raise ValueError(f"the operator never creates a {kind}")
         try:
             with _mapped(f"create {kind} {namespace}/{name}"):
@@ -271,7 +273,7 @@ class Cluster:
 
         Only the object ``uid`` (the one observed as ours) is deleted: if another object has
         taken the name since, the API server refuses (a conflict, retried after a fresh read)."""
-        if kind not in ("Job", *SERVING_KINDS, *MONITOR_KINDS):
+        if kind not in CHILD_KINDS:
             raise ValueError(f"the operator never deletes a {kind}")
         options: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         if uid:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from optiloop.operator.k8s import CHILD_KINDS
 from optiloop.operator.peering import peering_crds
 from tests.conftest import skip_or_fail
 from tests.support.chart import CHART, REPO_ROOT, render, run_helm
@@ -113,6 +114,11 @@ def test_the_admission_policy_binds_the_operators_account_to_the_configured_imag
     )
     allowed = next(v["expression"] for v in policy["spec"]["variables"] if v["name"] == "allowed")
     assert all(f'"{image}"' in allowed for image in images.values())
+    # Every kind the operator creates or replaces is under the policy (a new one must be added).
+    plurals = {"Job": "jobs", "InferenceService": "inferenceservices", "HTTPRoute": "httproutes",
+               "Deployment": "deployments", "Service": "services", "NetworkPolicy": "networkpolicies"}  # fmt: skip
+    matched = {r for rule in policy["spec"]["matchConstraints"]["resourceRules"] for r in rule["resources"]}
+    assert matched == {plurals[kind] for kind in CHILD_KINDS}
     binding = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding")
     assert (binding["spec"]["policyName"], binding["spec"]["validationActions"]) == (
         policy["metadata"]["name"],

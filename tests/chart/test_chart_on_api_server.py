@@ -1,7 +1,10 @@
 """The chart installs into a real API server in both modes, its operator pod passes `restricted`
 admission, and its ServiceAccount is enough in practice and no more: the operator runs a whole
-reconcile with that account's token, every request it made (from the API server's audit log)
-was allowed, and what it must never do is denied."""
+reconcile with that account's token (Knative mode, then KServe's Standard mode with its
+HTTPRoute), every request it made (from the API server's audit log) was allowed, every grant
+was used or has a stated reason, and what it must never do is denied; its admission policy
+admits the children the operator's builders make (the probe Job, the HTTPRoute) and refuses
+forged ones."""
 
 from __future__ import annotations
 
@@ -11,6 +14,11 @@ from typing import Any
 
 import pytest
 
+from optiloop.api import ModelOptimization
+from optiloop.operator.builders.jobs import probe_job
+from optiloop.operator.builders.routing import http_route
+from optiloop.operator.config import OperatorConfig
+from optiloop.operator.topology import GatewayParent
 from tests.support.chart import apply, render
 from tests.support.control_plane import ControlPlane
 from tests.support.namespaces import create_namespace
@@ -35,6 +43,7 @@ TEST_IMAGES = {
 # Grants the scenario does not exercise, and why each is still needed.
 RARELY_USED = {
     ("get", "jobs"): "a create that meets AlreadyExists reads the Job to see whose it is",
+    ("get", "inferenceservices"): "the same for an InferenceService (they are listed, not read one by one)",
     ("get", "modeloptimizations"): "a status write refused by a conflict reads the resource again",
     ("update", "deployments"): "a drift monitor whose spec changed is replaced",
     ("update", "services"): "the same for its Service",
@@ -128,9 +137,8 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
     apply(k8s, [pod], dry_run=True)
 
     kubeconfig = control_plane.kubeconfig_for(system, account, tmp_path / "sa-kubeconfig")
-    operator = OperatorProcess(
-        control_plane, [watched], tmp_path / "operator.log", env={"KUBECONFIG": str(kubeconfig)}, peering="optiloop"
-    ).start()
+    env = {"KUBECONFIG": str(kubeconfig), "OPTILOOP_GATEWAY": "gateways/inference"}
+    operator = OperatorProcess(control_plane, [watched], tmp_path / "operator.log", env=env, peering="optiloop").start()
     resources = Resources(k8s, watched)
     hold = {"iris-tune-r2"}
 
@@ -153,6 +161,18 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
             wait_until(lambda: not resources.apps.list_namespaced_deployment(watched).items, 30,
                        "the drift monitor removed", operator)  # fmt: skip
             wait_until(lambda: resources.ready("iris"), 60, "Ready with revision 3", operator)
+            # KServe's Standard mode behind the Gateway: an InferenceService per revision and the
+            # HTTPRoute; Knative mode's InferenceService is deleted once the route serves.
+            resources.patch_metadata("iris", {"annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"}})
+            resources.patch_spec("iris", {"deployment": {"maxReplicas": 6}})  # a new generation reads the annotation
+            wait_until(lambda: route_of(resources) is not None and resources.inference_service("iris") is None, 60,
+                       "Standard mode: the route, and Knative mode's InferenceService gone", operator)  # fmt: skip
+            resources.patch_spec("iris", {"deployment": {"hostnames": ["iris.example.com"]}})  # replaces the route
+            wait_until(lambda: (route_of(resources) or {}).get("spec", {}).get("hostnames") == ["iris.example.com"],
+                       30, "the route's update", operator)  # fmt: skip
+            resources.patch_spec("iris", {"deployment": {"canaryMethod": "blueGreen"}})  # no route any more
+            wait_until(lambda: route_of(resources) is None, 30, "the route deleted", operator)
+            wait_until(lambda: resources.ready("iris"), 60, "Ready in Standard mode", operator)
     finally:
         operator.stop()
 
@@ -165,7 +185,9 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
     for needed in [("create", "jobs"), ("delete", "jobs"), ("list", "pods"), ("patch", "modeloptimizations/status"),
                    ("create", "inferenceservices"), ("update", "inferenceservices"), ("create", "deployments"),
                    ("delete", "services"), ("create", "events"), ("patch", "kopfpeerings"),
-                   ("create", "networkpolicies"), ("delete", "networkpolicies")]:  # fmt: skip
+                   ("create", "networkpolicies"), ("delete", "networkpolicies"), ("list", "inferenceservices"),
+                   ("delete", "inferenceservices"), ("create", "httproutes"), ("update", "httproutes"),
+                   ("delete", "httproutes"), ("get", "httproutes")]:  # fmt: skip
         assert needed in exercised, f"the scenario did not exercise {needed}"
     assert ("get", "", "configmaps", "kserve") in uses, "KServe's default mode is read"
     for verb, group, resource, ns in sorted(uses, key=str):
@@ -193,7 +215,7 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
     assert not allowed(k8s, user, other, "get", "", "configmaps")
 
     # The admission policy: the operator's own account cannot write anything that is not one of
-    # our children with our images, whatever its RBAC allows.
+    # our children with our images, whatever its RBAC allows; what it really writes passes.
     forge_as_operator(control_plane, kubeconfig, watched, resources)
 
 
@@ -225,6 +247,35 @@ def forge_as_operator(control_plane: ControlPlane, kubeconfig: Path, namespace: 
         assert message in (refused.value.body or ""), refused.value.body
     operator.create_namespaced_job(namespace, job("ours", TEST_IMAGES["jobs"], **ours), dry_run="All")
 
+    # The operator's own builders: the blue/green probe Job (jobs image) and the HTTPRoute pass;
+    # a route that is not a ModelOptimization's child does not.
+    model = ModelOptimization.model_validate({k: resources.get("iris")[k] for k in ("metadata", "spec")})
+    images = OperatorConfig(jobs_image=TEST_IMAGES["jobs"], predictor_image=TEST_IMAGES["predictor"])
+    url = f"http://iris-r2-predictor.{namespace}.svc.cluster.local"
+    operator.create_namespaced_job(namespace, probe_job(model, images, 2, url), dry_run="All")
+    routes = client.CustomObjectsApi(operator.api_client)
+    route = http_route(model, GatewayParent("gateways", "inference", None), [("iris-r2", 100)])
+    routes.create_namespaced_custom_object(*ROUTES, namespace, "httproutes", route, dry_run="All")
+    foreign = {**route, "metadata": {"name": "forged-route", "labels": ours["labels"]}}
+    with pytest.raises(ApiException) as refused:
+        routes.create_namespaced_custom_object(*ROUTES, namespace, "httproutes", foreign, dry_run="All")
+    assert "owned by a ModelOptimization" in (refused.value.body or ""), refused.value.body
+
+
+ROUTES = ("gateway.networking.k8s.io", "v1")
+
+
+def route_of(resources: Resources) -> dict[str, Any] | None:
+    """The HTTPRoute ``iris``, or None."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return dict(resources.custom.get_namespaced_custom_object(*ROUTES, resources.namespace, "httproutes", "iris"))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
 
 def test_cluster_chart_installs_and_grants_the_same_uses_cluster_wide_and_nothing_forbidden(
     control_plane: ControlPlane, k8s: Any, tmp_path: Path
@@ -245,7 +296,8 @@ def test_cluster_chart_installs_and_grants_the_same_uses_cluster_wide_and_nothin
     for verb, group, resource in [
         ("watch", "optiloop.dev", "modeloptimizations"), ("patch", "optiloop.dev", "modeloptimizations/status"),
         ("create", "batch", "jobs"), ("delete", "batch", "jobs"), ("list", "", "pods"),
-        ("update", "serving.kserve.io", "inferenceservices"), ("create", "apps", "deployments"),
+        ("update", "serving.kserve.io", "inferenceservices"), ("delete", "serving.kserve.io", "inferenceservices"),
+        ("create", "gateway.networking.k8s.io", "httproutes"), ("create", "apps", "deployments"),
         ("create", "", "services"), ("create", "", "events"), ("patch", "kopf.dev", "clusterkopfpeerings"),
         ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
     ]:  # fmt: skip
