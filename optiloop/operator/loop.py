@@ -292,9 +292,14 @@ class Reconciler:
                 seen = observe_job(job, self.cluster.list_job_pods(namespace, seen.name), uid) or seen
             jobs[(seen.component, seen.revision)] = seen
         # Children that cannot exist yet are not read: the InferenceServices and the route come
-        # after the first compression, the drift monitor after the first revision serves.
+        # after the first compression, the drift monitor after the first revision serves. A
+        # compression Job seen finished counts too: the pass that created the InferenceService
+        # may have stopped at the route's ChildNameTaken before its status was written, and the
+        # InferenceService's one Ready event then comes to a pass that must read it.
         capabilities = self.discovery.capabilities()
-        compressed = status is not None and any(r.compressed_at for r in status.history)
+        compressed = (status is not None and any(r.compressed_at for r in status.history)) or any(
+            j.component == "compression" and j.state == "Succeeded" for j in jobs.values()
+        )
         serving = status is not None and status.serving_revision is not None
         services = self.cluster.list_inference_services(namespace, name) if compressed and capabilities.kserve else []
         route = (
