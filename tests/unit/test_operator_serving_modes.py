@@ -514,6 +514,29 @@ def test_switching_from_knative_to_standard_keeps_the_old_service_until_the_new_
     assert ("Delete", "InferenceService", "iris") in writes(walk.step())
 
 
+def test_switching_from_standard_to_knative_removes_the_route_and_revisions_once_knative_serves() -> None:
+    walk = Walk(Cluster(cluster("Standard", knative=True)), {})
+    walk.step()
+    walk.serve_first_then_build_second()
+    walk.step(301, canary=CanaryMetrics(0.0, 1.0))  # revision 2 promoted behind the route
+    walk.step()  # the gateway took the route: revision 1's InferenceService goes
+    assert walk.cluster.observed.route is not None
+    assert set(walk.cluster.observed.services) == {"iris-r2"}
+    walk.deployment = {"mode": "knative"}
+    walk.cluster.isvc_ready = False
+    switching = walk.step(canary=None)
+    assert ("Apply", "InferenceService", "iris") in writes(switching)
+    assert not [w for w in writes(switching) if w[0] == "Delete"], "nothing goes before Knative's serves"
+    walk.cluster.observed = replace(
+        walk.cluster.observed,
+        services={n: replace(c, ready=True) for n, c in walk.cluster.observed.services.items()},
+    )
+    settled = writes(walk.step())
+    assert ("Delete", "HTTPRoute", "iris") in settled
+    assert ("Delete", "InferenceService", "iris-r2") in settled
+    assert walk.cluster.observed.route is None
+
+
 def test_a_spec_the_cluster_cannot_serve_makes_ready_false_once_a_revision_is_built() -> None:
     walk = Walk(Cluster(cluster("Standard")), {"scaleMetric": "concurrency"})
     first = walk.step()

@@ -107,3 +107,6 @@ def _serve_knative(draft: Draft, topology: Topology) -> None:
     else:
         canary.follow(draft, revision, record, ready, current, observed)
     canary.retire(draft, {name}, settled=bool(ready))
+    if ready:
+        # Switched from Standard mode: the route goes once Knative's InferenceService serves.
+        standard.retire_route(draft, topology)

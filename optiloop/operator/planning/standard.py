@@ -59,7 +59,7 @@ def serve(draft: Draft, topology: Topology) -> str | None:
     serving = draft.status.serving_revision
     serving_ready = serving is not None and state.get(serving, (False, False))[1]
     canary.retire(draft, wanted, settled=serving_ready and route is not False)
-    _retire_route(draft, topology)
+    retire_route(draft, topology)
     return names.route(draft.resource.metadata.name) if route is not None else None
 
 
@@ -156,7 +156,7 @@ def _route(draft: Draft, topology: Topology, backends: list[tuple[int, int]]) ->
     return current and observed is not None and not observed.updating
 
 
-def _retire_route(draft: Draft, topology: Topology) -> None:
+def retire_route(draft: Draft, topology: Topology) -> None:
     """A route the topology no longer uses (blue/green now, or Knative mode) is deleted."""
     route = draft.observed.route
     if topology.canary_method != "GatewayAPI" and route is not None:
