@@ -142,6 +142,9 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
     resources = Resources(k8s, watched)
     hold = {"iris-tune-r2"}
 
+    def route() -> dict[str, Any] | None:
+        return resources.http_route("iris")
+
     def policy(job: dict[str, Any]) -> Finish | None:
         return None if job["metadata"]["name"] in hold else succeed_all(job)
 
@@ -165,13 +168,13 @@ def test_namespaced_chart_runs_the_operator_with_its_own_service_account(
             # HTTPRoute; Knative mode's InferenceService is deleted once the route serves.
             resources.patch_metadata("iris", {"annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"}})
             resources.patch_spec("iris", {"deployment": {"maxReplicas": 6}})  # a new generation reads the annotation
-            wait_until(lambda: route_of(resources) is not None and resources.inference_service("iris") is None, 60,
+            wait_until(lambda: route() is not None and resources.inference_service("iris") is None, 60,
                        "Standard mode: the route, and Knative mode's InferenceService gone", operator)  # fmt: skip
             resources.patch_spec("iris", {"deployment": {"hostnames": ["iris.example.com"]}})  # replaces the route
-            wait_until(lambda: (route_of(resources) or {}).get("spec", {}).get("hostnames") == ["iris.example.com"],
-                       30, "the route's update", operator)  # fmt: skip
+            wait_until(lambda: (route() or {}).get("spec", {}).get("hostnames") == ["iris.example.com"], 30,
+                       "the route's update", operator)  # fmt: skip
             resources.patch_spec("iris", {"deployment": {"canaryMethod": "blueGreen"}})  # no route any more
-            wait_until(lambda: route_of(resources) is None, 30, "the route deleted", operator)
+            wait_until(lambda: route() is None, 30, "the route deleted", operator)
             wait_until(lambda: resources.ready("iris"), 60, "Ready in Standard mode", operator)
     finally:
         operator.stop()
@@ -263,18 +266,6 @@ def forge_as_operator(control_plane: ControlPlane, kubeconfig: Path, namespace: 
 
 
 ROUTES = ("gateway.networking.k8s.io", "v1")
-
-
-def route_of(resources: Resources) -> dict[str, Any] | None:
-    """The HTTPRoute ``iris``, or None."""
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        return dict(resources.custom.get_namespaced_custom_object(*ROUTES, resources.namespace, "httproutes", "iris"))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 def test_cluster_chart_installs_and_grants_the_same_uses_cluster_wide_and_nothing_forbidden(

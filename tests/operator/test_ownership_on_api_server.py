@@ -114,17 +114,6 @@ def team_inference_service(resources: Resources, name: str, revision: int) -> No
     )  # fmt: skip
 
 
-def route(resources: Resources) -> dict[str, Any] | None:
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        return dict(resources.custom.get_namespaced_custom_object(*ROUTES, resources.namespace, "httproutes", "iris"))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
 def essentials(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     if obj is None:
         return None
@@ -154,7 +143,7 @@ def test_standard_modes_revision_service_and_route_held_by_another_team_are_repo
         }  # fmt: skip
         resources.custom.create_namespaced_custom_object(*ROUTES, watched, "httproutes", team_route)
         before = {name: essentials(resources.inference_service(name)) for name in ("iris-r1", "iris-r9")}
-        their_route = essentials(route(resources))
+        their_route = essentials(resources.http_route("iris"))
         resources.create("iris", SPEC, STANDARD)
 
         def taken(what: str) -> bool:
@@ -164,22 +153,22 @@ def test_standard_modes_revision_service_and_route_held_by_another_team_are_repo
         wait_until(lambda: taken(f"InferenceService {watched}/iris-r1 exists and is not owned"), 90,
                    "iris to report its revision's InferenceService name taken", operator)  # fmt: skip
         assert {name: essentials(resources.inference_service(name)) for name in before} == before
-        assert essentials(route(resources)) == their_route
+        assert essentials(resources.http_route("iris")) == their_route
         resources.custom.delete_namespaced_custom_object(
             "serving.kserve.io", "v1beta1", watched, "inferenceservices", "iris-r1"
         )
         wait_until(lambda: taken(f"HTTPRoute {watched}/iris exists and is not owned"), 60,
                    "iris to report its route's name taken", operator)  # fmt: skip
-        assert essentials(route(resources)) == their_route, "another team's route was changed"
+        assert essentials(resources.http_route("iris")) == their_route, "another team's route was changed"
         resources.custom.delete_namespaced_custom_object(*ROUTES, watched, "httproutes", "iris")
         wait_until(lambda: resources.ready("iris"), 60, "iris Ready behind its own route", operator)
-        ours = route(resources)
+        ours = resources.http_route("iris")
         assert ours is not None
         assert [o["uid"] for o in ours["metadata"]["ownerReferences"]] == [resources.get("iris")["metadata"]["uid"]]
         # Blue/green from now on: iris's route goes (deleted as the object observed as ours), and
         # the team's iris-r9 stays although it carries our labels and no revision serves from it.
         resources.patch_spec("iris", {"deployment": {"canaryMethod": "blueGreen"}})
-        wait_until(lambda: route(resources) is None, 30, "iris's own route deleted", operator)
+        wait_until(lambda: resources.http_route("iris") is None, 30, "iris's own route deleted", operator)
         assert essentials(resources.inference_service("iris-r9")) == before["iris-r9"]
         resources.delete("iris")
         wait_until(lambda: resources.inference_service("iris-r1") is None, 60, "iris's own iris-r1 collected")

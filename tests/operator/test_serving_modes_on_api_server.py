@@ -56,17 +56,8 @@ def services(resources: Resources) -> dict[str, dict[str, Any]]:
 
 
 def route_weights(resources: Resources) -> list[tuple[str, int]]:
-    from kubernetes.client import ApiException
-
-    try:
-        route = resources.custom.get_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", resources.namespace, "httproutes", "iris"
-        )
-    except ApiException as exc:
-        if exc.status == 404:
-            return []
-        raise
-    return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
+    route = resources.http_route("iris")
+    return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] if route else []
 
 
 def test_standard_mode_splits_a_canary_with_an_http_route_and_removes_the_old_revision_after_promotion(

@@ -533,14 +533,17 @@ class Resources:
         return [self.api.sanitize_for_serialization(j) for j in items]
 
     def inference_service(self, name: str) -> dict[str, Any] | None:
+        return self._custom_object("serving.kserve.io", "v1beta1", "inferenceservices", name)
+
+    def http_route(self, name: str) -> dict[str, Any] | None:
+        return self._custom_object("gateway.networking.k8s.io", "v1", "httproutes", name)
+
+    def _custom_object(self, group: str, version: str, plural: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when there is none of that name."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return dict(
-                self.custom.get_namespaced_custom_object(
-                    "serving.kserve.io", "v1beta1", self.namespace, "inferenceservices", name
-                )
-            )
+            return dict(self.custom.get_namespaced_custom_object(group, version, self.namespace, plural, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
