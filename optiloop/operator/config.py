@@ -72,7 +72,7 @@ class OperatorConfig:
     api_server_host: str | None = None
     """The API server's address in the cluster, which no resource may have queried."""
     drift_network_policy: bool = True
-    """Give each drift monitor a NetworkPolicy: only its InferenceService's pods and Prometheus reach it."""
+    """Give each drift monitor a NetworkPolicy: only its InferenceServices' pods and Prometheus reach it."""
     prometheus_namespace_labels: Mapping[str, str] = field(
         default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"}
     )

@@ -96,7 +96,7 @@ operator really uses on a real API server.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "create", "update", "delete"]
-# The drift monitor's NetworkPolicy (only its InferenceService's pods and Prometheus reach it).
+# The drift monitor's NetworkPolicy (only its InferenceServices' pods and Prometheus reach it).
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "create", "update", "delete"]
