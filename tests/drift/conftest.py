@@ -80,8 +80,9 @@ class MonitorProcess:
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
             return str(response.read().decode())
 
-    def sample(self, name: str, **labels: str) -> float | None:
-        for line in self.metrics().splitlines():
+    def sample(self, name: str, scrape: str | None = None, **labels: str) -> float | None:
+        """One sample's value from ``scrape`` (one ``/metrics`` answer), or from a fresh scrape."""
+        for line in (self.metrics() if scrape is None else scrape).splitlines():
             if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
                 return float(line.rsplit(" ", 1)[1])
         return None

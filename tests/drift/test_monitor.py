@@ -60,15 +60,17 @@ def test_no_drift_then_drift_across_windows(monitor: MonitorProcess) -> None:
     send(monitor, tabular_frame(200, 12, shift=1.0))
     wait_for(lambda: monitor.sample("optiloop_drift_detected", **LABELS) == 1, timeout=30, what="drift to be detected")
     assert evaluations(monitor) > before
-    p_value = monitor.sample("optiloop_drift_p_value", **LABELS)
-    threshold = monitor.sample("optiloop_drift_threshold", **LABELS)
+    # One scrape holds one evaluation's metrics: evaluations go on while windows fill.
+    scrape = monitor.metrics()
+    p_value = monitor.sample("optiloop_drift_p_value", scrape, **LABELS)
+    threshold = monitor.sample("optiloop_drift_threshold", scrape, **LABELS)
     assert p_value is not None
     assert threshold is not None
     assert p_value < threshold
     assert threshold == pytest.approx(0.05 / 11)  # Bonferroni over 11 features
-    x3 = monitor.sample("optiloop_drift_feature_p_value", **LABELS, feature="x3")
+    x3 = monitor.sample("optiloop_drift_feature_p_value", scrape, **LABELS, feature="x3")
     assert x3 is not None
-    assert x3 == pytest.approx(p_value)
+    assert x3 == pytest.approx(p_value, rel=1e-9)
     assert (monitor.sample("optiloop_drift_rows_total", **LABELS) or 0) >= 400
     assert (monitor.sample("optiloop_drift_last_evaluation_timestamp_seconds", **LABELS) or 0) > time.time() - 60
 
