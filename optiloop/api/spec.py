@@ -148,7 +148,9 @@ class DatasetSpec(ApiModel):
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 42
     """Seed for the split and every other random choice of the run."""
     credentials_secret_ref: SecretReference | None = None
-    """Secret holding ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` for an ``s3://`` URI."""
+    """Secret holding ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` (optionally
+    ``AWS_SESSION_TOKEN``, ``AWS_REGION``) for an ``s3://`` URI. The Jobs read the dataset with
+    it and the artifact store with deployment.storageCredentialsSecretRef, so the two may differ."""
     s3_endpoint: S3Endpoint | None = None
     """Endpoint of an S3-compatible store (MinIO, Ceph) as ``http(s)://host[:port]``; AWS when
     omitted. No credentials in it: they come from credentialsSecretRef."""
@@ -992,18 +994,6 @@ class ModelOptimizationSpec(ApiModel):
     """Settings of the Jobs that run the stages."""
 
     cross_field_rules = (
-        Rule(
-            "!has(self.dataset.credentialsSecretRef) || !has(self.deployment.storageCredentialsSecretRef) || "
-            "self.dataset.credentialsSecretRef.name == self.deployment.storageCredentialsSecretRef.name",
-            "the Jobs read the dataset and the artifact store with one identity: name the same Secret as "
-            "deployment.storageCredentialsSecretRef, or put both stores' access in one Secret",
-            lambda m: (
-                m.dataset.credentials_secret_ref is None
-                or m.deployment.storage_credentials_secret_ref is None
-                or m.dataset.credentials_secret_ref.name == m.deployment.storage_credentials_secret_ref.name
-            ),
-            "dataset.credentialsSecretRef",
-        ),
         Rule(
             "!has(self.tuning) || !has(self.tuning.objectives) || "
             "self.tuning.objectives.all(o, o.metric in (self.dataset.task == 'regression' ? "

@@ -235,7 +235,7 @@ def maximal_manifest() -> Manifest:
         uri="s3://datasets/cancer/train.parquet",
         format="parquet",
         categoricalColumns=["clinic"],
-        credentialsSecretRef={"name": "model-store"},
+        credentialsSecretRef={"name": "dataset-reader"},
         s3Endpoint="http://minio.storage.svc:9000",
     )
     spec["features"]["selection"] = {"method": "mutualInfo", "maxFeatures": 12}
