@@ -1026,6 +1026,14 @@ class ModelOptimizationSpec(ApiModel):
             "regularization.dropout",
         ),
         Rule(
+            # Here rather than on IntRange: widths need >= 1, other integer ranges may start at 0.
+            "!has(self.model) || !has(self.model.search) || !has(self.model.search.width) || "
+            "self.model.search.width.min >= 1",
+            "must be at least 1: a hidden layer needs at least one unit",
+            lambda m: m.model.search.width.min >= 1,
+            "model.search.width.min",
+        ),
+        Rule(
             "!has(self.regularization) || !has(self.regularization.weightDecay) || !has(self.tuning) || "
             "!has(self.tuning.search) || !has(self.tuning.search.weightDecay)",
             "set weightDecay either as regularization.weightDecay or as tuning.search.weightDecay, not both",

@@ -107,7 +107,10 @@ def test_the_dataset_and_the_artifact_store_each_get_their_own_secret() -> None:
 
     document = resource().model_dump(mode="json", by_alias=True, exclude_none=True)
     document["spec"]["dataset"] = {"uri": "s3://data/train.csv", "credentialsSecretRef": {"name": "data-reader"}}
-    document["spec"]["deployment"] = {"storageUri": "s3://bucket/iris", "storageCredentialsSecretRef": {"name": "store"}}
+    document["spec"]["deployment"] = {
+        "storageUri": "s3://bucket/iris",
+        "storageCredentialsSecretRef": {"name": "store"},
+    }
     assert manifest_errors(document) == []
     job = tuning_job(ModelOptimization.model_validate(document), CONFIG, revision=1)
     assert container(job)["envFrom"] == [
