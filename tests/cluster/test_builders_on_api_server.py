@@ -116,7 +116,9 @@ def test_the_namespace_really_enforces_restricted(k8s: Any, restricted_namespace
 def test_drift_monitor_passes_server_validation_and_restricted_admission(k8s: Any, restricted_namespace: str) -> None:
     from kubernetes import client
 
-    deployment, service, policy = drift_monitor(resource(restricted_namespace), OperatorConfig(), 1)
+    deployment, service, policy = drift_monitor(
+        resource(restricted_namespace), OperatorConfig(), 1, inference_services=["iris"]
+    )
     apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
     apps.create_namespaced_deployment(restricted_namespace, deployment, dry_run="All", field_validation="Strict")
     core.create_namespaced_service(restricted_namespace, service, dry_run="All", field_validation="Strict")
