@@ -384,6 +384,17 @@ class ModelMetadata(ApiModel):
     """Where it came from."""
 
 
+# --- how a stage Job's pod reaches the dataset ----------------------------------
+
+DATASET_URI_ENV = "OPTILOOP_DATASET_URI"
+"""The dataset's object URI: the one object a stage reads with the dataset's own credentials."""
+DATASET_CREDENTIALS_PREFIX = "OPTILOOP_DATASET_"
+"""Prefix of the dataset's credential set in a stage pod (``OPTILOOP_DATASET_AWS_ACCESS_KEY_ID``,
+``..._AWS_SECRET_ACCESS_KEY``, optionally ``..._AWS_SESSION_TOKEN``, ``..._AWS_REGION``,
+``..._AWS_ENDPOINT_URL``): the operator fills it from ``dataset.credentialsSecretRef`` with an
+``envFrom`` of this prefix, beside the artifact store's unprefixed ``AWS_*`` variables."""
+
+
 # --- what a stage Job reports to the operator ---------------------------------
 
 TERMINATION_MESSAGE_LIMIT = 4096

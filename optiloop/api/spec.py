@@ -148,7 +148,9 @@ class DatasetSpec(ApiModel):
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 42
     """Seed for the split and every other random choice of the run."""
     credentials_secret_ref: SecretReference | None = None
-    """Secret holding ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` for an ``s3://`` URI."""
+    """Secret holding ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` (optionally
+    ``AWS_SESSION_TOKEN``, ``AWS_REGION``) for an ``s3://`` URI. The Jobs read the dataset with
+    it and the artifact store with deployment.storageCredentialsSecretRef, so the two may differ."""
     s3_endpoint: S3Endpoint | None = None
     """Endpoint of an S3-compatible store (MinIO, Ceph) as ``http(s)://host[:port]``; AWS when
     omitted. No credentials in it: they come from credentialsSecretRef."""
@@ -993,18 +995,6 @@ class ModelOptimizationSpec(ApiModel):
 
     cross_field_rules = (
         Rule(
-            "!has(self.dataset.credentialsSecretRef) || !has(self.deployment.storageCredentialsSecretRef) || "
-            "self.dataset.credentialsSecretRef.name == self.deployment.storageCredentialsSecretRef.name",
-            "the Jobs read the dataset and the artifact store with one identity: name the same Secret as "
-            "deployment.storageCredentialsSecretRef, or put both stores' access in one Secret",
-            lambda m: (
-                m.dataset.credentials_secret_ref is None
-                or m.deployment.storage_credentials_secret_ref is None
-                or m.dataset.credentials_secret_ref.name == m.deployment.storage_credentials_secret_ref.name
-            ),
-            "dataset.credentialsSecretRef",
-        ),
-        Rule(
             "!has(self.tuning) || !has(self.tuning.objectives) || "
             "self.tuning.objectives.all(o, o.metric in (self.dataset.task == 'regression' ? "
             f"{_cel_list(REGRESSION_METRICS)} : {_cel_list(CLASSIFICATION_METRICS)}))",
@@ -1034,6 +1024,14 @@ class ModelOptimizationSpec(ApiModel):
             "set dropout either as regularization.dropout or as model.search.dropout, not both",
             lambda m: m.regularization.dropout is None or m.model.search.dropout is None,
             "regularization.dropout",
+        ),
+        Rule(
+            # Here rather than on IntRange: widths need >= 1, other integer ranges may start at 0.
+            "!has(self.model) || !has(self.model.search) || !has(self.model.search.width) || "
+            "self.model.search.width.min >= 1",
+            "must be at least 1: a hidden layer needs at least one unit",
+            lambda m: m.model.search.width.min >= 1,
+            "model.search.width.min",
         ),
         Rule(
             "!has(self.regularization) || !has(self.regularization.weightDecay) || !has(self.tuning) || "

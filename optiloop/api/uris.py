@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationInfo
 
 from ._base import cel_string
 
@@ -58,6 +58,31 @@ def _cel_rules(pattern: str, forms: str) -> dict[str, Any]:
 _STORAGE_FORMS = "pvc://<claim>/<path> or s3://<bucket>/<key>"
 _DATASET_FORMS = "pvc://<claim>/<path>, s3://<bucket>/<key> or builtin://<name>"
 
+LOCAL_RUN_CONTEXT = "optiloop.local-run"
+"""Validation context key set by ``optiloop run``: the one place a ``file://`` dataset is allowed."""
+LOCAL_FILE_MESSAGE = (
+    "file:// names a file on your own machine and works only with `optiloop run`; in a cluster use "
+    "pvc://<claim>/<path> or s3://<bucket>/<key>"
+)
+
+
+def _check_dataset(value: str, info: ValidationInfo) -> str:
+    if value.startswith("file://"):
+        # ``optiloop run`` resolves a local file to an absolute file:// URI before validating.
+        if isinstance(info.context, dict) and info.context.get(LOCAL_RUN_CONTEXT) and value.startswith("file:///"):
+            return value
+        raise ValueError(LOCAL_FILE_MESSAGE)
+    return _checker(DATASET_URI_PATTERN, _DATASET_FORMS)(value)
+
+
+def _dataset_cel_rules() -> dict[str, Any]:
+    rules = _cel_rules(DATASET_URI_PATTERN, _DATASET_FORMS)["x-kubernetes-validations"]
+    local = {"rule": "!self.startsWith('file://')", "message": LOCAL_FILE_MESSAGE}
+    # A file:// URI gets the one message that says what to do instead, not the shape message too.
+    shape = {**rules[1], "rule": f"self.startsWith('file://') || {rules[1]['rule']}"}
+    return {"x-kubernetes-validations": [local, rules[0], shape]}
+
+
 StorageURI = Annotated[
     str,
     AfterValidator(_checker(STORAGE_URI_PATTERN, _STORAGE_FORMS)),
@@ -71,14 +96,15 @@ StorageURI = Annotated[
 
 DatasetURI = Annotated[
     str,
-    AfterValidator(_checker(DATASET_URI_PATTERN, _DATASET_FORMS)),
+    AfterValidator(_check_dataset),
     Field(
         min_length=1,
         max_length=MAX_URI_LENGTH,
-        json_schema_extra=_cel_rules(DATASET_URI_PATTERN, _DATASET_FORMS),
+        json_schema_extra=_dataset_cel_rules(),
     ),
 ]
-"""Where the training data lives; ``builtin://`` names one of scikit-learn's bundled sets."""
+"""Where the training data lives; ``builtin://`` names one of scikit-learn's bundled sets, and
+``file:///<path>`` (``optiloop run`` only) a file on the machine running it."""
 
 
 S3_ENDPOINT_PATTERN = r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?/?$"

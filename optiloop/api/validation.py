@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from ._base import RULE_ERROR
 from .resource import API_VERSION, KIND, ModelOptimization
+from .uris import LOCAL_RUN_CONTEXT
 
 _FRIENDLY = {
     "missing": "required field is missing",
@@ -81,8 +82,10 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
     return [FieldError(path, "; or ".join(messages)) for path, messages in by_path.items()]
 
 
-def manifest_errors(document: Any) -> list[FieldError]:
-    """Every problem in one ModelOptimization manifest; empty when it is valid."""
+def manifest_errors(document: Any, *, local_run: bool = False) -> list[FieldError]:
+    """Every problem in one ModelOptimization manifest; empty when it is valid.
+
+    ``local_run``: validate for ``optiloop run``, which also takes a ``file:///`` dataset."""
     if not isinstance(document, dict):
         return [FieldError("", f"a manifest must be a mapping, not {type(document).__name__}")]
     if document.get("apiVersion") != API_VERSION or document.get("kind") != KIND:
@@ -94,10 +97,15 @@ def manifest_errors(document: Any) -> list[FieldError]:
             )
         ]
     try:
-        ModelOptimization.model_validate(document)
+        ModelOptimization.model_validate(document, context=validation_context(local_run=local_run))
     except ValidationError as exc:
         return _field_errors(exc)
     return []
+
+
+def validation_context(*, local_run: bool) -> dict[str, Any]:
+    """The pydantic context for validating a manifest in a cluster or for ``optiloop run``."""
+    return {LOCAL_RUN_CONTEXT: local_run}
 
 
 def load_documents(path: Path) -> list[Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from ..api import ManifestError, ModelOptimization, load_documents, manifest_errors
-from ..api.validation import FieldError
+from ..api.validation import FieldError, validation_context
 
 
 def _parse_path(path: str) -> list[str | int]:
@@ -75,7 +75,34 @@ def load_run_manifest(path: Path, overrides: list[str]) -> ModelOptimization:
             apply_override(document, assignment)
         except ValueError as exc:
             raise ManifestError(str(path), [FieldError("", str(exc))]) from None
-    errors = manifest_errors(document)
+    if (error := resolve_local_dataset(document, path.parent)) is not None:
+        raise ManifestError(str(path), [error])
+    errors = manifest_errors(document, local_run=True)
     if errors:
         raise ManifestError(str(path), errors)
-    return ModelOptimization.model_validate(document)
+    return ModelOptimization.model_validate(document, context=validation_context(local_run=True))
+
+
+DATASET_FIELD = "spec.dataset.uri"
+
+
+def resolve_local_dataset(document: Any, folder: Path) -> FieldError | None:
+    """Turn a local dataset (``file://`` URI or a plain path, relative to the manifest's
+    ``folder`` unless absolute) into an absolute ``file:///`` URI, in place; an error naming
+    the field when the file is not there. Other URIs (``s3://``, ``pvc://``, ``builtin://``) are
+    left alone."""
+    spec = document.get("spec") if isinstance(document, dict) else None
+    dataset = spec.get("dataset") if isinstance(spec, dict) else None
+    if not isinstance(dataset, dict):
+        return None
+    uri = dataset.get("uri")
+    if not isinstance(uri, str) or not uri or ("://" in uri and not uri.startswith("file://")):
+        return None
+    given = Path(uri.removeprefix("file://")).expanduser()
+    target = (given if given.is_absolute() else folder / given).resolve()
+    if not target.is_file():
+        where = "" if given.is_absolute() else f" (relative to the manifest's folder {folder.resolve()})"
+        return FieldError(DATASET_FIELD, f"{uri!r}: no such file {target}{where}")
+    # Not Path.as_uri(): storage reads the path after file:// as it is, without percent-decoding.
+    dataset["uri"] = f"file://{target}"
+    return None

@@ -190,8 +190,18 @@ class Cluster:
         return self._list(namespace, "Job", f"{LABEL_NAME}={name}")
 
     def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        """The pods of one Job (their termination messages carry the stage outcome)."""
-        return self._list(namespace, "Pod", f"{JOB_NAME_LABEL}={job}")
+        """The pods of one Job (their termination messages carry the stage outcome). A refusal
+        raises :class:`ForbiddenError` saying which grant is missing: in cluster mode the chart
+        may grant this only in the namespaces of ``rbac.jobPodsNamespaces``."""
+        try:
+            return self._list(namespace, "Pod", f"{JOB_NAME_LABEL}={job}")
+        except ApiException as exc:
+            if exc.status == 403:
+                raise ForbiddenError(
+                    f"list pods in {namespace} (to read Job {job}'s outcome): 403 Forbidden; the chart grants it "
+                    f"only in watch.namespaces, or in rbac.jobPodsNamespaces when set: add {namespace} there"
+                ) from exc
+            raise
 
     def list_inference_services(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """The resource's InferenceServices (one in Knative mode, one per revision in Standard mode)."""

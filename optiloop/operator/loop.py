@@ -27,7 +27,7 @@ from ..errors import OptiloopError
 from . import failpoints, metrics, names, prometheus, queries
 from .config import OperatorConfig
 from .discovery import Discovery
-from .k8s import Cluster, ConflictError, ForeignChildError, TransientApiError
+from .k8s import Cluster, ConflictError, ForbiddenError, ForeignChildError, TransientApiError
 from .memory import ResourceMemory
 from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job, observe_route
 from .planning.blocked import child_name_taken, invalid_spec
@@ -172,7 +172,7 @@ class Reconciler:
             return self._claimed(namespace, name, evaluate_drift, body)
         except InvalidSpecError:
             return None  # status and a Warning Event say why; the next spec change is the next event
-        except (TransientApiError, ForeignChildError) as exc:
+        except (TransientApiError, ForeignChildError, ForbiddenError) as exc:
             log.warning("will retry %s/%s: %s", namespace, name, exc)
         except Exception:
             log.exception("will retry %s/%s", namespace, name)

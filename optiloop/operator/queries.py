@@ -29,11 +29,20 @@ def drift_query(resource: ModelOptimization, revision: int, templates: Mapping[s
     return f"max by (namespace, model, revision) (optiloop_drift_detected{{{_selector(namespace, name, revision)}}})"
 
 
+SERVED_OUTCOMES = ("ok", "error")
+"""The predictor's request outcomes that count in a canary's error rate: the requests it tried to
+answer. ``invalid`` and ``too_large`` are the client's fault; counting them, even only in the
+total, would let any client move a canary's error rate."""
+
+
 def canary_error_rate_query(resource: ModelOptimization, revision: int, window_seconds: int) -> str:
-    """Share of the canary's requests that failed on the server (5xx) over the analysis window;
-    requests the predictor rejected as invalid are the client's fault and do not count."""
+    """Share of the canary's served requests that failed on the server over the analysis window:
+    ``outcome="error"`` among ``ok`` and ``error``. Requests the predictor refused (invalid, too
+    large) count neither as errors nor in the total, so a client sending bad requests can neither
+    fail a canary nor water its real errors down."""
     selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
-    total = f"sum(rate(optiloop_predictor_requests_total{{{selector}}}[{window_seconds}s]))"
+    served = "|".join(SERVED_OUTCOMES)
+    total = f'sum(rate(optiloop_predictor_requests_total{{{selector}, outcome=~"{served}"}}[{window_seconds}s]))'
     errors = f'sum(rate(optiloop_predictor_requests_total{{{selector}, outcome="error"}}[{window_seconds}s]))'
     return f"({errors} or vector(0)) / {total}"
 

@@ -47,6 +47,8 @@ def test_cluster_mode_renders_cluster_roles_and_one_cluster_peering() -> None:
         ("ClusterKopfPeering", None),
         ("ClusterRole", None),
         ("ClusterRole", None),
+        ("ClusterRole", None),
+        ("ClusterRoleBinding", None),
         ("ClusterRoleBinding", None),
         ("ClusterRoleBinding", None),
         ("Deployment", "optiloop-system"),
@@ -60,6 +62,29 @@ def test_cluster_mode_renders_cluster_roles_and_one_cluster_peering() -> None:
     env = {e["name"]: e.get("value") for e in deployment(objects)["containers"][0]["env"]}
     assert env["OPTILOOP_NAMESPACES"] == ""
     assert "OPTILOOP_PRIORITY" not in env, "each replica derives a distinct priority from its pod name"
+
+
+def test_cluster_mode_can_grant_listing_pods_only_in_the_namespaces_listed(tmp_path: Path) -> None:
+    """rbac.jobPodsNamespaces: the pods rule is bound by a RoleBinding in each namespace listed
+    instead of cluster-wide; every other rule stays cluster-wide."""
+
+    def pod_rules(objects: list[dict]) -> list[dict[str, Any]]:
+        return [
+            r for o in objects if o["kind"] in ("ClusterRole", "Role") for r in o["rules"] if "pods" in r["resources"]
+        ]
+
+    everywhere = render("rel", "optiloop-system")
+    assert pod_rules(everywhere) == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    bound = {o["roleRef"]["name"] for o in everywhere if o["kind"] == "ClusterRoleBinding"}
+    assert bound == {"rel-optiloop-framework", "rel-optiloop-application", "rel-optiloop-job-pods"}
+
+    listed = render("rel", "optiloop-system", {"rbac": {"jobPodsNamespaces": ["ml", "research"]}}, tmp_path)
+    assert pod_rules(listed) == pod_rules(everywhere)
+    bound = {o["roleRef"]["name"] for o in listed if o["kind"] == "ClusterRoleBinding"}
+    assert bound == {"rel-optiloop-framework", "rel-optiloop-application"}
+    bindings = [(o["metadata"]["namespace"], o["roleRef"]) for o in listed if o["kind"] == "RoleBinding"]
+    job_pods = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "rel-optiloop-job-pods"}
+    assert [(ns, ref) for ns, ref in bindings if ref == job_pods] == [("ml", job_pods), ("research", job_pods)]
 
 
 def test_namespaced_mode_renders_a_role_and_a_peering_in_each_namespace_and_nothing_cluster_wide(
@@ -168,6 +193,7 @@ def test_the_rbac_template_separates_framework_and_application_parts() -> None:
         ({"watch": {"mode": "namespaced"}}, "watch.mode=namespaced needs at least one namespace"),
         ({"watch": {"mode": "everywhere"}}, 'watch.mode must be "cluster" or "namespaced"'),
         ({"metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}, "not both"),
+        ({**NAMESPACED, "rbac": {"jobPodsNamespaces": ["ml"]}}, "rbac.jobPodsNamespaces applies to cluster mode"),
     ],
 )
 def test_settings_that_cannot_work_fail_the_render_with_a_reason(

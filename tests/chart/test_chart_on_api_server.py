@@ -297,3 +297,42 @@ def test_cluster_chart_installs_and_grants_the_same_uses_cluster_wide_and_nothin
     for verb, group, resource in MUST_NOT:
         for ns in (anywhere, None):
             assert not allowed(k8s, user, ns, verb, group, resource), f"{verb} {resource} in {ns or 'the cluster'}"
+
+
+def test_cluster_chart_can_grant_listing_pods_only_where_resources_live(
+    control_plane: ControlPlane, k8s: Any, tmp_path: Path
+) -> None:
+    """With rbac.jobPodsNamespaces the operator may list pods (its Jobs' outcomes) only in those
+    namespaces: not in another, and not across the cluster, while everything else stays
+    cluster-wide."""
+    install_operator_crds(k8s)
+    system = create_namespace(k8s, "optiloop-system")
+    ml, elsewhere = create_namespace(k8s, "ml"), create_namespace(k8s, "elsewhere")
+    release = f"pods-{secrets.token_hex(2)}"
+    values = {"rbac": {"jobPodsNamespaces": [ml]}, "peering": {"create": False}, "admissionPolicy": {"enabled": False}}
+    objects = render(release, system, values, tmp_path)
+    apply(k8s, objects)
+    account = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
+    user = f"system:serviceaccount:{system}:{account}"
+    assert allowed(k8s, user, ml, "list", "", "pods")
+    assert not allowed(k8s, user, elsewhere, "list", "", "pods"), "pods in a namespace not listed"
+    assert not allowed(k8s, user, None, "list", "", "pods"), "pods across the cluster"
+    assert not allowed(k8s, user, ml, "get", "", "pods"), "list only"
+    assert not allowed(k8s, user, ml, "watch", "", "pods"), "list only"
+    assert allowed(k8s, user, elsewhere, "create", "batch", "jobs"), "the rest stays cluster-wide"
+
+    # The operator's own client with that account: listing in `ml` works; elsewhere the refusal
+    # says which grant is missing instead of a traceback.
+    from kubernetes import config
+
+    from optiloop.operator.k8s import Cluster, ForbiddenError
+
+    kubeconfig = control_plane.kubeconfig_for(system, account, tmp_path / "sa-kubeconfig")
+    cluster = Cluster(config.new_client_from_config(str(kubeconfig)), connections=2)
+    assert cluster.list_job_pods(ml, "iris-tune-r1") == []
+    with pytest.raises(ForbiddenError) as refused:
+        cluster.list_job_pods(elsewhere, "iris-tune-r1")
+    assert str(refused.value) == (
+        f"list pods in {elsewhere} (to read Job iris-tune-r1's outcome): 403 Forbidden; the chart grants it "
+        f"only in watch.namespaces, or in rbac.jobPodsNamespaces when set: add {elsewhere} there"
+    )

@@ -78,6 +78,29 @@ def test_built_jobs_pass_server_validation_and_restricted_admission(
         assert pod.spec.containers[0].security_context.allow_privilege_escalation is False
 
 
+def test_stage_jobs_carry_the_datasets_and_the_artifact_stores_credentials_apart(
+    k8s: Any, restricted_namespace: str
+) -> None:
+    """Two Secrets reach every stage Job as the API server stores it: the artifact store's as
+    AWS_*, the dataset's under the OPTILOOP_DATASET_ prefix, with the dataset's URI beside it."""
+    from kubernetes import client
+
+    model = resource(
+        restricted_namespace,
+        dataset={"uri": "s3://datasets/iris/train.csv", "credentialsSecretRef": {"name": "data-reader"}},
+        deployment={"storageUri": "s3://models/iris", "storageCredentialsSecretRef": {"name": "model-store"}},
+    )
+    batch = client.BatchV1Api(k8s)
+    for job in (tuning_job(model, OperatorConfig(), 1), compression_job(model, OperatorConfig(), 1)):
+        created = batch.create_namespaced_job(restricted_namespace, job, field_validation="Strict")
+        stored = batch.read_namespaced_job(created.metadata.name, restricted_namespace)
+        container = stored.spec.template.spec.containers[0]
+        sources = [(e.prefix, e.secret_ref.name) for e in container.env_from]
+        assert sources == [(None, "model-store"), ("OPTILOOP_DATASET_", "data-reader")]
+        env = {e.name: e.value for e in container.env}
+        assert env["OPTILOOP_DATASET_URI"] == "s3://datasets/iris/train.csv"
+
+
 def test_the_namespace_really_enforces_restricted(k8s: Any, restricted_namespace: str) -> None:
     from kubernetes import client
 
@@ -93,7 +116,9 @@ def test_the_namespace_really_enforces_restricted(k8s: Any, restricted_namespace
 def test_drift_monitor_passes_server_validation_and_restricted_admission(k8s: Any, restricted_namespace: str) -> None:
     from kubernetes import client
 
-    deployment, service, policy = drift_monitor(resource(restricted_namespace), OperatorConfig(), 1)
+    deployment, service, policy = drift_monitor(
+        resource(restricted_namespace), OperatorConfig(), 1, inference_services=["iris"]
+    )
     apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
     apps.create_namespaced_deployment(restricted_namespace, deployment, dry_run="All", field_validation="Strict")
     core.create_namespaced_service(restricted_namespace, service, dry_run="All", field_validation="Strict")

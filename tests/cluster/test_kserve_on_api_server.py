@@ -248,7 +248,9 @@ def test_two_revisions_get_the_predictor_services_the_route_sends_to(
         create(plane, inference_service(model, CONFIG, revision, topology(model)), dry_run=False)
     route = create(plane, http_route(model, GATEWAY, [("iris-r1", 80), ("iris-r2", 20)]), dry_run=False)
     # The drift monitor's NetworkPolicy lets in the predictor pods of both revisions.
-    policy = next(b for b in drift_monitor(model, CONFIG, 1) if b["kind"] == "NetworkPolicy")
+    policy = next(
+        b for b in drift_monitor(model, CONFIG, 1, inference_services=["iris"]) if b["kind"] == "NetworkPolicy"
+    )
     predictors = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
     for backend in route["spec"]["rules"][0]["backendRefs"]:
         service = wait_for(lambda b=backend: _read(plane, "v1", "Service", b["name"]), 60, interval=0.5,

@@ -36,3 +36,15 @@ def test_malformed_manifest_is_rejected_naming_the_field(k8s: Any, namespace: st
     assert raised.value.status in (400, 422)
     message = json.loads(raised.value.body)["message"]
     assert case.field in message, message
+
+
+def test_a_local_file_is_refused_with_what_to_use_in_a_cluster(k8s: Any, namespace: str) -> None:
+    """`optiloop run` takes file:// datasets; the API server says to use pvc:// or s3:// instead."""
+    from kubernetes import client
+
+    case = next(c for c in MALFORMED if c.id == "local-file-dataset")
+    with pytest.raises(client.ApiException) as raised:
+        _dry_run_create(k8s, namespace, case.manifest())
+    message = json.loads(raised.value.body)["message"]
+    assert "works only with `optiloop run`; in a cluster use pvc://<claim>/<path> or s3://<bucket>/<key>" in message
+    assert "must be a URI of the form" not in message, "one message, the one that says what to do"

@@ -67,6 +67,8 @@ def test_apply_to_ready_creates_every_child_with_owner_labels_and_restricted_pod
     deployment = resources.apps.read_namespaced_deployment("iris-drift", watched)
     assert deployment.metadata.owner_references[0].uid == created["metadata"]["uid"]
     assert deployment.spec.template.spec.containers[0].image == "registry.example/optiloop/drift:test"
+    args = deployment.spec.template.spec.containers[0].args
+    assert args[args.index("--inference-service") :] == ["--inference-service", "iris"], "Knative's one"
     resources.event_reasons(
         "iris", {"RevisionStarted", "TuningStarted", "TuningSucceeded", "CompressionSucceeded", "Serving"}
     )

@@ -60,6 +60,18 @@ def route_weights(resources: Resources) -> list[tuple[str, int]]:
     return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] if route else []
 
 
+def monitored(resources: Resources) -> list[str]:
+    """The InferenceServices the drift monitor's Deployment accepts events from."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        deployment = resources.apps.read_namespaced_deployment("iris-drift", resources.namespace)
+    except ApiException:
+        return []  # not there yet
+    args = deployment.spec.template.spec.containers[0].args
+    return [args[i + 1] for i, arg in enumerate(args) if arg == "--inference-service"]
+
+
 def test_standard_mode_splits_a_canary_with_an_http_route_and_removes_the_old_revision_after_promotion(
     control_plane: ControlPlane, watched: str, start_operator: StartOperator, prometheus: PrometheusStandIn
 ) -> None:
@@ -70,6 +82,7 @@ def test_standard_mode_splits_a_canary_with_an_http_route_and_removes_the_old_re
         wait_until(lambda: resources.ready("iris"), 60, "revision 1 to serve", operator)
         assert set(services(resources)) == {"iris-r1"}
         wait_until(lambda: route_weights(resources) == [("iris-r1-predictor", 100)], 20, "the route", operator)
+        wait_until(lambda: monitored(resources) == ["iris-r1"], 20, "the monitor accepting revision 1's", operator)
         serving = status(resources)["serving"]
         assert serving == {"mode": "Standard", "modeSource": "annotation", "canaryMethod": "GatewayAPI",
                            "autoscaler": "hpa", "scaleMetric": "cpu", "scaleTarget": 80, "route": "iris"}  # fmt: skip
@@ -81,10 +94,13 @@ def test_standard_mode_splits_a_canary_with_an_http_route_and_removes_the_old_re
         wait_until(lambda: route_weights(resources) == [("iris-r1-predictor", 80), ("iris-r2-predictor", 20)], 60,
                    "revision 2 as a 20% canary behind the route", operator)  # fmt: skip
         prometheus.drift = 0.0
+        wait_until(lambda: monitored(resources) == ["iris-r1", "iris-r2"], 20, "the monitor accepting the canary's",
+                   operator)  # fmt: skip
         assert status(resources)["servingRevision"] == 1
         assert resources.ready("iris")
         wait_until(lambda: route_weights(resources) == [("iris-r2-predictor", 100)], 60, "the promotion", operator)
         wait_until(lambda: set(services(resources)) == {"iris-r2"}, 30, "revision 1's InferenceService gone", operator)
+        wait_until(lambda: monitored(resources) == ["iris-r2"], 20, "the monitor accepting revision 2's", operator)
         final = status(resources)
     assert final["servingRevision"] == 2
     assert [(r["revision"], r["outcome"], r.get("canaryMethod")) for r in final["history"]] == [

@@ -224,6 +224,12 @@ MALFORMED: list[Malformed] = [
         _set(spec__compression__steps=[{"prune": {"amount": 0.5, "ratio": 2}}]),
         "spec.compression.steps[0].prune.ratio",
     ),
+    Malformed("local-file-dataset", _set(spec__dataset__uri="file:///home/me/train.csv"), "spec.dataset.uri"),
+    Malformed(
+        "width-from-zero",
+        _set(spec__model__search={"width": {"min": 0, "max": 64}}),
+        "spec.model.search.width.min",
+    ),
 ]
 
 
@@ -235,7 +241,7 @@ def maximal_manifest() -> Manifest:
         uri="s3://datasets/cancer/train.parquet",
         format="parquet",
         categoricalColumns=["clinic"],
-        credentialsSecretRef={"name": "model-store"},
+        credentialsSecretRef={"name": "dataset-reader"},
         s3Endpoint="http://minio.storage.svc:9000",
     )
     spec["features"]["selection"] = {"method": "mutualInfo", "maxFeatures": 12}

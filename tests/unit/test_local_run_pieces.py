@@ -1,17 +1,22 @@
-"""The pure pieces of ``optiloop run``: ``--set`` overrides, the progress views, and the SVG charts."""
+"""The pieces of ``optiloop run``: ``--set`` overrides, local dataset files, the progress views, and the SVG charts."""
 
 from __future__ import annotations
 
 import io
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
+import yaml
 
+from optiloop.api import ManifestError, manifest_errors
 from optiloop.api.jobs import TrialRecord
+from optiloop.jobs.data import load_dataset
 from optiloop.local import svg
-from optiloop.local.manifest import apply_override
+from optiloop.local.manifest import apply_override, load_run_manifest
 from optiloop.local.progress import JsonView, LiveView, LogView, View, choose_view
 
 
@@ -116,3 +121,62 @@ def test_charts_are_well_formed_svg_and_escape_labels() -> None:
         root = ET.fromstring(chart)
         assert root.tag.endswith("svg")
     assert "&lt;b&gt;&amp;" in charts[0]
+
+
+def _manifest(folder: Path, uri: str) -> Path:
+    document = {
+        "apiVersion": "optiloop.dev/v1alpha1",
+        "kind": "ModelOptimization",
+        "metadata": {"name": "mine"},
+        "spec": {"dataset": {"uri": uri}, "deployment": {"storageUri": "pvc://artifacts/mine"}},
+    }
+    path = folder / "mine.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.mark.parametrize("written", ["data/train.csv", "./data/train.csv", "file://data/train.csv", "ABSOLUTE"])
+def test_a_local_run_reads_a_csv_named_relative_to_the_manifest_or_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str
+) -> None:
+    """`optiloop run` on one's own CSV: a plain path or file:// URI, relative to the manifest's
+    folder (not the working directory) unless absolute, is read from there."""
+    (tmp_path / "data").mkdir()
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "target": ["a", "b", "a"]})
+    frame.to_csv(tmp_path / "data" / "train.csv", index=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"file://{tmp_path / 'data' / 'train.csv'}" if written == "ABSOLUTE" else written
+    model = load_run_manifest(_manifest(tmp_path, uri), [])
+    assert model.spec.dataset.uri == f"file://{tmp_path / 'data' / 'train.csv'}"
+    pd.testing.assert_frame_equal(load_dataset(model.spec.dataset), frame)
+
+
+def test_a_missing_local_file_names_the_field_and_where_it_was_looked_for(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError) as raised:
+        load_run_manifest(_manifest(tmp_path, "data/nothing.csv"), [])
+    assert str(raised.value) == (
+        f"{tmp_path / 'mine.yaml'}: spec.dataset.uri: 'data/nothing.csv': no such file "
+        f"{tmp_path / 'data' / 'nothing.csv'} (relative to the manifest's folder {tmp_path})"
+    )
+
+
+def test_a_local_file_is_for_optiloop_run_only(tmp_path: Path) -> None:
+    """The same manifest a cluster would get (optiloop validate, the operator) is refused, saying
+    what to use there."""
+    (tmp_path / "train.csv").write_text("x,target\n1,a\n")
+    document = yaml.safe_load(_manifest(tmp_path, f"file://{tmp_path / 'train.csv'}").read_text())
+    [error] = manifest_errors(document)
+    assert str(error) == (
+        "spec.dataset.uri: file:// names a file on your own machine and works only with `optiloop run`; "
+        "in a cluster use pvc://<claim>/<path> or s3://<bucket>/<key>"
+    )
+    assert manifest_errors(document, local_run=True) == []
+
+
+def test_a_zero_width_search_is_refused_naming_the_field(tmp_path: Path) -> None:
+    document = yaml.safe_load(_manifest(tmp_path, "builtin://iris").read_text())
+    document["spec"]["model"] = {"search": {"width": {"min": 0, "max": 64}}}
+    [error] = manifest_errors(document)
+    assert str(error) == "spec.model.search.width.min: must be at least 1: a hidden layer needs at least one unit"

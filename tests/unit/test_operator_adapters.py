@@ -4,6 +4,9 @@ Prometheus answers (good, empty and garbage), the PromQL it sends, and its confi
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,7 @@ from optiloop.jobs.outcome import failed_outcome, termination_message
 from optiloop.operator import prometheus, queries
 from optiloop.operator.config import OperatorConfig, host_priority
 from optiloop.operator.observed import job_state, observe_child, observe_job, observe_route, pod_outcome
+from tests.conftest import skip_or_fail
 
 
 def pod(message: str | None, component: str = "tuning") -> dict[str, Any]:
@@ -243,6 +247,38 @@ def test_canary_queries_select_the_canary_revision_and_count_only_server_errors(
     assert 'outcome="error"' in error_rate
     assert "[120s]" in error_rate
     assert "histogram_quantile(0.95" in queries.canary_latency_query(resource(), 4, 120)
+
+
+def test_canary_error_rate_is_server_errors_among_served_requests_whatever_clients_send(tmp_path: Path) -> None:
+    """Evaluated by Prometheus' own engine (promtool) on a canary that answered 90 requests a
+    minute, failed 10, and refused 900 invalid and 100 too large ones: 10 %, not 1 % (refusals
+    diluting the total) and not 91 % (refusals counted as errors); another revision's errors
+    do not count."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        skip_or_fail("promtool is not installed (make install installs Debian's prometheus package)")
+    labels = 'namespace="ml", model="iris", protocol="v2"'
+    per_minute = {("4", "ok"): 90, ("4", "error"): 10, ("4", "invalid"): 900, ("4", "too_large"): 100,
+                  ("3", "error"): 1000, ("3", "ok"): 1}  # fmt: skip
+    series = [
+        {"series": f'optiloop_predictor_requests_total{{{labels}, revision="{rev}", outcome="{outcome}"}}',
+         "values": f"0+{count}x10"}
+        for (rev, outcome), count in per_minute.items()
+    ]  # fmt: skip
+    cases = [
+        # promtool compares exactly; 10 % within 1e-9 reads 1 (0.9 % or 91 % read 0).
+        {"expr": f"abs(({queries.canary_error_rate_query(resource(), 4, 120)}) - 0.1) < bool 1e-9",
+         "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 1}]},
+        # Only refused requests: no sample, as with no traffic at all (refusals never make it 100 %).
+        {"expr": queries.canary_error_rate_query(resource(), 5, 120), "eval_time": "10m", "exp_samples": []},
+    ]  # fmt: skip
+    refused_only = {"series": f'optiloop_predictor_requests_total{{{labels}, revision="5", outcome="invalid"}}',
+                    "values": "0+50x10"}  # fmt: skip
+    test = {"tests": [{"interval": "1m", "input_series": [*series, refused_only], "promql_expr_test": cases}]}
+    path = tmp_path / "canary-test.yaml"
+    path.write_text(json.dumps(test))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_termination_messages_fit_in_four_kibibytes() -> None:

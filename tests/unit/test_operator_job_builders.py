@@ -90,12 +90,9 @@ def test_s3_credentials_come_only_from_the_referenced_secret() -> None:
 def test_the_datasets_credentials_and_claim_reach_the_jobs_that_read_it() -> None:
     s3 = resource(dataset={"uri": "s3://data/train.csv", "credentialsSecretRef": {"name": "data-reader"}})
     for build in (tuning_job, compression_job):
-        assert container(build(s3, CONFIG, revision=1))["envFrom"] == [{"secretRef": {"name": "data-reader"}}]
-    both = resource(
-        dataset={"uri": "s3://data/train.csv", "credentialsSecretRef": {"name": "store"}},
-        deployment={"storageUri": "s3://bucket/iris", "storageCredentialsSecretRef": {"name": "store"}},
-    )
-    assert container(tuning_job(both, CONFIG, revision=1))["envFrom"] == [{"secretRef": {"name": "store"}}]
+        job = build(s3, CONFIG, revision=1)
+        assert container(job)["envFrom"] == [{"prefix": "OPTILOOP_DATASET_", "secretRef": {"name": "data-reader"}}]
+        assert env(job)["OPTILOOP_DATASET_URI"] == "s3://data/train.csv"
     other_claim = resource(dataset={"uri": "pvc://datasets/cancer/train.csv"})
     job = tuning_job(other_claim, CONFIG, revision=1)
     pod = job["spec"]["template"]["spec"]
@@ -105,7 +102,7 @@ def test_the_datasets_credentials_and_claim_reach_the_jobs_that_read_it() -> Non
     assert [v["name"] for v in same_claim["spec"]["template"]["spec"]["volumes"]] == ["scratch", "artifacts"]
 
 
-def test_two_different_secrets_for_the_dataset_and_the_artifact_store_are_refused() -> None:
+def test_the_dataset_and_the_artifact_store_each_get_their_own_secret() -> None:
     from optiloop.api.validation import manifest_errors
 
     document = resource().model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -114,8 +111,15 @@ def test_two_different_secrets_for_the_dataset_and_the_artifact_store_are_refuse
         "storageUri": "s3://bucket/iris",
         "storageCredentialsSecretRef": {"name": "store"},
     }
+    assert manifest_errors(document) == []
+    job = tuning_job(ModelOptimization.model_validate(document), CONFIG, revision=1)
+    assert container(job)["envFrom"] == [
+        {"secretRef": {"name": "store"}},  # AWS_*: the artifact store
+        {"prefix": "OPTILOOP_DATASET_", "secretRef": {"name": "data-reader"}},  # the dataset's object only
+    ]
+    document["spec"]["dataset"] = {"uri": "builtin://iris", "credentialsSecretRef": {"name": "data-reader"}}
     [error] = manifest_errors(document)
-    assert str(error).startswith("spec.dataset.credentialsSecretRef: the Jobs read the dataset and the artifact store")
+    assert str(error) == "spec.dataset.credentialsSecretRef: credentialsSecretRef applies only to s3:// URIs"
 
 
 def test_parallel_trials_make_an_indexed_job_sharing_an_rdb_study() -> None:

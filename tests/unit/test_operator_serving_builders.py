@@ -85,7 +85,7 @@ def test_drift_monitor_reads_the_serving_revision_from_the_claim() -> None:
     model = resource(
         monitoring={"detector": "ks", "pValue": 0.01, "correction": "fdr", "windowSize": 300, "window": "tumbling"}
     )
-    deployment, service, _ = drift_monitor(model, CONFIG, revision=5)
+    deployment, service, _ = drift_monitor(model, CONFIG, revision=5, inference_services=["iris-r5"])
     assert deployment["metadata"]["name"] == service["metadata"]["name"] == "iris-drift"
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -94,6 +94,7 @@ def test_drift_monitor_reads_the_serving_revision_from_the_claim() -> None:
     assert args[args.index("--model-dir") + 1] == "/mnt/pvc/models/iris/r5/model"
     assert args[args.index("--detector") + 1] == "ks"
     assert args[args.index("--window") + 1] == "tumbling"
+    assert args[args.index("--inference-service") :] == ["--inference-service", "iris-r5"]
     assert {"name": "artifacts", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -103,7 +104,7 @@ def test_drift_monitor_reads_the_serving_revision_from_the_claim() -> None:
 
 def test_only_the_inference_services_pods_of_every_revision_and_prometheus_reach_the_drift_monitor() -> None:
     config = OperatorConfig(prometheus_namespace_labels={"team": "obs"}, prometheus_pod_labels={"app": "prom"})
-    deployment, _, policy = drift_monitor(resource(), config, revision=5)
+    deployment, _, policy = drift_monitor(resource(), config, revision=5, inference_services=["iris-r5"])
     assert (policy["kind"], policy["metadata"]["name"]) == ("NetworkPolicy", "iris-drift")
     assert policy["spec"]["podSelector"] == {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
@@ -136,9 +137,14 @@ def test_only_the_inference_services_pods_of_every_revision_and_prometheus_reach
             assert predictors.items() <= isvc["metadata"]["labels"].items(), isvc["metadata"]["name"]
     assert not predictors.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     off = OperatorConfig(drift_network_policy=False)
-    assert [b["kind"] for b in drift_monitor(resource(), off, revision=5)] == ["Deployment", "Service"]
+    assert [b["kind"] for b in drift_monitor(resource(), off, revision=5, inference_services=["iris-r5"])] == [
+        "Deployment",
+        "Service",
+    ]
 
 
 def test_drift_monitor_needs_the_artifacts_on_a_claim() -> None:
     with pytest.raises(ValueError, match="is not pvc://"):
-        drift_monitor(resource(deployment={"storageUri": "s3://bucket/iris"}), CONFIG, revision=1)
+        drift_monitor(
+            resource(deployment={"storageUri": "s3://bucket/iris"}), CONFIG, revision=1, inference_services=["iris"]
+        )

@@ -309,6 +309,8 @@ class Walk:
     config: Any = GATEWAY_CONFIG
     plan: Plan | None = None
     now: Any = T0
+    monitor_args: list[str] = field(default_factory=list)
+    """The drift monitor's arguments as last written."""
 
     def step(self, seconds: float = 10, drift: DriftDecision | None = None, **observed: Any) -> Plan:
         self.now += timedelta(seconds=seconds)
@@ -319,7 +321,15 @@ class Walk:
             model(status=status, **self.deployment), self.cluster.observed, self.config, self.now, drift
         )
         self.cluster.apply(self.plan)
+        for action in self.plan.actions:
+            if isinstance(action, Apply) and action.kind == "Deployment":
+                self.monitor_args = action.body["spec"]["template"]["spec"]["containers"][0]["args"]
         return self.plan
+
+    def monitored(self) -> list[str]:
+        """The InferenceServices the drift monitor accepts events from (its --inference-service flags)."""
+        args = self.monitor_args
+        return [args[i + 1] for i, arg in enumerate(args) if arg == "--inference-service"]
 
     def serve_first_then_build_second(self) -> Plan:
         self.step()
@@ -579,3 +589,49 @@ def test_the_plan_asks_for_the_next_tick_while_traffic_moves_and_not_after() -> 
     settled = walk.step()
     assert settled.actions == []
     assert settled.requeue_at != walk.now
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "deployment", "config", "serving", "canary", "promoted"),
+    [
+        (cluster("Knative", knative=True), {}, CONFIG, ["iris"], ["iris"], ["iris"]),
+        (cluster(), {"mode": "standard"}, GATEWAY_CONFIG, ["iris-r1"], ["iris-r1", "iris-r2"], ["iris-r2"]),
+        (cluster(gateway_api=False), {"mode": "standard"}, GATEWAY_CONFIG, ["iris-r1"], ["iris-r1", "iris-r2"],
+         ["iris-r2"]),
+        (cluster("Knative", knative=True), BLUE_GREEN, CONFIG, ["iris-r1"], ["iris-r1", "iris-r2"], ["iris-r2"]),
+    ],
+    ids=["knative-split", "standard-route", "standard-blue-green", "knative-blue-green"],
+)  # fmt: skip
+def test_the_drift_monitor_accepts_events_only_from_the_resources_serving_inference_services(
+    capabilities: Capabilities,
+    deployment: dict[str, Any],
+    config: Any,
+    serving: list[str],
+    canary: list[str],
+    promoted: list[str],
+) -> None:
+    """One --inference-service per InferenceService that serves: Knative's split has one, <name>;
+    otherwise each revision has its own, <name>-r<N>, the canary's (or blue/green's new one) too."""
+    walk = Walk(Cluster(capabilities), deployment, config=config)
+    walk.step()
+    walk.step(jobs={("tuning", 1): job("tuning", 1, "Succeeded", TUNED)})
+    walk.step(jobs={**walk.cluster.observed.jobs, ("compression", 1): job("compression", 1, "Succeeded", COMPRESSED)})
+    walk.step()
+    walk.step()
+    assert walk.plan is not None
+    assert walk.plan.status.serving_revision == 1
+    assert walk.monitored() == serving
+    plan = walk.serve_first_then_build_second()
+    assert plan.status.history[-1].deployed_at is not None, "revision 2 is being tried"
+    assert walk.monitored() == canary
+    walk.step(canary=CanaryMetrics(0.0, 2.0))
+    if deployment.get("canaryMethod") == "blueGreen" or not capabilities.gateway_api:
+        walk.cluster.finish_job(
+            "probe", 2, "Succeeded", StageOutcome(stage="probe", succeeded=True, reason="Succeeded")
+        )
+    walk.step(400, canary=CanaryMetrics(0.0, 2.0))
+    for _ in range(3):
+        walk.step(canary=None)
+    assert walk.plan is not None
+    assert walk.plan.status.serving_revision == 2
+    assert walk.monitored() == promoted

@@ -35,16 +35,20 @@ app.kubernetes.io/component: operator
 {{- if and (eq .Values.watch.mode "namespaced") (not .Values.watch.namespaces) -}}
 {{- fail "watch.mode=namespaced needs at least one namespace in watch.namespaces" -}}
 {{- end -}}
+{{- if and (eq .Values.watch.mode "namespaced") .Values.rbac.jobPodsNamespaces -}}
+{{- fail "rbac.jobPodsNamespaces applies to cluster mode; namespaced mode lists pods only in watch.namespaces" -}}
+{{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled -}}
 {{- fail "enable either metrics.serviceMonitor or metrics.podMonitor, not both (Prometheus would scrape twice)" -}}
 {{- end -}}
 {{- end -}}
 
 {{/*
-The permissions, in two parts. "framework": what Kopf itself needs (peering, Events,
+The permissions, in three parts. "framework": what Kopf itself needs (peering, Events,
 resource discovery). "application": what optiloop's reconcile does (our resource and its
-status, the Jobs and their pods' termination messages, InferenceServices, the drift
-monitor's Deployment and Service, Events). tests/chart/ checks these against the verbs the
+status, the Jobs, InferenceServices, the drift monitor's Deployment and Service, Events).
+"jobPods": listing the pods of its Jobs, apart so that cluster mode can grant it only in the
+namespaces of rbac.jobPodsNamespaces. tests/chart/ checks these against the verbs the
 operator really uses on a real API server.
 */}}
 {{- define "optiloop.rules.framework" -}}
@@ -76,10 +80,6 @@ operator really uses on a real API server.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Read-only: a finished Job's pods carry the stage outcome in their termination message.
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["list"]
 # The InferenceServices serving the model (one per revision in KServe's Standard mode; one
 # whose traffic has moved to another revision is deleted).
 - apiGroups: ["serving.kserve.io"]
@@ -100,4 +100,14 @@ operator really uses on a real API server.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "create", "update", "delete"]
+{{- end -}}
+
+
+{{- define "optiloop.rules.jobPods" -}}
+# Read-only, list only: a finished Job's pods carry the stage outcome in their termination
+# message. The operator lists them by the Job's label in the resource's own namespace, never
+# across namespaces and never one by name.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 {{- end -}}

@@ -3,8 +3,9 @@
 The pod runs the job entry point with the :class:`StageInput` in ``OPTILOOP_STAGE_INPUT``.
 Artifacts on ``pvc://<claim>/<path>`` come from the claim mounted at ``/mnt/pvc/<claim>``
 (a dataset on another claim is mounted there too, read-only); on ``s3://`` the credentials
-(the artifact store's and the dataset's) come from the referenced Secret (``envFrom``), never
-from the resource itself. With ``tuning.parallelTrials > 1`` the tuning Job is an Indexed Job whose
+come from the referenced Secrets (``envFrom``), never from the resource itself: the artifact
+store's as ``AWS_*``, the dataset's as ``OPTILOOP_DATASET_AWS_*``, so each store is read with
+its own identity. With ``tuning.parallelTrials > 1`` the tuning Job is an Indexed Job whose
 pods share one study (Kubernetes gives each its ``JOB_COMPLETION_INDEX``).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...api import ModelOptimization
-from ...api.jobs import StageInput
+from ...api.jobs import DATASET_CREDENTIALS_PREFIX, DATASET_URI_ENV, StageInput
 from .. import names
 from ..config import OperatorConfig
 from .common import (
@@ -58,8 +59,9 @@ def _claim(uri: str) -> str | None:
 
 def _storage(resource: ModelOptimization) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes, mounts and env-from entries that give the pod its artifact store and its data:
-    the artifact claim read-write, a dataset on another claim read-only, and the S3 credentials
-    of either from their Secret (validation makes them one Secret when both are set)."""
+    the artifact claim read-write, a dataset on another claim read-only, and each store's S3
+    credentials from its own Secret: the artifact store's as ``AWS_*``, the dataset's as
+    ``OPTILOOP_DATASET_AWS_*``, which storage uses for the dataset's object only."""
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     artifacts = _claim(artifacts_root(resource))
@@ -70,9 +72,12 @@ def _storage(resource: ModelOptimization) -> tuple[list[dict[str, Any]], list[di
     if dataset is not None and dataset != artifacts:
         volumes.append({"name": "dataset", "persistentVolumeClaim": {"claimName": dataset, "readOnly": True}})
         mounts.append({"name": "dataset", "mountPath": f"{PVC_ROOT}/{dataset}", "readOnly": True})
-    secrets = [resource.spec.deployment.storage_credentials_secret_ref, resource.spec.dataset.credentials_secret_ref]
-    names = list(dict.fromkeys(secret.name for secret in secrets if secret is not None))
-    return volumes, mounts, [{"secretRef": {"name": name}} for name in names]
+    env_from: list[dict[str, Any]] = []
+    if (store := resource.spec.deployment.storage_credentials_secret_ref) is not None:
+        env_from.append({"secretRef": {"name": store.name}})
+    if (reader := resource.spec.dataset.credentials_secret_ref) is not None:
+        env_from.append({"prefix": DATASET_CREDENTIALS_PREFIX, "secretRef": {"name": reader.name}})
+    return volumes, mounts, env_from
 
 
 def _env(resource: ModelOptimization, stage: StageInput) -> list[dict[str, Any]]:
@@ -82,6 +87,8 @@ def _env(resource: ModelOptimization, stage: StageInput) -> list[dict[str, Any]]
         # The pod reports its StageOutcome as the termination message the operator reads back.
         {"name": "OPTILOOP_RESULT_FILE", "value": TERMINATION_MESSAGE_PATH},
         {"name": "HOME", "value": "/tmp"},
+        # The one object storage reads with the dataset's credentials (when it has its own).
+        {"name": DATASET_URI_ENV, "value": str(resource.spec.dataset.uri)},
         # A container sees every CPU of its node; its CPU limit (rounded up) is what it may use.
         {"name": "OPTILOOP_THREADS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}},
     ]

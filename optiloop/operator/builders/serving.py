@@ -16,6 +16,7 @@ serving revision's model directory from the artifact claim, mounted read-only.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from ...api import ModelOptimization
@@ -197,8 +198,16 @@ def _model_dir_mount(
     return [volume], [mount], model_dir
 
 
-def drift_monitor(resource: ModelOptimization, config: OperatorConfig, revision: int) -> list[dict[str, Any]]:
-    """The drift monitor's Deployment and Service for the serving ``revision``."""
+def drift_monitor(
+    resource: ModelOptimization, config: OperatorConfig, revision: int, *, inference_services: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The drift monitor's Deployment and Service (and NetworkPolicy) for the serving ``revision``.
+
+    ``inference_services`` are the names of the resource's InferenceServices whose payload events
+    the monitor accepts (one ``--inference-service`` each): an event that names another one, from
+    anywhere in the cluster, is refused rather than counted against the reference."""
+    if not inference_services:
+        raise ValueError("the drift monitor needs the InferenceServices it accepts events from")
     name = names.drift_monitor(resource.metadata.name)
     monitoring = resource.spec.monitoring
     volumes, mounts, model_dir = _model_dir_mount(resource, revision)
@@ -211,6 +220,8 @@ def drift_monitor(resource: ModelOptimization, config: OperatorConfig, revision:
         "--correction", monitoring.correction, "--window-size", str(monitoring.window_size),
         "--window", monitoring.window, "--port", str(DRIFT_PORT),
     ]  # fmt: skip
+    for accepted in sorted(set(inference_services)):
+        args += ["--inference-service", accepted]
     probe = {"httpGet": {"path": "/healthz", "port": DRIFT_PORT}, "periodSeconds": 10}
     container = {
         "name": "drift-monitor",

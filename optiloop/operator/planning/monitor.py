@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from ...api.status import DriftStatus
 from .. import names
-from ..builders.serving import drift_monitor
+from ..builders.serving import drift_monitor, inference_service_name
 from ..conditions import find
+from ..topology import Topology
 from .draft import Draft
 from .plan import Delete
+from .standard import still_wanted
 
 _NOT_MONITORING = ("NotServing", "MonitoringDisabled", "MonitorUnavailable")
 API_VERSIONS = {"Deployment": "apps/v1", "Service": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
@@ -29,7 +31,7 @@ def monitor(draft: Draft) -> None:
             draft.condition("DriftWithinBounds", "Unknown", reason, "no drift monitor runs")
         return
     try:
-        bodies = drift_monitor(draft.resource, draft.config, serving)
+        bodies = drift_monitor(draft.resource, draft.config, serving, inference_services=monitored_services(draft))
     except ValueError as exc:
         draft.condition("DriftWithinBounds", "Unknown", "MonitorUnavailable", str(exc))
         return
@@ -46,3 +48,14 @@ def monitor(draft: Draft) -> None:
         monitor = names.drift_monitor(draft.resource.metadata.name)
         message = f"{monitor} watches the inputs; the first evaluation is pending"
         draft.condition("DriftWithinBounds", "Unknown", "NotEvaluated", message)
+
+
+def monitored_services(draft: Draft) -> list[str]:
+    """The InferenceServices whose payload events the monitor accepts: Knative's traffic split
+    has one, ``<name>``; otherwise each kept revision has its own, ``<name>-r<N>`` (the serving
+    one and one being tried). Named as the serving plan names them, so the two cannot drift
+    apart. With no servable topology (nothing new can be deployed), the ones that exist."""
+    topology = draft.topology
+    if not isinstance(topology, Topology):
+        return sorted(draft.observed.services)
+    return sorted({inference_service_name(draft.resource, topology, r) for r in still_wanted(draft)})

@@ -37,7 +37,7 @@ def serve(draft: Draft, topology: Topology) -> str | None:
     first = trying.revision if trying is not None and stable in (None, trying.revision) else None
     candidate = trying if trying is not None and first is None else None
 
-    state = {r: _ensure_revision(draft, topology, r) for r in sorted(_still_wanted(draft))}
+    state = {r: _ensure_revision(draft, topology, r) for r in sorted(still_wanted(draft))}
     if first is not None or stable is not None:
         alone = first if first is not None else stable
         assert alone is not None
@@ -49,7 +49,7 @@ def serve(draft: Draft, topology: Topology) -> str | None:
     backends = [(first, 100)] if first is not None else [(stable, 100)] if stable is not None else []
     if candidate is not None and stable is not None:
         backends = _try(draft, topology, candidate, stable, state[candidate.revision][1])
-    wanted = {_name(draft, r) for r in _still_wanted(draft)}
+    wanted = {_name(draft, r) for r in still_wanted(draft)}
     # A tried revision that was just rolled back needs no update any more.
     draft.actions = [
         a for a in draft.actions
@@ -67,9 +67,9 @@ def _name(draft: Draft, revision: int) -> str:
     return names.revision_service(draft.resource.metadata.name, revision)
 
 
-def _still_wanted(draft: Draft) -> set[int]:
+def still_wanted(draft: Draft) -> set[int]:
     """Revisions whose InferenceService is kept: the serving one, and one being tried or taking
-    over (read again after a promotion or rollback)."""
+    over (read again after a promotion or rollback). The drift monitor accepts events from these."""
     wanted = {draft.status.serving_revision} if draft.status.serving_revision is not None else set()
     current = draft.current
     if current is not None and current.outcome == "InProgress" and current.deployed_at is not None:
