@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from optiloop.api.categories import category_key as api_category_key
 from optiloop.drift.events import EventError, parse_event
 from optiloop.drift.features import FeatureSpace, RowError, category_key
 from optiloop.drift.window import Window
@@ -108,9 +107,21 @@ def test_rows_that_do_not_fit_name_the_row_and_feature(rows: list[object], reaso
         SPACE.encode(rows)
 
 
-@pytest.mark.parametrize("value", [1, 1.0, "1", "1.5", 1.5, True, "oslo", np.int64(3), np.float32(2.0)])
-def test_category_names_agree_with_the_api(value: object) -> None:
-    assert category_key(value) == api_category_key(value)
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        (1, "1"),
+        (1.0, "1"),
+        ("1", "1"),
+        ("1.5", "1.5"),
+        (1.5, "1.5"),
+        (True, "True"),
+        (np.int64(3), "3"),
+        (np.float32(2.0), "2"),
+    ],
+)
+def test_category_names_follow_the_shared_rule(value: object, name: str) -> None:
+    assert category_key(value) == name
 
 
 def test_sliding_window_keeps_the_latest_rows_in_order() -> None:
