@@ -77,8 +77,15 @@ class FeatureSpace:
             return self.fill[column]
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise RowError(f"row {row}, feature {name!r}: expected a number or null, got {type(value).__name__}")
-        number = float(value)
-        return self.fill[column] if math.isnan(number) else number
+        try:
+            number = float(value)
+        except OverflowError:
+            raise RowError(f"row {row}, feature {name!r}: the value is beyond a float's range") from None
+        if math.isnan(number):
+            return self.fill[column]
+        if math.isinf(number):  # an infinite value would poison every statistic of the window
+            raise RowError(f"row {row}, feature {name!r}: {number} is not a finite number")
+        return number
 
     def encode(self, rows: Sequence[Any]) -> np.ndarray:
         """Rows (lists in feature order, or objects keyed by feature name) -> float matrix."""

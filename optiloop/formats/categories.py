@@ -13,7 +13,10 @@ def category_key(value: object) -> str:
     scalars register as :mod:`numbers` types, so they are covered without importing NumPy.
     """
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_":
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float's range is named by its digits
+            return str(value)
         if number.is_integer():
             return str(int(number))
     return str(value)
