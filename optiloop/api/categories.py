@@ -1,19 +1,9 @@
-"""How category values are named, shared by the data-quality stage, the feature transform and the predictor."""
+"""How category values are named: the rule lives in :mod:`optiloop.formats.categories`, shared
+with the drift monitor; the data-quality stage, the feature transform and the predictor import
+it from here too."""
 
 from __future__ import annotations
 
-import numbers
+from ..formats.categories import category_key
 
-
-def category_key(value: object) -> str:
-    """The name a category value is known by, so that ``1``, ``1.0`` and ``"1"`` are one category.
-
-    Pandas turns an integer column holding gaps into floats, which would otherwise name the
-    category ``"1.0"`` in training and ``"1"`` when a client sends the integer 1. NumPy
-    scalars register as :mod:`numbers` types, so they are covered without importing NumPy.
-    """
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_":
-        number = float(value)
-        if number.is_integer():
-            return str(int(number))
-    return str(value)
+__all__ = ["category_key"]

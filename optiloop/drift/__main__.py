@@ -1,6 +1,7 @@
 """``python -m optiloop.drift``: the drift monitor (``serve``) and a one-off check (``check``).
 
-    python -m optiloop.drift serve --model-dir /mnt/model --namespace ns --model iris --port 8080
+    python -m optiloop.drift serve --model-dir /mnt/model --namespace ns --model iris --port 8080 \
+        [--inference-service iris-r3 ...] [--max-body-bytes 16777216]
     python -m optiloop.drift check --reference r1/model --data rows.json other.csv [--detector ks ...]
 
 ``check`` prints ``{file: {detector: result}}`` as JSON and exits 0 (no drift anywhere), 1 (drift
@@ -23,6 +24,15 @@ from .detectors import DETECTORS, Detector
 from .events import EventError, request_rows
 from .features import RowError
 from .reference import ReferenceError, load_reference
+
+MAX_BODY_BYTES = 16 * 1024 * 1024  # the service's default (not imported: the service needs aiohttp)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of bytes, not {text}")
+    return value
 
 
 def _add_detector_options(parser: argparse.ArgumentParser, repeatable: bool = False) -> None:
@@ -99,6 +109,8 @@ def serve(args: argparse.Namespace) -> int:
         correction=args.correction,
         window_size=args.window_size,
         window=args.window,
+        inference_services=tuple(args.inference_service or ()),
+        max_body_bytes=args.max_body_bytes,
     )
 
     async def start() -> web.AppRunner:
@@ -132,6 +144,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--model", default="", help="model name in the metrics (default: from metadata.json)")
     run.add_argument("--window-size", type=int, default=500)
     run.add_argument("--window", choices=("sliding", "tumbling"), default="sliding")
+    run.add_argument(
+        "--inference-service",
+        action="append",
+        metavar="NAME",
+        help="take only events whose KServe inferenceservicename is NAME (repeat for several; others get 403)",
+    )
+    run.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        default=MAX_BODY_BYTES,
+        help="larger events are refused with 413 before they are read (default: %(default)s)",
+    )
     run.add_argument("--host", default="0.0.0.0")
     run.add_argument("--port", type=int, default=8080)
     _add_detector_options(run)

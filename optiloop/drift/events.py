@@ -1,28 +1,50 @@
-"""Inference requests as KServe's payload logger sends them, and as plain JSON.
+"""KServe's logged inference requests, checked strictly before any row reaches the window.
 
-KServe's logger (``logger.mode: request``) posts each request to the monitor as a CloudEvent:
-in binary mode the ``ce-*`` headers carry the attributes and the body is the request itself;
-in structured mode (``application/cloudevents+json``) the body is the event with the request
-under ``data`` (or ``data_base64``). The request is v1 (``{"instances": [...]}``) or v2
-(``{"inputs": [{"name", "shape", "datatype", "data"}]}``). Responses logged by
-``logger.mode: all`` carry no inputs and are acknowledged without being counted.
+KServe's logger (``logger.mode: request`` or ``all``) posts each request to the monitor as a
+CloudEvent 1.0: in binary mode the ``ce-*`` headers carry the attributes and the body is the
+request itself; in structured mode (``application/cloudevents+json``) the body is the event with
+the request under ``data`` (or ``data_base64``). The request is v1 (``{"instances": [...]}``) or
+v2 (``{"inputs": [{"name", "shape", "datatype", "data"}]}``). Logged responses carry no inputs
+and are acknowledged without being counted.
+
+Everything a client controls is checked here and refused with :class:`EventError` (answered
+400): missing or wrong CloudEvent attributes, JSON with ``NaN``/``Infinity`` or integers too long
+to be numbers, nesting deeper than a tensor's shape, shapes that are not lists of small
+non-negative integers, data that does not fill its shape. KServe names the InferenceService in
+the ``inferenceservicename`` extension (its ``source`` is the agent's own URL, the same for every
+InferenceService); when the monitor is told which InferenceServices are its own, events naming
+any other (or none) are refused with :class:`ForbiddenEventError` (answered 403).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-RESPONSE_TYPE_SUFFIX = "response"
+SPEC_VERSION = "1.0"
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+SERVICE_EXTENSION = "inferenceservicename"
+NAMESPACE_EXTENSION = "namespace"
+MAX_INTEGER_DIGITS = 30
+"""Longer integer literals are refused: no feature value or dimension needs more digits."""
+MAX_DIMENSIONS = 8
+MAX_ELEMENTS = 50_000_000
+SCALARS = (str, int, float, type(None))
 
 
 class EventError(ValueError):
     """The event or request cannot be read; the message is the reason sent back with 400."""
+
+
+class ForbiddenEventError(EventError):
+    """The event comes from an InferenceService this monitor does not watch (answered 403)."""
 
 
 @dataclass
@@ -32,39 +54,114 @@ class Request:
     rows: list[Any]
     event_id: str | None = None
     is_response: bool = False
+    service: str | None = None
 
 
-def _json(body: bytes, what: str) -> Any:
+def _constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows; send null for a missing value")
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits is too long to be a feature value or dimension")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:40]} is too large to be a finite number")
+    return number
+
+
+def loads(body: bytes | str, what: str) -> Any:
+    """Strict JSON: no NaN or Infinity, no oversized numbers, no nesting deep enough to recurse."""
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_constant, parse_int=_integer, parse_float=_float)
+    except RecursionError:
+        raise EventError(f"{what} is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise EventError(f"{what} is not JSON: {exc}") from None
+
+
+def _shape(tensor: Mapping[str, Any], name: str) -> list[int]:
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= MAX_DIMENSIONS
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_ELEMENTS for s in shape)
+    ):
+        raise EventError(
+            f"input {name!r}: shape must be a list of 1 to {MAX_DIMENSIONS} non-negative integers, got {shape!r:.80}"
+        )
+    return shape
+
+
+_END = object()
+
+
+def _tensor_values(data: Any, name: str, depth: int) -> list[Any]:
+    """``data`` flat (v2 allows a flat or a row-major nested list), at most ``depth`` lists deep.
+
+    Iterative, so nesting costs no recursion; anything but numbers, strings and null is refused.
+    """
+    if not isinstance(data, list):
+        raise EventError(f"input {name!r}: data must be a list")
+    if all(isinstance(item, SCALARS) for item in data):
+        return list(data)  # the common flat case
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, list):
+            if len(stack) >= depth:
+                raise EventError(f"input {name!r}: data is nested deeper than its shape")
+            stack.append(iter(item))
+        elif isinstance(item, SCALARS):
+            flat.append(item)
+        else:
+            raise EventError(f"input {name!r}: data holds {type(item).__name__}, not numbers, strings or null")
+    return flat
 
 
 def _v2_rows(inputs: Any, names: list[str]) -> list[Any]:
     if not isinstance(inputs, list) or not inputs:
         raise EventError('"inputs" must be a non-empty list of tensors')
-    tensors = []
-    for tensor in inputs:
+    tensors: list[tuple[str, list[int], list[Any]]] = []
+    for index, tensor in enumerate(inputs):
         if not isinstance(tensor, Mapping) or "data" not in tensor or "shape" not in tensor:
-            raise EventError("each v2 input needs name, shape, datatype and data")
-        try:
-            array = np.asarray(tensor["data"], dtype=object).reshape([int(s) for s in tensor["shape"]])
-        except (ValueError, TypeError) as exc:
-            raise EventError(
-                f"input {tensor.get('name')!r}: data does not fit shape {tensor['shape']}: {exc}"
-            ) from None
-        tensors.append((str(tensor.get("name", "")), array))
-    if len(tensors) == 1 and tensors[0][1].ndim == 2 and tensors[0][0] not in names:
-        return [list(row) for row in tensors[0][1].tolist()]
-    by_name = {name: array.reshape(len(array), -1)[:, 0] if array.ndim == 2 else array for name, array in tensors}
+            raise EventError(f"inputs[{index}]: each v2 input needs name, shape, datatype and data")
+        name = tensor.get("name", "")
+        if not isinstance(name, str) or not isinstance(tensor.get("datatype", ""), str):
+            raise EventError(f"inputs[{index}]: name and datatype must be strings")
+        shape = _shape(tensor, name)
+        values = _tensor_values(tensor["data"], name, len(shape))
+        expected = math.prod(shape)
+        if len(values) != expected:
+            raise EventError(f"input {name!r}: data does not fit shape {shape} ({len(values)} values)")
+        tensors.append((name, shape, values))
+    if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][0] not in names:
+        _, (count, width), values = tensors[0]
+        if count == 0 or width == 0:
+            raise EventError(f"input {tensors[0][0]!r}: shape {[count, width]} holds no rows")
+        return [values[r * width : (r + 1) * width] for r in range(count)]
+    by_name: dict[str, list[Any]] = {}
+    for name, shape, values in tensors:
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise EventError(f"input {name!r}: one feature's shape must be [N] or [N, 1], got {shape}")
+        by_name[name] = values
     missing = [name for name in names if name not in by_name]
     if missing:
         raise EventError(f"v2 request lacks inputs {', '.join(map(repr, missing[:5]))}")
     lengths = {len(by_name[name]) for name in names}
     if len(lengths) != 1:
         raise EventError(f"v2 inputs have different numbers of rows: {sorted(lengths)}")
-    return [[by_name[name][i] for name in names] for i in range(lengths.pop())]
+    count = lengths.pop()
+    if count == 0:
+        raise EventError("v2 inputs hold no rows")
+    return [[by_name[name][i] for name in names] for i in range(count)]
 
 
 def request_rows(document: Any, names: list[str]) -> list[Any]:
@@ -81,27 +178,84 @@ def request_rows(document: Any, names: list[str]) -> list[Any]:
     raise EventError('the request has neither "instances" (v1) nor "inputs" (v2)')
 
 
-def parse_event(headers: Mapping[str, str], body: bytes, names: list[str]) -> Request:
-    """A logged request from a CloudEvent in binary or structured mode (or a bare request body)."""
+def _attribute(attributes: Mapping[str, Any], name: str, where: str) -> str:
+    value = attributes.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise EventError(f"not a KServe inference event: {where}{name} is missing or empty")
+    return value
+
+
+def _envelope(attributes: Mapping[str, Any], where: str) -> tuple[str, str]:
+    """The event's type and id, once the required CloudEvent attributes are all there."""
+    if _attribute(attributes, "specversion", where) != SPEC_VERSION:
+        raise EventError(f"{where}specversion must be {SPEC_VERSION!r}, got {attributes['specversion']!r:.40}")
+    event_id = _attribute(attributes, "id", where)
+    _attribute(attributes, "source", where)
+    event_type = _attribute(attributes, "type", where)
+    if event_type not in (REQUEST_TYPE, RESPONSE_TYPE):
+        raise EventError(f"{where}type must be {REQUEST_TYPE!r} (or the response type), got {event_type!r:.80}")
+    return event_type, event_id
+
+
+def _check_service(
+    attributes: Mapping[str, Any], services: Collection[str], namespace: str | None, where: str
+) -> str | None:
+    service = attributes.get(SERVICE_EXTENSION)
+    if not services:
+        return service if isinstance(service, str) else None
+    if service not in services:
+        raise ForbiddenEventError(
+            f"{where}{SERVICE_EXTENSION} {service!r:.80} is not an InferenceService this monitor watches"
+        )
+    sent_namespace = attributes.get(NAMESPACE_EXTENSION)
+    if namespace is not None and sent_namespace not in (None, "", namespace):
+        raise ForbiddenEventError(
+            f"{where}{NAMESPACE_EXTENSION} {sent_namespace!r:.80} is not this monitor's namespace"
+        )
+    return str(service)
+
+
+def parse_event(
+    headers: Mapping[str, str],
+    body: bytes,
+    names: list[str],
+    services: Collection[str] = (),
+    namespace: str | None = None,
+) -> Request:
+    """A logged request from a CloudEvent in binary or structured mode; EventError otherwise.
+
+    ``services``, when given, are the InferenceServices whose events are taken (others: 403).
+    """
     lowered = {key.lower(): value for key, value in headers.items()}
     content_type = lowered.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/cloudevents+json":
-        event = _json(body, "the structured CloudEvent")
-        if not isinstance(event, Mapping) or "specversion" not in event:
-            raise EventError("a structured CloudEvent needs specversion, id, source and type")
-        event_type, event_id = str(event.get("type", "")), event.get("id")
+    if content_type == STRUCTURED_CONTENT_TYPE:
+        where = "attribute "
+        event = loads(body, "the structured CloudEvent")
+        if not isinstance(event, Mapping):
+            raise EventError("a structured CloudEvent must be a JSON object with specversion, id, source and type")
+        event_type, event_id = _envelope(event, where)
+        service = _check_service(event, services, namespace, where)
+        if event_type == RESPONSE_TYPE:
+            return Request([], event_id, is_response=True, service=service)
         if "data_base64" in event:
+            encoded = event["data_base64"]
+            if not isinstance(encoded, str):
+                raise EventError("data_base64 must be a string")
             try:
-                data = _json(base64.b64decode(event["data_base64"], validate=True), "the event's data_base64")
-            except (ValueError, TypeError) as exc:
+                raw = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError) as exc:
                 raise EventError(f"data_base64 is not base64: {exc}") from None
+            data = loads(raw, "the event's data_base64")
         else:
             data = event.get("data")
             if isinstance(data, str):
-                data = _json(data.encode(), "the event's data")
+                data = loads(data, "the event's data")
     else:
-        event_type, event_id = lowered.get("ce-type", ""), lowered.get("ce-id")
-        data = _json(body, "the request body")
-    if event_type.endswith(RESPONSE_TYPE_SUFFIX):
-        return Request([], event_id, is_response=True)
-    return Request(request_rows(data, names), event_id)
+        attributes = {key[3:]: value for key, value in lowered.items() if key.startswith("ce-")}
+        where = "header ce-"
+        event_type, event_id = _envelope(attributes, where)
+        service = _check_service(attributes, services, namespace, where)
+        if event_type == RESPONSE_TYPE:
+            return Request([], event_id, is_response=True, service=service)
+        data = loads(body, "the request body")
+    return Request(request_rows(data, names), event_id, service=service)

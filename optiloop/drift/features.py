@@ -6,8 +6,8 @@ become their code in the model's category list; a value unseen in training gets 
 code and a missing value another, so a surge of new or missing categories shows up as drift
 in the chi-square test instead of being folded into a known category.
 
-This module must not import the rest of optiloop (see the package docstring), so it keeps
-its own copy of the category naming rule; a test checks it agrees with ``optiloop.api``.
+Category names follow :func:`optiloop.formats.categories.category_key`, the rule training and
+the predictor use.
 """
 
 from __future__ import annotations
@@ -20,18 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from ..formats.categories import category_key
+from ..formats.metadata import FeatureColumn
+
+__all__ = ["FeatureSpace", "RowError", "category_key"]
+
 
 class RowError(ValueError):
     """A row does not fit the model's features; the message names the row and feature."""
-
-
-def category_key(value: object) -> str:
-    """The name a category value is known by: ``1``, ``1.0`` and ``"1"`` are one category."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_":
-        number = float(value)
-        if number.is_integer():
-            return str(int(number))
-    return str(value)
 
 
 @dataclass
@@ -51,16 +47,9 @@ class FeatureSpace:
             self.fill = [0.0] * len(self.names)
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> FeatureSpace:
-        """From a parsed ``metadata.json``."""
-        features = metadata.get("features")
-        if not isinstance(features, list) or not features:
-            raise ValueError("metadata.json has no features list")
-        return cls(
-            names=[str(f["name"]) for f in features],
-            kinds=[str(f.get("kind", "numeric")) for f in features],
-            categories=[[str(c) for c in f.get("categories", [])] for f in features],
-        )
+    def from_columns(cls, columns: Sequence[FeatureColumn]) -> FeatureSpace:
+        """From the features of a verified ``metadata.json``."""
+        return cls([c.name for c in columns], [c.kind for c in columns], [list(c.categories) for c in columns])
 
     @property
     def categorical(self) -> list[int]:
@@ -88,8 +77,15 @@ class FeatureSpace:
             return self.fill[column]
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise RowError(f"row {row}, feature {name!r}: expected a number or null, got {type(value).__name__}")
-        number = float(value)
-        return self.fill[column] if math.isnan(number) else number
+        try:
+            number = float(value)
+        except OverflowError:
+            raise RowError(f"row {row}, feature {name!r}: the value is beyond a float's range") from None
+        if math.isnan(number):
+            return self.fill[column]
+        if math.isinf(number):  # an infinite value would poison every statistic of the window
+            raise RowError(f"row {row}, feature {name!r}: {number} is not a finite number")
+        return number
 
     def encode(self, rows: Sequence[Any]) -> np.ndarray:
         """Rows (lists in feature order, or objects keyed by feature name) -> float matrix."""

@@ -25,16 +25,16 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ..formats.metrics import DRIFT_DETECTED, DRIFT_LABELS, default_drift_query
 from .detectors import DriftResult
 
-LABELS = ("namespace", "model", "revision")
+LABELS = DRIFT_LABELS
 TOP_FEATURES = 5
 
 
 def default_query(namespace: str, model: str, revision: int | str) -> str:
     """The PromQL query the operator runs for one resource's serving revision."""
-    selector = f'namespace="{namespace}", model="{model}", revision="{revision}"'
-    return f"max by (namespace, model, revision) (optiloop_drift_detected{{{selector}}})"
+    return default_drift_query(namespace, model, revision)
 
 
 class DriftMetrics:
@@ -53,9 +53,7 @@ class DriftMetrics:
         )
         self.distance = Gauge("optiloop_drift_distance", "Largest feature distance (or MMD^2).", LABELS, registry=r)
         self.threshold = Gauge("optiloop_drift_threshold", "p-value threshold after correction.", LABELS, registry=r)
-        self.detected = Gauge(
-            "optiloop_drift_detected", "1 when the latest evaluation found drift.", LABELS, registry=r
-        )
+        self.detected = Gauge(DRIFT_DETECTED, "1 when the latest evaluation found drift.", LABELS, registry=r)
         self.samples = Gauge("optiloop_drift_window_samples", "Rows in the current window.", LABELS, registry=r)
         self.events = Counter(
             "optiloop_drift_events",

@@ -1,14 +1,9 @@
-"""The served model directory: one ONNX file and its ``metadata.json``, plus the same model in
-the model-repository layout of KServe's ONNX runtime (Triton).
+"""The export stage: the served model directory for the chosen candidate.
 
-Layout below ``r<revision>/model/``::
-
-    model.onnx                      served by optiloop's predictor (storageUri: .../model)
-    metadata.json                   features, classes, metrics, latency, lineage
-    reference.json                  raw training inputs, the drift monitor's reference
-    triton/<name>/config.pbtxt      served by KServe's ONNX runtime (storageUri: .../model/triton)
-    triton/<name>/1/model.onnx
-    _COMPLETE.json                  written last: a directory without it is never served
+The directory's layout, completion marker and writer belong to :mod:`optiloop.formats.model_dir`
+(the predictor and the drift monitor read it with the same module); this stage decides what goes
+in: the ONNX model, ``metadata.json``, the tuning stage's ``reference.json`` and the same model
+in the model-repository layout of KServe's ONNX runtime (storageUri: ``.../model/triton``).
 
 The ONNX graph's input is the encoded raw features (numbers as numbers, categories as their
 code in ``metadata.features[].categories``, NaN for missing); clients of the Triton runtime
@@ -26,13 +21,12 @@ from ..api.jobs import (
     StageInput,
     TuningResult,
 )
+from ..formats.model_dir import METADATA_FILE, MODEL_FILE, REFERENCE_FILE, TRITON_DIR, write_model_directory
 from .errors import CompressionError
 from .onnx_export import INPUT_NAME, OPSET, output_names
-from .storage import ArtifactStore, StageWriter, completion_marker
+from .storage import ArtifactStore, completion_marker
 
-MODEL_FILE = "model.onnx"
-METADATA_FILE = "metadata.json"
-REFERENCE_FILE = "reference.json"
+__all__ = ["METADATA_FILE", "MODEL_FILE", "REFERENCE_FILE", "model_directory_files", "model_metadata", "run_export"]
 
 
 def triton_config(name: str, metadata: ModelMetadata) -> str:
@@ -84,6 +78,17 @@ def model_metadata(
     )
 
 
+def model_directory_files(name: str, metadata: ModelMetadata, onnx_bytes: bytes, reference: bytes) -> dict[str, bytes]:
+    """Every file of the model directory of ``name``, by relative name (the marker excepted)."""
+    return {
+        metadata.model_file: onnx_bytes,
+        METADATA_FILE: metadata.model_dump_json(by_alias=True, indent=2).encode(),
+        REFERENCE_FILE: reference,
+        f"{TRITON_DIR}/{name}/config.pbtxt": triton_config(name, metadata).encode(),
+        f"{TRITON_DIR}/{name}/1/{MODEL_FILE}": onnx_bytes,
+    }
+
+
 def run_export(stage: StageInput, store: ArtifactStore, report: CompressionReport) -> ModelMetadata:
     """Write the model directory for the chosen candidate (or reuse a finished one)."""
     prefix = f"r{stage.revision}/model"
@@ -97,10 +102,7 @@ def run_export(stage: StageInput, store: ArtifactStore, report: CompressionRepor
     transform = FeatureTransform.model_validate_json(store.read_bytes(f"{tuning_prefix}/preprocessing.json"))
     tuning = TuningResult.model_validate_json(store.read_bytes(f"{tuning_prefix}/result.json"))
     metadata = model_metadata(stage, transform, tuning, report)
-    with StageWriter(store, prefix, {"stage": "export", "candidate": report.chosen}) as out:
-        out.write_bytes(MODEL_FILE, onnx_bytes)
-        out.write_bytes(METADATA_FILE, metadata.model_dump_json(by_alias=True, indent=2).encode())
-        out.write_bytes(REFERENCE_FILE, store.read_bytes(f"{tuning_prefix}/{REFERENCE_FILE}"))
-        out.write_bytes(f"triton/{stage.name}/config.pbtxt", triton_config(stage.name, metadata).encode())
-        out.write_bytes(f"triton/{stage.name}/1/{MODEL_FILE}", onnx_bytes)
+    reference = store.read_bytes(f"{tuning_prefix}/{REFERENCE_FILE}")
+    files = model_directory_files(stage.name, metadata, onnx_bytes, reference)
+    write_model_directory(store, files, {"stage": "export", "candidate": report.chosen}, prefix=prefix)
     return metadata

@@ -105,7 +105,7 @@ def start_monitor(
     monitor = MonitorProcess(f"http://127.0.0.1:{port}", port, log)
     wait_for(
         lambda: process.poll() is None and urllib.request.urlopen(monitor.url + "/readyz", timeout=2).status == 200,
-        timeout=120,
+        timeout=300,  # importing Alibi Detect takes minutes on a loaded two-core machine
         what=f"the drift monitor to become ready (log: {log})",
     )
     return process, monitor

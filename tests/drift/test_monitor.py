@@ -82,7 +82,8 @@ def test_no_drift_then_drift_across_windows(monitor: MonitorProcess) -> None:
         (b'{"instances": [[1, 2]]}', BINARY, "row 0: 2 values, the model takes 11"),
         (b'{"instances": [[' + b'"a", ' * 10 + b'"red"]]}', BINARY, "feature 'x0': expected a number"),
         (b'{"inputs": [{"name": "x0", "shape": [1], "data": [1]}]}', BINARY, "lacks inputs"),
-        (b'{"data": 1}', {"content-type": "application/cloudevents+json"}, "needs specversion"),
+        (b'{"data": 1}', {"content-type": "application/cloudevents+json"}, "attribute specversion is missing"),
+        (b'{"instances": [[1, 2]]}', {"content-type": "application/json"}, "header ce-specversion is missing"),
     ],
 )
 def test_malformed_events_are_refused_and_counted(
@@ -172,7 +173,55 @@ def test_an_unfinished_model_directory_is_refused(drift_python: Path, drift_mode
         timeout=120,
     )
     assert result.returncode == 2
-    assert "no _COMPLETE.json; the export has not finished" in result.stderr
+    assert "no _COMPLETE.json; the export did not finish" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("reference", "reference.json: content differs from what the export wrote (SHA-256 mismatch)"),
+        ("link", "reference.json: a symbolic link; a model directory holds plain files only"),
+    ],
+)
+def test_a_damaged_model_directory_is_refused_with_the_shared_reader(
+    drift_python: Path, drift_model_dir: Path, tmp_path: Path, damage: str, message: str
+) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(drift_model_dir, copy)
+    reference = copy / "reference.json"
+    if damage == "reference":
+        reference.write_text(reference.read_text().replace("red", "blue", 1))
+    else:
+        outside = tmp_path / "elsewhere.json"
+        reference.rename(outside)
+        reference.symlink_to(outside)
+    result = subprocess.run(
+        [str(drift_python), "-m", "optiloop.drift", "serve", "--model-dir", str(copy), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_a_temporary_file_left_by_a_killed_export_does_not_stop_the_monitor(
+    drift_python: Path, drift_model_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(drift_model_dir, copy)
+    (copy / ".reference.json.tmp-4242-0badc0de").write_text('{"columns": [')
+    command = [str(drift_python), "-m", "optiloop.drift", "check", "--reference", str(copy)]
+    result = subprocess.run(
+        [*command, "--data", str(tmp_path / "x.csv")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # The reference loads (the stray file is skipped); only the missing data file is reported.
+    assert result.returncode == 2
+    assert "x.csv" in result.stderr
+    assert "temporary file" in result.stderr
 
 
 def test_check_command_with_every_detector(drift_python: Path, drift_model_dir: Path, tmp_path: Path) -> None:

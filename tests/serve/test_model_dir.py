@@ -1,10 +1,14 @@
 """The predictor serves only finished model directories holding ONNX and JSON, nothing that
-points outside the directory, and answers what a request can and cannot be encoded to."""
+points outside the directory or is linked in, no file whose hash changed and no ONNX file that is
+not ONNX; a temporary file left by a killed write does not stop it; and it answers what a request
+can and cannot be encoded to."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +26,16 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def copy_dir(source: Path, target: Path) -> Path:
-    target.mkdir()
-    for path in source.iterdir():
-        (target / path.name).write_bytes(path.read_bytes())
+    shutil.copytree(source, target)
     return target
+
+
+def rewrite(target: Path, name: str, data: bytes) -> None:
+    """Replace ``name`` and record its new hash in the marker, as a consistent (but wrong) export would."""
+    (target / name).write_bytes(data)
+    marker = json.loads((target / "_COMPLETE.json").read_text())
+    marker["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    (target / "_COMPLETE.json").write_text(json.dumps(marker))
 
 
 def test_a_finished_directory_loads(model_dir: Path) -> None:
@@ -70,12 +80,7 @@ def test_a_model_file_outside_the_directory_is_refused(model_dir: Path, tmp_path
     metadata = json.loads((target / "metadata.json").read_text())
     metadata["modelFile"] = "../other/model.onnx"
     (target / "metadata.json").write_text(json.dumps(metadata))
-    marker = json.loads((target / "_COMPLETE.json").read_text())
-    del marker["files"]["metadata.json"]  # even a consistent marker cannot make it acceptable
-    marker["files"]["metadata.json"] = {
-        "sha256": __import__("hashlib").sha256((target / "metadata.json").read_bytes()).hexdigest()
-    }
-    (target / "_COMPLETE.json").write_text(json.dumps(marker))
+    rewrite(target, "metadata.json", json.dumps(metadata).encode())  # a consistent marker cannot make it acceptable
     with pytest.raises(ModelDirectoryError, match="points outside the model directory"):
         load_model_directory(target)
 
@@ -84,7 +89,56 @@ def test_a_symlink_leaving_the_directory_is_refused(model_dir: Path, tmp_path: P
     target = copy_dir(model_dir, tmp_path / "m")
     (tmp_path / "outside.json").write_text("{}")
     os.symlink(tmp_path / "outside.json", target / "leak.json")
-    with pytest.raises(ModelDirectoryError, match="outside the model directory"):
+    with pytest.raises(ModelDirectoryError, match=r"leak\.json: a symbolic link; a model directory holds plain files"):
+        load_model_directory(target)
+
+
+def test_a_symlink_inside_the_directory_is_refused_too(model_dir: Path, tmp_path: Path) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    (target / "model.onnx").rename(target / "real.onnx")
+    os.symlink(target / "real.onnx", target / "model.onnx")  # the listed name now points elsewhere
+    with pytest.raises(ModelDirectoryError, match=r"model\.onnx: a symbolic link"):
+        load_model_directory(target)
+
+
+def test_a_listed_file_that_is_gone_is_named(model_dir: Path, tmp_path: Path) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    (target / "triton" / "m" / "1" / "model.onnx").unlink()
+    with pytest.raises(ModelDirectoryError, match=r"triton/m/1/model\.onnx is listed in _COMPLETE\.json but missing"):
+        load_model_directory(target)
+
+
+def test_a_temporary_file_left_by_a_killed_write_is_skipped(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    # What LocalStore and the formats writer leave when SIGKILLed between write and rename.
+    (target / ".model.onnx.tmp-4242-0badc0de").write_bytes(b"half a model")
+    loaded = load_model_directory(target)
+    assert loaded.onnx_bytes == (model_dir / "model.onnx").read_bytes()
+    assert ".model.onnx.tmp-4242-0badc0de, a temporary file left by an interrupted write" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "the file is empty"),
+        (b"\x80\x04K\x01.", "field number 0|runs past the end|wire type"),
+        (b"ir_version: 8\ngraph { }\n", "wire type|field number 0|runs past the end"),
+    ],
+    ids=["empty", "pickle", "text"],
+)
+def test_an_onnx_file_that_is_not_onnx_is_named(model_dir: Path, tmp_path: Path, content: bytes, problem: str) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    rewrite(target, "model.onnx", content)
+    with pytest.raises(ModelDirectoryError, match=rf"model\.onnx: not an ONNX model \(.*({problem})"):
+        load_model_directory(target)
+
+
+def test_a_truncated_onnx_file_is_named_even_with_a_matching_hash(model_dir: Path, tmp_path: Path) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    rewrite(target, "model.onnx", (model_dir / "model.onnx").read_bytes()[:-100])
+    with pytest.raises(ModelDirectoryError, match=r"model\.onnx: not an ONNX model"):
         load_model_directory(target)
 
 
@@ -92,11 +146,7 @@ def test_invalid_metadata_names_the_field(model_dir: Path, tmp_path: Path) -> No
     target = copy_dir(model_dir, tmp_path / "m")
     metadata = json.loads((target / "metadata.json").read_text())
     metadata["task"] = "clustering"
-    text = json.dumps(metadata)
-    (target / "metadata.json").write_text(text)
-    marker = json.loads((target / "_COMPLETE.json").read_text())
-    marker["files"]["metadata.json"]["sha256"] = __import__("hashlib").sha256(text.encode()).hexdigest()
-    (target / "_COMPLETE.json").write_text(json.dumps(marker))
+    rewrite(target, "metadata.json", json.dumps(metadata).encode())
     with pytest.raises(ModelDirectoryError, match=r"metadata.json: task: Input should be"):
         load_model_directory(target)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,12 @@ import pandas as pd
 
 from optiloop.api.jobs import Architecture, FeatureInfo, ModelLineage, ModelMetadata
 from optiloop.api.spec import DataQualitySpec, DatasetSpec, FeaturesSpec
-from optiloop.jobs.export import METADATA_FILE, MODEL_FILE, REFERENCE_FILE
+from optiloop.formats.model_dir import LocalDirectory
+from optiloop.formats.model_dir import write_model_directory as write_files
+from optiloop.jobs.export import model_directory_files
 from optiloop.jobs.features import encode_raw, encode_target, fit_transform
 from optiloop.jobs.models import TabularModel
 from optiloop.jobs.onnx_export import INPUT_NAME, OPSET, export_onnx, output_names
-from optiloop.jobs.storage import LocalStore, StageWriter
 from optiloop.jobs.training import EncodedSplit, build_model
 from optiloop.jobs.tune import reference_sample
 
@@ -47,7 +49,8 @@ def write_model_directory(
     root: Path, model: TabularModel, name: str = "m", reference: pd.DataFrame | None = None, revision: int = 1
 ) -> Path:
     """Export ``model`` into ``root`` with metadata, a reference sample (``reference``, or
-    :func:`city_frame` rows) and a completion marker, as the export stage does; returns ``root``."""
+    :func:`city_frame` rows) and a completion marker, with the export stage's own writer; returns
+    ``root``."""
     onnx_bytes = export_onnx(model)
     transform = model.transform
     metadata = ModelMetadata(
@@ -66,9 +69,8 @@ def write_model_directory(
             resource=name, revision=revision, study_name=f"{name}-r{revision}", trial=0, candidate="baseline"
         ),
     )
-    with StageWriter(LocalStore(root.parent), root.name, {"stage": "export"}) as out:
-        out.write_bytes(MODEL_FILE, onnx_bytes)
-        out.write_bytes(METADATA_FILE, metadata.model_dump_json(by_alias=True).encode())
-        sample = reference if reference is not None else city_frame(400, 1)
-        out.write_json(REFERENCE_FILE, reference_sample(sample, transform, 0))
+    sample = reference if reference is not None else city_frame(400, 1)
+    reference_bytes = json.dumps(reference_sample(sample, transform, 0)).encode()
+    files = model_directory_files(name, metadata, onnx_bytes, reference_bytes)
+    write_files(LocalDirectory(root), files, {"stage": "export"})
     return root
