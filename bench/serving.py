@@ -70,7 +70,6 @@ def torch_server_main(artifacts: str, port: int, threads: int) -> None:
 
     from optiloop.jobs.storage import open_store
     from optiloop.jobs.tune import load_model
-    from optiloop.serve.server import run_model_server
 
     torch.set_num_threads(threads)
     model = load_model(open_store(artifacts), "r1/tuning")
@@ -88,7 +87,33 @@ def torch_server_main(artifacts: str, port: int, threads: int) -> None:
 
     predictor = TorchPredictor("bench")
     predictor.load()
-    run_model_server(predictor, "127.0.0.1", port)
+    run_kserve(predictor, "127.0.0.1", port)
+
+
+def run_kserve(model: Any, host: str, port: int) -> None:
+    """Serve a loaded ``kserve.Model`` on KServe's ModelServer (REST, one worker) at ``host:port``."""
+    import asyncio
+    import logging
+
+    saved, sys.argv = sys.argv, sys.argv[:1]  # KServe parses sys.argv when model_server is imported
+    try:
+        from kserve import ModelServer
+        from kserve.model_server import FASTAPI_APP_IMPORT_STRING
+        from kserve.protocol.rest.server import RESTServer
+    finally:
+        sys.argv = saved
+    # KServe logs a timing line for every request at INFO; at serving rates that is the slowest part.
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
+    server.register_model(model)
+    # ModelServer.start binds 0.0.0.0; the REST server is built here to listen on loopback only.
+    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port)
+    rest.config.host = host
+    server._rest_server = rest
+    server.servers.append(rest.start())
+    server.setup_event_loop()
+    server.register_signal_handler()
+    asyncio.run(server._serve())
 
 
 def start_server(kind: str, artifacts: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
