@@ -93,6 +93,7 @@ class OnnxPredictor:
         self.revision = ""
         self.metrics: Metrics | None = None
         self.model_metadata: dict[str, Any] = {}
+        self.classes = np.array([], dtype=object)
 
     def load(self) -> bool:
         """Verify the model directory and open the ONNX Runtime session; raises what is wrong."""
@@ -121,6 +122,7 @@ class OnnxPredictor:
         self.encoder = FeatureEncoder(metadata, self.max_rows)
         self.metrics = Metrics(self.name, self.revision)
         self.model_metadata = self._describe(graph_outputs)
+        self.classes = np.array(metadata.classes, dtype=object)  # once, not per request
         self.ready = True
         return True
 
@@ -162,7 +164,7 @@ class OnnxPredictor:
         self.metrics.batch.observe(len(matrix))
         results = self.session.run(None, {metadata.input_name: matrix})
         if metadata.task == "classification":
-            labels = np.array(metadata.classes, dtype=object)[results[0].astype(np.intp).ravel()]
+            labels = self.classes[results[0].astype(np.intp).ravel()]
             return [Output("predictions", "BYTES", labels), Output("probabilities", "FP32", results[1])]
         return [Output("predictions", "FP32", results[0].astype(np.float32).ravel())]
 

@@ -124,6 +124,9 @@ def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # uvicorn writes a response's head and body separately; without TCP_NODELAY (which accepted
+    # connections inherit from here) Nagle holds the body until the client's delayed ACK, 40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
