@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -64,12 +65,17 @@ def serve(
         return
     # Counters must add up across processes: Prometheus' multiprocess mode, chosen before
     # prometheus_client is first imported (in this process and in the children it spawns).
+    created = None
     if MULTIPROC_ENV not in os.environ:
-        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="optiloop-metrics-")
-    from .model_dir import load_model_directory
+        created = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="optiloop-metrics-")
+    try:
+        from .model_dir import load_model_directory
 
-    load_model_directory(model_dir)  # fail here, once, with the reason, rather than in every worker
-    _supervise(workers, (model_dir, name, host, port, threads, grpc_port, True))
+        load_model_directory(model_dir)  # fail here, once, with the reason, rather than in every worker
+        _supervise(workers, (model_dir, name, host, port, threads, grpc_port, True))
+    finally:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
 
 
 def _supervise(workers: int, arguments: tuple[Any, ...]) -> None:
@@ -166,7 +172,8 @@ def _worker(
         http="httptools",
         loop="uvloop",
         timeout_keep_alive=30,
-        h11_max_incomplete_event_size=64 * 1024,
+        server_header=False,
+        date_header=False,
     )
     sock = _bind(host, port, reuse_port)
     logging.getLogger("optiloop.serve").info(
@@ -178,7 +185,11 @@ def _worker(
         f" and gRPC port {grpc_port}" if grpc_port is not None else "",
     )
     try:
-        asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+        import uvloop
+
+        # uvicorn picks uvloop only in Server.run, which cannot take a socket bound here.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()

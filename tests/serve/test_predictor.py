@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from optiloop.jobs.features import encode_raw
@@ -172,3 +173,16 @@ def test_rows_are_scored_in_the_order_sent(server: Server) -> None:
     assert status == 200
     want = predict(server.model, encode_raw(server.model.transform, frame[["a", "b", "city"]]))
     np.testing.assert_allclose(body["probabilities"], want, atol=1e-5)
+
+
+def test_several_worker_processes_share_the_port_and_add_up_their_metrics(tmp_path: Path) -> None:
+    root = write_model_directory(tmp_path / "model", city_model())
+    with predictor(root, "cities", tmp_path / "workers.log", {"OPTILOOP_WORKERS": "2"}) as served:
+        children = psutil.Process(served.process.pid).children()
+        assert sum("spawn_main" in " ".join(child.cmdline()) for child in children) == 2
+        for _ in range(20):  # a new connection each time, so both processes get some
+            assert served.post("/v1/models/cities:predict", {"instances": ROWS})[0] == 200
+        _, text = served.get("/metrics")
+    key = 'optiloop_predictor_requests_total{model="cities",outcome="ok",protocol="v1",revision="1"}'
+    assert f"{key} 20.0" in text.decode().splitlines()
+    assert served.process.returncode == 0  # SIGTERM stops the workers and then the supervisor, cleanly
