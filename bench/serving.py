@@ -1,17 +1,21 @@
 """Requests per second and latency of optiloop's predictor against a plain KServe predictor
 running the same model in eager torch, and against raw ONNX Runtime without HTTP (the ceiling).
 
-    .venv/bin/python bench/serving.py             # about 2 minutes on 2 cores
-    .venv/bin/python bench/serving.py --quick     # shorter runs, for `make bench`
+    .venv/bin/python bench/serving.py             # 3 runs of 10 s per server and batch, about 5 minutes
+    .venv/bin/python bench/serving.py --quick     # 1 run of 3 s each, for `make bench`
+    .venv/bin/python bench/serving.py --workers 2 # adds optiloop with 2 server processes
 
 The model is an MLP trained on the bundled digits data (64 inputs, three hidden layers of 700,
 about 1M parameters), exported by the product's own compression stage without compression steps, so
-both servers run exactly the same weights. Both servers are KServe ModelServers on loopback
-with one worker; they differ only in the model class: optiloop's ONNX Runtime predictor, or
-a ``kserve.Model`` that runs the safetensors weights in eager torch (what one would write
-with KServe's custom-model recipe). Clients are separate processes holding keep-alive
-connections and sending v1 requests in a closed loop, at batch sizes 1 and 64. Client and
-server share the machine's cores, equally for both servers.
+both servers run exactly the same weights. The baseline is a ``kserve.Model`` that runs the
+safetensors weights in eager torch on KServe's ModelServer (what one would write with KServe's
+custom-model recipe), one worker; optiloop's predictor runs the ONNX model on its own HTTP
+front end, one process unless ``--workers`` adds a row. Same inference threads for all.
+Clients are separate processes holding keep-alive connections and sending v1 JSON requests
+in a closed loop (and, for optiloop, v2 binary-tensor requests), at batch sizes 1 and 64.
+Client and server share the machine's cores, equally for every server. Every figure is the
+median of ``--runs`` runs, with the lowest and highest in brackets; the runs interleave
+the servers so that a noisy moment hurts all of them.
 """
 
 from __future__ import annotations
@@ -70,7 +74,6 @@ def torch_server_main(artifacts: str, port: int, threads: int) -> None:
 
     from optiloop.jobs.storage import open_store
     from optiloop.jobs.tune import load_model
-    from optiloop.serve.server import run_model_server
 
     torch.set_num_threads(threads)
     model = load_model(open_store(artifacts), "r1/tuning")
@@ -88,12 +91,38 @@ def torch_server_main(artifacts: str, port: int, threads: int) -> None:
 
     predictor = TorchPredictor("bench")
     predictor.load()
-    run_model_server(predictor, "127.0.0.1", port)
+    run_kserve(predictor, "127.0.0.1", port)
 
 
-def start_server(kind: str, artifacts: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OPTILOOP_THREADS": str(threads)}
-    if kind == "optiloop":
+def run_kserve(model: Any, host: str, port: int) -> None:
+    """Serve a loaded ``kserve.Model`` on KServe's ModelServer (REST, one worker) at ``host:port``."""
+    import asyncio
+    import logging
+
+    saved, sys.argv = sys.argv, sys.argv[:1]  # KServe parses sys.argv when model_server is imported
+    try:
+        from kserve import ModelServer
+        from kserve.model_server import FASTAPI_APP_IMPORT_STRING
+        from kserve.protocol.rest.server import RESTServer
+    finally:
+        sys.argv = saved
+    # KServe logs a timing line for every request at INFO; at serving rates that is the slowest part.
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
+    server.register_model(model)
+    # ModelServer.start binds 0.0.0.0; the REST server is built here to listen on loopback only.
+    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port)
+    rest.config.host = host
+    server._rest_server = rest
+    server.servers.append(rest.start())
+    server.setup_event_loop()
+    server.register_signal_handler()
+    asyncio.run(server._serve())
+
+
+def start_server(kind: str, artifacts: Path, port: int, threads: int, workers: int = 1) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OPTILOOP_THREADS": str(threads), "OPTILOOP_WORKERS": str(workers)}
+    if kind.startswith("optiloop"):
         command = [sys.executable, "-m", "optiloop.serve", "--model-dir", str(artifacts / "r1" / "model")]
         command += ["--model-name", "bench", "--host", "127.0.0.1", "--http-port", str(port)]
     else:
@@ -110,14 +139,36 @@ def start_server(kind: str, artifacts: Path, port: int, threads: int) -> subproc
     raise RuntimeError(f"{kind} server did not become ready")
 
 
-def client(port: int, body: bytes, seconds: float, queue: Any) -> None:
+def request_for(protocol: str, rows: np.ndarray) -> tuple[str, bytes, dict[str, str]]:
+    """Path, body and headers of one request carrying ``rows``."""
+    if protocol == "v1":
+        body = json.dumps({"instances": rows.tolist()}).encode()
+        return "/v1/models/bench:predict", body, {"content-type": "application/json"}
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": list(rows.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": rows.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    headers = {"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"}
+    return "/v2/models/bench/infer", header + rows.astype(np.float32).tobytes(), headers
+
+
+def client(port: int, request: tuple[str, bytes, dict[str, str]], seconds: float, queue: Any) -> None:
+    path, body, headers = request
     connection = http.client.HTTPConnection("127.0.0.1", port)
-    headers = {"content-type": "application/json"}
     latencies = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
-        connection.request("POST", "/v1/models/bench:predict", body, headers)
+        connection.request("POST", path, body, headers)
         response = connection.getresponse()
         response.read()
         if response.status != 200:
@@ -126,12 +177,12 @@ def client(port: int, body: bytes, seconds: float, queue: Any) -> None:
     queue.put(latencies)
 
 
-def load_test(port: int, rows: np.ndarray, batch: int, seconds: float) -> dict[str, float]:
-    body = json.dumps({"instances": rows[:batch].tolist()}).encode()
+def load_test(port: int, rows: np.ndarray, batch: int, seconds: float, protocol: str = "v1") -> dict[str, float]:
+    request = request_for(protocol, rows[:batch])
     context = multiprocessing.get_context("spawn")
-    client(port, body, 0.5, context.Queue())  # warm-up
+    client(port, request, 0.5, context.Queue())  # warm-up
     queue = context.Queue()
-    workers = [context.Process(target=client, args=(port, body, seconds, queue)) for _ in range(CLIENTS)]
+    workers = [context.Process(target=client, args=(port, request, seconds, queue)) for _ in range(CLIENTS)]
     for worker in workers:
         worker.start()
     latencies = np.concatenate([np.array(queue.get()) for _ in workers])
@@ -167,10 +218,23 @@ def ceiling(artifacts: Path, rows: np.ndarray, batch: int, seconds: float, threa
     }
 
 
+def median(runs: list[dict[str, float]], key: str) -> float:
+    return float(np.median([run[key] for run in runs]))
+
+
+def spread(runs: list[dict[str, float]], key: str) -> str:
+    values = [run[key] for run in runs]
+    return (
+        f"{median(runs, key):,.0f} [{min(values):,.0f}-{max(values):,.0f}]" if len(values) > 1 else f"{values[0]:,.0f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3-second runs instead of 10")
+    parser.add_argument("--quick", action="store_true", help="one run of 3 seconds instead of 3 of 10")
+    parser.add_argument("--runs", type=int, help="runs per figure (default: 3, 1 with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="inference threads per server (default: 1)")
+    parser.add_argument("--workers", type=int, default=1, help="also measure optiloop with this many processes")
     parser.add_argument("--torch-server", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serving.json")
@@ -179,43 +243,67 @@ def main() -> None:
         torch_server_main(args.torch_server, args.port, int(os.environ.get("OPTILOOP_THREADS", "1")))
         return
     seconds = 3.0 if args.quick else 10.0
+    runs = args.runs or (1 if args.quick else 3)
     artifacts = build_model(REPO / "bench" / "results" / "serving-work")
     import pandas as pd
 
     features = [f["name"] for f in json.loads((artifacts / "r1" / "model" / "metadata.json").read_text())["features"]]
     rows = pd.read_parquet(artifacts / "r1" / "data" / "test.parquet")[features].to_numpy(dtype=np.float32)[:64]
-    results: dict[str, Any] = {"threads": args.threads, "clients": CLIENTS, "seconds": seconds, "runs": {}}
     from tests.support.control_plane import free_port
 
-    for kind in ("torch", "optiloop"):
-        port = free_port()
-        process = start_server(kind, artifacts, port, args.threads)
-        try:
-            for batch in (1, 64):
-                results["runs"][f"{kind} b{batch}"] = load_test(port, rows, batch, seconds)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-    for batch in (1, 64):
-        results["runs"][f"ceiling b{batch}"] = ceiling(artifacts, rows, batch, seconds, args.threads)
+    # (label, server kind, workers, protocol)
+    servers = [("torch", "torch", 1, "v1"), ("optiloop", "optiloop", 1, "v1"), ("optiloop-bin", "optiloop", 1, "v2")]
+    if args.workers > 1:
+        servers.append((f"optiloop-w{args.workers}", "optiloop", args.workers, "v1"))
+    measured: dict[str, list[dict[str, float]]] = {}
+    for _ in range(runs):
+        for label, kind, workers, protocol in servers:
+            port = free_port()
+            process = start_server(kind, artifacts, port, args.threads, workers)
+            try:
+                for batch in (1, 64):
+                    run = load_test(port, rows, batch, seconds, protocol)
+                    measured.setdefault(f"{label} b{batch}", []).append(run)
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+        for batch in (1, 64):
+            measured.setdefault(f"ceiling b{batch}", []).append(ceiling(artifacts, rows, batch, seconds, args.threads))
+    load = os.getloadavg()
+    results = {
+        "threads": args.threads,
+        "clients": CLIENTS,
+        "seconds": seconds,
+        "runs": runs,
+        "cpus": os.cpu_count(),
+        "load_average_after": load,
+        "measured": measured,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(f"{CLIENTS} client processes, closed loop, {seconds:.0f} s per run, {args.threads} inference thread(s)\n")
-    print("| server | batch | requests/s | rows/s | p50 | p99 | rps vs eager-torch KServe | rps vs ceiling |")
+    print(
+        f"{CLIENTS} client processes, closed loop, {seconds:.0f} s per run, median of {runs} run(s) [min-max], "
+        f"{args.threads} inference thread(s), {os.cpu_count()} CPUs, load average after: "
+        f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n"
+    )
+    print("| server | batch | requests/s | rows/s | p50 | p99 | req/s vs eager-torch KServe | rows/s vs ceiling |")
     print("|---|---|---|---|---|---|---|---|")
     labels = {
-        "torch": "KServe + eager torch",
-        "optiloop": "optiloop predictor (ONNX Runtime)",
+        "torch": "KServe + eager torch (v1 JSON)",
+        "optiloop": "optiloop predictor (v1 JSON)",
+        "optiloop-bin": "optiloop predictor (v2 binary tensors)",
+        f"optiloop-w{args.workers}": f"optiloop predictor, {args.workers} processes (v1 JSON)",
         "ceiling": "raw ONNX Runtime, no HTTP",
     }
     for batch in (1, 64):
-        reference, top = results["runs"][f"torch b{batch}"], results["runs"][f"ceiling b{batch}"]
-        for kind in ("torch", "optiloop", "ceiling"):
-            run = results["runs"][f"{kind} b{batch}"]
+        reference, top = measured[f"torch b{batch}"], measured[f"ceiling b{batch}"]
+        for label in [server[0] for server in servers] + ["ceiling"]:
+            run = measured[f"{label} b{batch}"]
             print(
-                f"| {labels[kind]} | {batch} | {run['rps']:,.0f} | {run['rows_per_second']:,.0f} "
-                f"| {run['p50_ms']:.2f} ms | {run['p99_ms']:.2f} ms "
-                f"| {run['rps'] / reference['rps']:.2f}x | {run['rps'] / top['rps']:.3f} |"
+                f"| {labels[label]} | {batch} | {spread(run, 'rps')} | {spread(run, 'rows_per_second')} "
+                f"| {median(run, 'p50_ms'):.2f} ms | {median(run, 'p99_ms'):.2f} ms "
+                f"| {median(run, 'rps') / median(reference, 'rps'):.2f}x "
+                f"| {median(run, 'rows_per_second') / median(top, 'rows_per_second'):.0%} |"
             )
 
 

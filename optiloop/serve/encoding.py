@@ -22,17 +22,23 @@ from ..api.categories import category_key
 from ..api.jobs import FeatureInfo, ModelMetadata
 
 MAX_ROWS = 100_000
+"""Rows one request may carry unless ``OPTILOOP_MAX_ROWS`` says otherwise."""
 
 
 class RequestError(ValueError):
-    """The request does not fit the model; the message says which row and feature."""
+    """The request does not fit the model; the message says which row and feature (answered 400)."""
+
+
+class TooLargeError(RequestError):
+    """The request is over a configured limit (body bytes or rows); answered 413."""
 
 
 class FeatureEncoder:
     """Encodes raw values for one model's features."""
 
-    def __init__(self, metadata: ModelMetadata) -> None:
+    def __init__(self, metadata: ModelMetadata, max_rows: int = MAX_ROWS) -> None:
         self.metadata = metadata
+        self.max_rows = max_rows
         self.features = metadata.features
         self.index = {feature.name: position for position, feature in enumerate(self.features)}
         self.codes = [
@@ -52,7 +58,10 @@ class FeatureEncoder:
                     f"row {row}, feature {feature.name!r}: expected a number or null, got {type(value).__name__} "
                     f"{_preview(value)}"
                 )
-            return float(value)
+            number = float(value)
+            if math.isinf(number):
+                raise RequestError(f"row {row}, feature {feature.name!r}: infinite values are not accepted")
+            return number
         if isinstance(value, bytes):
             value = value.decode("utf-8", errors="replace")
         if isinstance(value, list | dict):
@@ -64,14 +73,23 @@ class FeatureEncoder:
             return -1.0
         return code
 
-    def rows(self, instances: Any) -> np.ndarray:
-        """v1 instances -> input matrix."""
+    def check_rows(self, rows: int) -> None:
+        """Refuse a request of ``rows`` rows over the configured limit (:class:`TooLargeError`)."""
+        if rows > self.max_rows:
+            raise TooLargeError(f"{rows} rows in one request; the limit is {self.max_rows} (OPTILOOP_MAX_ROWS)")
+
+    def rows(self, instances: Any, may_hold_booleans: bool = True) -> np.ndarray:
+        """v1 instances -> input matrix.
+
+        ``may_hold_booleans=False`` is the caller's promise that the body has no JSON ``true`` or
+        ``false`` literal; only then may rows of numbers take the fast path, because NumPy turns
+        ``True`` into ``1`` without a word, where the checked path refuses it.
+        """
         if not isinstance(instances, list) or not instances:
             raise RequestError('"instances" must be a non-empty list of rows')
-        if len(instances) > MAX_ROWS:
-            raise RequestError(f"{len(instances)} rows in one request; the limit is {MAX_ROWS}")
+        self.check_rows(len(instances))
         width = len(self.features)
-        if self.all_numeric and isinstance(instances[0], list):
+        if self.all_numeric and not may_hold_booleans and isinstance(instances[0], list):
             # Fast path for the common case: rows of plain numbers become one array in C. Anything
             # else (null, strings, ragged rows) takes the checked path below, which names the culprit.
             try:
@@ -79,7 +97,10 @@ class FeatureEncoder:
             except ValueError:
                 fast = None
             if fast is not None and fast.dtype.kind in "iuf" and fast.shape == (len(instances), width):
-                return fast.astype(np.float32)
+                matrix = fast.astype(np.float32)
+                if fast.dtype.kind == "f" and not np.isfinite(matrix).all():
+                    raise RequestError("infinite or out-of-range values are not accepted")
+                return matrix
         matrix = np.empty((len(instances), width), dtype=np.float32)
         for row, instance in enumerate(instances):
             if isinstance(instance, Mapping):
@@ -129,13 +150,17 @@ class FeatureEncoder:
         if len(lengths) != 1 or 0 in lengths:
             raise RequestError(f"inputs must have the same, non-zero number of rows (got {sorted(lengths)})")
         rows = lengths.pop()
-        if rows > MAX_ROWS:
-            raise RequestError(f"{rows} rows in one request; the limit is {MAX_ROWS}")
+        self.check_rows(rows)
         matrix = np.empty((rows, width), dtype=np.float32)
         for column, values in enumerate(columns):
             if self.features[column].kind == "numeric" and values.dtype.kind in "iuf":
-                matrix[:, column] = values.astype(np.float32)
+                matrix[:, column] = values
+                if values.dtype.kind == "f" and np.isinf(matrix[:, column]).any():
+                    name = self.features[column].name
+                    raise RequestError(f"feature {name!r}: infinite or out-of-range values are not accepted")
                 continue
+            if self.features[column].kind == "numeric" and values.dtype.kind == "b":
+                raise RequestError(f"feature {self.features[column].name!r}: expected numbers, got booleans")
             for row, value in enumerate(values.tolist()):
                 matrix[row, column] = self.value(row, column, value)
         return matrix

@@ -1,10 +1,11 @@
-"""optiloop's KServe predictor: a ``kserve.Model`` over ONNX Runtime.
+"""optiloop's predictor: one verified model directory, served with ONNX Runtime.
 
-Serves v1 (``POST /v1/models/<name>:predict``) and v2 (``POST /v2/models/<name>/infer``) on
-KServe's ModelServer, with its liveness and readiness endpoints and ``/metrics``. Requests
-carry raw feature values (see :mod:`optiloop.serve.encoding`); classification answers with
-class labels and probabilities, regression with values. A request that does not fit the
-model is answered 400 with the reason; it is counted, never a crash.
+Turns checked requests (v1 instances, or v2 tensors from :mod:`optiloop.serve.tensors`) into
+the model's input matrix, runs it, and builds the answer: classification answers with class
+labels and probabilities, regression with values. It knows nothing of HTTP or gRPC; the
+front ends (:mod:`optiloop.serve.http`, :mod:`optiloop.serve.grpc_service`) call it and
+count every request in ``optiloop_predictor_requests_total`` by outcome: ``ok``, ``invalid``
+(the client's mistake: 400 or 413) or ``error`` (ours: 500, what canary analysis counts).
 
     model = OnnxPredictor("iris", "/mnt/models")
     model.load()
@@ -12,21 +13,16 @@ model is answered 400 with the reason; it is counted, never a crash.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cloudevents.http import CloudEvent
-from kserve import Model
-from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from prometheus_client import Counter, Histogram
 
-from .encoding import FeatureEncoder, RequestError, labels
+from .encoding import MAX_ROWS, FeatureEncoder, RequestError
 from .model_dir import ModelDirectory, load_model_directory
+from .tensors import Output, Tensor
 
 REQUESTS = Counter(
     "optiloop_predictor_requests_total",
@@ -46,22 +42,61 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384),
 )
 THREADS_ENV = "OPTILOOP_THREADS"
+ROWS_ENV = "OPTILOOP_MAX_ROWS"
+OUTCOMES = ("ok", "invalid", "error")
+PROTOCOLS = ("v1", "v2", "grpc")
 
 
-class OnnxPredictor(Model):  # type: ignore[misc]
+def _positive_env(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {text!r}")
+    return value
+
+
+class Metrics:
+    """This predictor's metric children, resolved once: ``labels()`` costs more than a request's parsing."""
+
+    def __init__(self, model: str, revision: str) -> None:
+        self.requests = {
+            (protocol, outcome): REQUESTS.labels(model, revision, protocol, outcome)
+            for protocol in PROTOCOLS
+            for outcome in OUTCOMES
+        }
+        self.latency = {protocol: LATENCY.labels(model, revision, protocol) for protocol in PROTOCOLS}
+        self.batch = BATCH_SIZE.labels(model)
+
+    def count(self, protocol: str, outcome: str) -> None:
+        self.requests[protocol, outcome].inc()
+
+
+class OnnxPredictor:
     """Serves one optiloop model directory with ONNX Runtime."""
 
-    def __init__(self, name: str, model_dir: str | Path, threads: int | None = None) -> None:
-        super().__init__(name)
+    def __init__(
+        self, name: str, model_dir: str | Path, threads: int | None = None, max_rows: int | None = None
+    ) -> None:
+        self.name = name
         self.model_dir = Path(model_dir)
-        self.threads = threads or int(os.environ.get(THREADS_ENV, "0")) or len(os.sched_getaffinity(0))
+        self.threads = threads or _positive_env(THREADS_ENV, 0) or len(os.sched_getaffinity(0))
+        self.max_rows = max_rows or _positive_env(ROWS_ENV, MAX_ROWS)
+        self.ready = False
         self.directory: ModelDirectory | None = None
         self.encoder: FeatureEncoder | None = None
         self.session: Any = None
         self.revision = ""
+        self.metrics: Metrics | None = None
+        self.model_metadata: dict[str, Any] = {}
+        self.classes = np.array([], dtype=object)
 
     def load(self) -> bool:
-        """Verify the model directory and open the ONNX Runtime session."""
+        """Verify the model directory and open the ONNX Runtime session; raises what is wrong."""
         import onnxruntime as ort
 
         directory = load_model_directory(self.model_dir)
@@ -70,82 +105,84 @@ class OnnxPredictor(Model):  # type: ignore[misc]
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(directory.onnx_bytes, options, providers=["CPUExecutionProvider"])
-        expected = len(directory.metadata.features)
-        shape = session.get_inputs()[0].shape
-        if session.get_inputs()[0].name != directory.metadata.input_name or shape[-1] != expected:
+        metadata = directory.metadata
+        graph_input = session.get_inputs()[0]
+        if graph_input.name != metadata.input_name or graph_input.shape[-1] != len(metadata.features):
             raise ValueError(
-                f"{self.model_dir}: the ONNX input {session.get_inputs()[0].name}{shape} does not match "
-                f"metadata.json ({directory.metadata.input_name}, {expected} features)"
+                f"{self.model_dir}: the ONNX input {graph_input.name}{graph_input.shape} does not match "
+                f"metadata.json ({metadata.input_name}, {len(metadata.features)} features)"
             )
+        graph_outputs = {output.name: output for output in session.get_outputs()}
+        missing = [name for name in metadata.output_names if name not in graph_outputs]
+        if missing:
+            raise ValueError(f"{self.model_dir}: the ONNX graph has no output {missing[0]!r} named in metadata.json")
         self.directory, self.session = directory, session
         # The revision label tells a canary's requests from the stable revision's.
-        self.revision = str(directory.metadata.lineage.revision)
-        self.encoder = FeatureEncoder(directory.metadata)
+        self.revision = str(metadata.lineage.revision)
+        self.encoder = FeatureEncoder(metadata, self.max_rows)
+        self.metrics = Metrics(self.name, self.revision)
+        self.model_metadata = self._describe(graph_outputs)
+        self.classes = np.array(metadata.classes, dtype=object)  # once, not per request
         self.ready = True
         return True
 
-    def _run(self, matrix: np.ndarray) -> tuple[list[Any], np.ndarray | None]:
+    def _describe(self, graph_outputs: dict[str, Any]) -> dict[str, Any]:
+        """v2 model metadata: the inputs clients send and the outputs they get, batch axis -1."""
         assert self.directory is not None
         metadata = self.directory.metadata
-        outputs = self.session.run(None, {metadata.input_name: matrix})
-        probabilities = outputs[1] if metadata.task == "classification" else None
-        return labels(metadata, outputs[0]), probabilities
+        width = len(metadata.features)
+        if all(feature.kind == "numeric" for feature in metadata.features):
+            # One float matrix, exactly the ONNX graph's input.
+            inputs = [{"name": metadata.input_name, "datatype": "FP32", "shape": [-1, width]}]
+        else:
+            # Categories travel as their raw values (strings), so one tensor per feature.
+            inputs = [
+                {"name": f.name, "datatype": "FP32" if f.kind == "numeric" else "BYTES", "shape": [-1]}
+                for f in metadata.features
+            ]
+        outputs = []
+        if metadata.task == "classification":
+            outputs.append({"name": "predictions", "datatype": "BYTES", "shape": [-1]})
+            classes = graph_outputs["probabilities"].shape[-1]
+            size = classes if isinstance(classes, int) else len(metadata.classes)
+            outputs.append({"name": "probabilities", "datatype": "FP32", "shape": [-1, size]})
+        else:
+            outputs.append({"name": "predictions", "datatype": "FP32", "shape": [-1]})
+        return {
+            "name": self.name,
+            "versions": [self.revision],
+            "platform": "onnxruntime_onnx",
+            "inputs": inputs,
+            "outputs": outputs,
+        }
 
-    def predict(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None) -> Any:
-        protocol = "v2" if isinstance(payload, InferRequest) else "v1"
-        started = time.perf_counter()
-        try:
-            response = self._predict_v2(payload) if isinstance(payload, InferRequest) else self._predict_v1(payload)
-        except (RequestError, InvalidInput) as exc:
-            REQUESTS.labels(self.name, self.revision, protocol, "invalid").inc()
-            raise InvalidInput(str(exc)) from None
-        except Exception:
-            REQUESTS.labels(self.name, self.revision, protocol, "error").inc()
-            raise
-        REQUESTS.labels(self.name, self.revision, protocol, "ok").inc()
-        LATENCY.labels(self.name, self.revision, protocol).observe(time.perf_counter() - started)
-        return response
+    def run(self, matrix: np.ndarray) -> list[Output]:
+        """The model's answer to an input matrix: predictions (labels or values) and probabilities."""
+        assert self.directory is not None
+        assert self.metrics is not None
+        metadata = self.directory.metadata
+        self.metrics.batch.observe(len(matrix))
+        results = self.session.run(None, {metadata.input_name: matrix})
+        if metadata.task == "classification":
+            labels = self.classes[results[0].astype(np.intp).ravel()]
+            return [Output("predictions", "BYTES", labels), Output("probabilities", "FP32", results[1])]
+        return [Output("predictions", "FP32", results[0].astype(np.float32).ravel())]
 
-    def _predict_v1(self, payload: Any) -> dict[str, Any]:
+    def v1_matrix(self, payload: Any, may_hold_booleans: bool) -> np.ndarray:
+        """A decoded v1 body -> input matrix (raises :class:`RequestError`)."""
         assert self.encoder is not None
-        if isinstance(payload, CloudEvent):
-            payload = payload.data
-        if isinstance(payload, bytes | str):
-            # KServe passes bodies through undecoded when the content type is not JSON (curl -d).
-            try:
-                payload = json.loads(payload)
-            except ValueError as exc:
-                raise RequestError(f"the request body is not JSON: {exc}") from None
         if not isinstance(payload, dict) or "instances" not in payload:
             raise RequestError('a v1 request is a JSON object with "instances": a list of rows')
-        matrix = self.encoder.rows(payload["instances"])
-        BATCH_SIZE.labels(self.name).observe(len(matrix))
-        predictions, probabilities = self._run(matrix)
-        response: dict[str, Any] = {"predictions": predictions}
-        if probabilities is not None:
-            response["probabilities"] = probabilities.tolist()
-        return response
+        return self.encoder.rows(payload["instances"], may_hold_booleans)
 
-    def _predict_v2(self, request: InferRequest) -> InferResponse:
+    def v2_matrix(self, tensors: list[Tensor]) -> np.ndarray:
+        """Decoded v2 input tensors -> input matrix (raises :class:`RequestError`)."""
         assert self.encoder is not None
-        assert self.directory is not None
-        if not request.inputs:
-            raise RequestError('a v2 request needs at least one entry in "inputs"')
-        try:
-            tensors = [(tensor.name, tensor.as_numpy()) for tensor in request.inputs]
-        except (ValueError, TypeError) as exc:
-            raise RequestError(f"inputs cannot be read as tensors: {exc}") from None
-        matrix = self.encoder.tensors(tensors)
-        BATCH_SIZE.labels(self.name).observe(len(matrix))
-        predictions, probabilities = self._run(matrix)
-        metadata = self.directory.metadata
-        rows = len(matrix)
-        if metadata.task == "classification":
-            outputs = [InferOutput("predictions", [rows], "BYTES", [str(label) for label in predictions])]
-        else:
-            outputs = [InferOutput("predictions", [rows], "FP32", predictions)]
-        if probabilities is not None:
-            outputs.append(
-                InferOutput("probabilities", list(probabilities.shape), "FP32", probabilities.ravel().tolist())
-            )
-        return InferResponse(response_id=request.id or "", model_name=self.name, infer_outputs=outputs)
+        return self.encoder.tensors([(tensor.name, tensor.array) for tensor in tensors])
+
+    def v1_answer(self, outputs: list[Output]) -> dict[str, Any]:
+        """v1's answer: ``predictions`` and, for classification, ``probabilities``."""
+        answer: dict[str, Any] = {"predictions": outputs[0].array.tolist()}
+        if len(outputs) > 1:
+            answer["probabilities"] = outputs[1].array
+        return answer

@@ -1,7 +1,16 @@
-"""Run the predictor on KServe's ModelServer (REST v1 and v2, health, ``/metrics``).
+"""Run the predictor: HTTP (v1, v2, health, ``/metrics``) on uvicorn, and gRPC v2 when asked.
 
 python -m optiloop.serve --model-dir /mnt/models --model-name iris     # in the serving pod
 optiloop serve ./optiloop-runs/iris/r1/model --port 8080                # locally, on loopback
+
+Settings from the environment (the flags win where both exist):
+
+- ``OPTILOOP_WORKERS``: server processes sharing the ports with ``SO_REUSEPORT`` (default 1);
+  each loads the model and answers on its own, the kernel spreads connections between them.
+  With more than one, ``/metrics`` adds up every process (Prometheus' multiprocess mode).
+- ``OPTILOOP_GRPC_PORT``: serve the Open Inference Protocol's gRPC service on this port (off by default).
+- ``OPTILOOP_MAX_BODY_BYTES``, ``OPTILOOP_MAX_ROWS``: request limits (413 above them).
+- ``OPTILOOP_THREADS``: ONNX Runtime threads per process.
 """
 
 from __future__ import annotations
@@ -9,51 +18,182 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shutil
+import signal
+import socket
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+WORKERS_ENV = "OPTILOOP_WORKERS"
+GRPC_PORT_ENV = "OPTILOOP_GRPC_PORT"
+BODY_ENV = "OPTILOOP_MAX_BODY_BYTES"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-def serve(model_dir: Path, name: str, host: str, port: int, threads: int | None = None) -> None:
+
+def _env_int(name: str, default: int, minimum: int = 1) -> int:
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {text!r}")
+    return value
+
+
+def serve(
+    model_dir: Path,
+    name: str,
+    host: str,
+    port: int,
+    threads: int | None = None,
+    grpc_port: int | None = None,
+    workers: int | None = None,
+) -> None:
     """Load the model and serve it until SIGTERM or SIGINT; raises if the model cannot be loaded."""
-    _import_kserve()
+    workers = workers or _env_int(WORKERS_ENV, 1)
+    if grpc_port is None and os.environ.get(GRPC_PORT_ENV):
+        grpc_port = _env_int(GRPC_PORT_ENV, 0)
+    if workers == 1:
+        _worker(model_dir, name, host, port, threads, grpc_port, reuse_port=False)
+        return
+    # Counters must add up across processes: Prometheus' multiprocess mode, chosen before
+    # prometheus_client is first imported (in this process and in the children it spawns).
+    created = None
+    if MULTIPROC_ENV not in os.environ:
+        created = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="optiloop-metrics-")
+    try:
+        from .model_dir import load_model_directory
+
+        load_model_directory(model_dir)  # fail here, once, with the reason, rather than in every worker
+        _supervise(workers, (model_dir, name, host, port, threads, grpc_port, True))
+    finally:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+
+
+def _supervise(workers: int, arguments: tuple[Any, ...]) -> None:
+    """Start ``workers`` processes and wait; stop them all on SIGTERM/SIGINT or when one dies."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=arguments, daemon=True) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    stopping = False
+
+    def stop(signum: int, _: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    from multiprocessing.connection import wait
+
+    wait([process.sentinel for process in processes])
+    if not stopping:
+        stop(signal.SIGTERM, None)  # one died: take the others down so the pod restarts whole
+    for process in processes:
+        process.join(timeout=30)
+    failed = [p.exitcode for p in processes if p.exitcode not in (0, -signal.SIGTERM)]
+    if failed and not stopping:
+        raise SystemExit(f"a predictor worker exited with {failed[0]}")
+
+
+def _metrics_reader() -> Callable[[], bytes]:
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+    if MULTIPROC_ENV in os.environ:
+        from prometheus_client import multiprocess
+
+        def every_process() -> bytes:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+
+        return every_process
+    return lambda: generate_latest(REGISTRY)
+
+
+def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # uvicorn writes a response's head and body separately; without TCP_NODELAY (which accepted
+    # connections inherit from here) Nagle holds the body until the client's delayed ACK, 40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(
+    model_dir: Path,
+    name: str,
+    host: str,
+    port: int,
+    threads: int | None,
+    grpc_port: int | None,
+    reuse_port: bool,
+) -> None:
+    """One server process: load the model, then answer HTTP (and gRPC) until told to stop."""
+    import uvicorn
+
+    from .http import MAX_BODY_BYTES, App
     from .predictor import OnnxPredictor
 
-    model = OnnxPredictor(name, model_dir, threads)
-    model.load()
-    run_model_server(model, host, port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    max_body = _env_int(BODY_ENV, MAX_BODY_BYTES)
+    predictor = OnnxPredictor(name, model_dir, threads)
+    predictor.load()
+    grpc_server = None
+    if grpc_port is not None:
+        from .grpc_service import start_grpc
 
-
-def _import_kserve() -> None:
-    # KServe parses sys.argv when model_server is first imported; our own flags are not its flags.
-    saved, sys.argv = sys.argv, sys.argv[:1]
+        grpc_server = start_grpc(predictor, host, grpc_port, max_body)
+    app = App(predictor, max_body, _metrics_reader())
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        http="httptools",
+        loop="uvloop",
+        timeout_keep_alive=30,
+        server_header=False,
+        date_header=False,
+    )
+    sock = _bind(host, port, reuse_port)
+    logging.getLogger("optiloop.serve").info(
+        "serving %s (revision %s) on http://%s:%d%s",
+        name,
+        predictor.revision,
+        host,
+        port,
+        f" and gRPC port {grpc_port}" if grpc_port is not None else "",
+    )
     try:
-        import kserve.model_server  # noqa: F401
+        import uvloop
+
+        # uvicorn picks uvloop only in Server.run, which cannot take a socket bound here.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:
-        sys.argv = saved
-
-
-def run_model_server(model: Any, host: str, port: int) -> None:
-    """Serve a loaded ``kserve.Model`` on KServe's ModelServer (REST only) at ``host:port``."""
-    _import_kserve()
-    from kserve import ModelServer
-    from kserve.model_server import FASTAPI_APP_IMPORT_STRING
-    from kserve.protocol.rest.server import RESTServer
-
-    # KServe logs a timing line for every request at INFO; at serving rates that is the slowest part.
-    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-    server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
-    server.register_model(model)
-    # ModelServer.start binds 0.0.0.0 unconditionally: right in a pod, wrong on a laptop or a test
-    # machine, so the REST server is built here with the requested host.
-    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port)
-    rest.config.host = host
-    server._rest_server = rest
-    server.servers.append(rest.start())
-    server.setup_event_loop()
-    server.register_signal_handler()
-    asyncio.run(server._serve())
+        if grpc_server is not None:
+            grpc_server.stop(grace=5).wait()
+        sock.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,12 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-name", default="model", help="name in the inference URLs (default: %(default)s)")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
     parser.add_argument("--http-port", type=int, default=8080, help="HTTP port (default: %(default)s)")
+    parser.add_argument("--grpc-port", type=int, help=f"gRPC v2 port (default: ${GRPC_PORT_ENV}, else off)")
+    parser.add_argument("--workers", type=int, help=f"server processes (default: ${WORKERS_ENV}, else 1)")
     args = parser.parse_args(argv)
     from .model_dir import ModelDirectoryError
 
     try:
-        serve(args.model_dir, args.model_name, args.host, args.http_port)
-    except ModelDirectoryError as exc:
+        serve(
+            args.model_dir, args.model_name, args.host, args.http_port, grpc_port=args.grpc_port, workers=args.workers
+        )
+    except (ModelDirectoryError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     return 0

@@ -1,10 +1,9 @@
-"""optiloop's predictor on KServe's ModelServer, started on loopback: v1 and v2 answers match the
+"""optiloop's predictor, started on loopback: v1 and v2 answers match the
 model, malformed requests get 400 with a reason and never take the server down, metrics appear."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.error
@@ -15,27 +14,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from optiloop.jobs.features import encode_raw
 from optiloop.jobs.training import predict
-from tests.support.control_plane import free_port, wait_for
+from tests.serve.conftest import Served, predictor
+from tests.support.control_plane import free_port
 from tests.support.model_dirs import city_frame, city_model, write_model_directory
 
 
 class Server:
-    def __init__(self, url: str, model: Any) -> None:
-        self.url = url
+    def __init__(self, served: Served, model: Any) -> None:
+        self.url = served.url
+        self.served = served
         self.model = model
 
     def post(self, path: str, body: bytes | dict[str, Any], content_type: str = "application/json") -> tuple[int, Any]:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, headers={"content-type": content_type})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
+        status, answer, _ = self.served.post(path, body, {"content-type": content_type})
+        return status, answer
 
     def get(self, path: str) -> tuple[int, str]:
         try:
@@ -49,43 +46,9 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     model = city_model()
     root = write_model_directory(tmp_path_factory.mktemp("serve") / "model", model)
-    port = free_port()
     log = tmp_path_factory.mktemp("logs") / "predictor.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "optiloop.serve",
-                "--model-dir",
-                str(root),
-                "--model-name",
-                "cities",
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                str(port),
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "OPTILOOP_THREADS": "1"},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(
-            lambda: (
-                process.poll() is None and urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2).status == 200
-            ),
-            timeout=60,
-            what=f"the predictor to become ready (log: {log})",
-        )
-        yield Server(url, model)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with predictor(root, "cities", log) as served:
+        yield Server(served, model)
 
 
 ROWS = [[0.5, None, "rome"], [-1.0, 2.0, "paris"], [2.0, 4.5, "oslo"]]
@@ -136,7 +99,7 @@ def test_v2_per_feature_tensors_and_one_matrix(server: Server) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "message"),
     [
-        ("/v1/models/cities:predict", b"not json at all", "Unrecognized request format"),  # KServe decodes JSON bodies
+        ("/v1/models/cities:predict", b"not json at all", "the request body is not JSON"),
         ("/v1/models/cities:predict", {"rows": ROWS}, '"instances"'),
         ("/v1/models/cities:predict", {"instances": [[1, 2]]}, "row 0: 2 values, the model takes 3"),
         ("/v1/models/cities:predict", {"instances": [[1, "two", "rome"]]}, "feature 'b': expected a number"),
@@ -179,7 +142,6 @@ def test_metrics_count_requests_by_outcome(server: Server) -> None:
     assert samples[invalid] >= 1
     assert samples['optiloop_predictor_batch_size_count{model="cities"}'] >= 1
     assert samples['optiloop_predictor_inference_seconds_count{model="cities",protocol="v1",revision="1"}'] >= 1
-    assert 'request_predict_seconds_count{model_name="cities"}' in samples  # KServe's own
 
 
 def test_liveness_and_model_readiness(server: Server) -> None:
@@ -211,3 +173,16 @@ def test_rows_are_scored_in_the_order_sent(server: Server) -> None:
     assert status == 200
     want = predict(server.model, encode_raw(server.model.transform, frame[["a", "b", "city"]]))
     np.testing.assert_allclose(body["probabilities"], want, atol=1e-5)
+
+
+def test_several_worker_processes_share_the_port_and_add_up_their_metrics(tmp_path: Path) -> None:
+    root = write_model_directory(tmp_path / "model", city_model())
+    with predictor(root, "cities", tmp_path / "workers.log", {"OPTILOOP_WORKERS": "2"}) as served:
+        children = psutil.Process(served.process.pid).children()
+        assert sum("spawn_main" in " ".join(child.cmdline()) for child in children) == 2
+        for _ in range(20):  # a new connection each time, so both processes get some
+            assert served.post("/v1/models/cities:predict", {"instances": ROWS})[0] == 200
+        _, text = served.get("/metrics")
+    key = 'optiloop_predictor_requests_total{model="cities",outcome="ok",protocol="v1",revision="1"}'
+    assert f"{key} 20.0" in text.decode().splitlines()
+    assert served.process.returncode == 0  # SIGTERM stops the workers and then the supervisor, cleanly
