@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ._base import ApiModel
-from .spec import Activation, CompressionGates, Metric, ModelOptimizationSpec, Task
+from .spec import Activation, CompressionGates, Metric, ModelFamily, ModelOptimizationSpec, Task
 from .status import BestTrial, ModelMetrics
 
 ParamValue = float | int | str | bool
@@ -140,8 +140,10 @@ class FeatureTransform(ApiModel):
 
 
 class Architecture(ApiModel):
-    """An MLP, fully specified."""
+    """A model, fully specified: an MLP (``linear`` is one without hidden layers) or a tree ensemble."""
 
+    family: ModelFamily = "mlp"
+    """Model family."""
     inputs: Annotated[int, Field(ge=1)]
     """Input features (after preprocessing)."""
     outputs: Annotated[int, Field(ge=1)]
@@ -156,6 +158,16 @@ class Architecture(ApiModel):
     """Batch normalization after each hidden linear layer."""
     task: Task = "classification"
     """Decides the loss and the output head."""
+    trees: Annotated[int, Field(ge=1)] | None = None
+    """Boosting rounds (``lightgbm``)."""
+    leaves: Annotated[int, Field(ge=2)] | None = None
+    """Leaves per tree (``lightgbm``)."""
+    min_child_samples: Annotated[int, Field(ge=1)] | None = None
+    """Fewest training rows in a leaf (``lightgbm``)."""
+    feature_fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    """Share of features each tree may split on (``lightgbm``)."""
+    l2: Annotated[float, Field(ge=0.0)] | None = None
+    """L2 regularization of leaf values (``lightgbm``)."""
 
 
 class TrainingConfig(ApiModel):
@@ -183,6 +195,9 @@ class TrainingConfig(ApiModel):
     """Validation quantity watched by early stopping."""
     seed: int = 0
     """Seed for initialization and batch order."""
+    class_weighted: bool = True
+    """Whether the loss weighs classes by the data-quality stage's class weights (when it set
+    any): searched, because reweighting trades accuracy for the rare classes' recall."""
 
 
 class TrialRecord(ApiModel):
@@ -202,6 +217,9 @@ class TrialRecord(ApiModel):
     """Epochs trained before early stopping or pruning."""
     worker: int | None = None
     """Worker index that ran it."""
+    validation_loss: float | None = None
+    """Loss on the validation split (cross-entropy, or MSE of the standardized target): the
+    smooth score trials are ranked on when the objective is a task metric."""
 
 
 class TuningResult(ApiModel):
@@ -214,7 +232,8 @@ class TuningResult(ApiModel):
     directions: list[Literal["maximize", "minimize"]]
     """Their directions."""
     best_trial: TrialRecord
-    """The chosen trial (for several objectives: the Pareto-optimal trial best on the first)."""
+    """The chosen trial: for one task-metric objective the lowest validation loss (ties go to
+    fewer parameters); for several objectives the Pareto-optimal trial best on the first."""
     pareto_front: list[TrialRecord] = []
     """Pareto-optimal trials (several objectives only)."""
     trials_completed: int
@@ -228,15 +247,22 @@ class TuningResult(ApiModel):
     training: TrainingConfig
     """Training configuration of the retrained best model."""
     validation_metrics: dict[str, float]
-    """Metrics of the retrained model on the validation split."""
+    """Metrics of the chosen configuration on the validation split, trained on the training split
+    (one fold), or of its out-of-fold predictions over training + validation rows (k folds)."""
+    validation_folds: int = 1
+    """Folds the trials were scored with (1: the validation split)."""
     test_metrics: dict[str, float]
-    """Metrics of the retrained model on the test split."""
+    """Metrics on the test split of the delivered model: the chosen configuration retrained on
+    training + validation rows."""
     parameters: int
     """Trainable parameters of the model."""
     param_importances: dict[str, float] = {}
     """fANOVA importance of each parameter for the first objective (empty below 4 completed trials)."""
     elapsed_seconds: float
     """Wall-clock time of the search on this worker."""
+    warnings: list[str] = []
+    """What a user should know before trusting the model (a class it never predicts, a test
+    accuracy below always answering the most frequent class)."""
 
 
 # --- compression and export --------------------------------------------------

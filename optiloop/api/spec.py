@@ -377,13 +377,46 @@ class ArchitectureSearchSpace(ApiModel):
     """Whether hidden layers are batch-normalized; list both to search."""
 
 
-class ModelSpec(ApiModel):
-    """The family of models searched."""
+ModelFamily = Literal["mlp", "linear", "lightgbm"]
+FAMILIES: tuple[ModelFamily, ...] = ("lightgbm", "mlp", "linear")
 
-    family: Literal["mlp"] = "mlp"
-    """Model family. ``mlp``: a multilayer perceptron for tabular data."""
+
+class TreeSearchSpace(ApiModel):
+    """The gradient-boosted tree ensembles (LightGBM) tuning may try."""
+
+    trees: IntRange = Field(default_factory=lambda: IntRange(min=50, max=1000, log=True))
+    """Most boosting rounds; fewer are kept when the validation loss stops falling."""
+    leaves: IntRange = Field(default_factory=lambda: IntRange(min=4, max=64, log=True))
+    """Leaves per tree."""
+    learning_rate: FloatRange = Field(default_factory=lambda: FloatRange(min=0.01, max=0.3, log=True))
+    """Shrinkage of each tree."""
+    min_child_samples: IntRange = Field(default_factory=lambda: IntRange(min=3, max=50, log=True))
+    """Fewest training rows in a leaf."""
+    feature_fraction: FloatRange = Field(default_factory=lambda: FloatRange(min=0.5, max=1.0))
+    """Share of features each tree may split on."""
+    l2: FloatRange = Field(default_factory=lambda: FloatRange(min=0.001, max=10.0, log=True))
+    """L2 regularization of leaf values."""
+
+
+class ModelSpec(ApiModel):
+    """The families of models searched."""
+
+    family: Literal["auto", "mlp", "linear", "lightgbm"] = "auto"
+    """Model family. ``auto`` (default) searches all of them, the family being one more tuned
+    parameter; ``mlp``: a multilayer perceptron; ``linear``: logistic or linear regression on
+    the preprocessed features; ``lightgbm``: gradient-boosted trees on the raw features. Every
+    family is served as one ONNX graph with raw features in."""
     search: ArchitectureSearchSpace = Field(default_factory=ArchitectureSearchSpace)
-    """Architecture search space."""
+    """MLP architecture search space (``mlp``; ``linear`` uses its learning rates and epochs)."""
+    trees: TreeSearchSpace = Field(default_factory=TreeSearchSpace)
+    """Tree ensemble search space (``lightgbm``)."""
+    folds: Annotated[int, Field(ge=1, le=20)] | None = None
+    """How trials are scored: k-fold cross-validation over training + validation rows, or 1 for
+    the validation split alone. Unset: 5 folds up to 1,000 rows, 3 up to 3,000, 1 above."""
+
+    def families(self) -> tuple[ModelFamily, ...]:
+        """The families tuning searches, most promising for tabular data first."""
+        return FAMILIES if self.family == "auto" else (self.family,)
 
 
 # --- tuning ------------------------------------------------------------------

@@ -12,22 +12,30 @@ from torch.nn import functional
 
 from ..api.jobs import Architecture, TrainingConfig
 from ..api.spec import DistillStep
-from .models import TabularModel
 from .training import EncodedSplit, TrainOutcome, build_model, loss_function, scaled_target, train_model
+from .trees import AnyModel
+
+TREE_STUDENT_WIDTH = 64
+"""Hidden width a tree ensemble's MLP student has at width factor 1."""
 
 
-def student_architecture(teacher: Architecture, step: DistillStep) -> Architecture:
-    """The student's architecture: explicit widths, or the teacher's scaled by the width factor."""
+def student_architecture(teacher: Architecture, step: DistillStep, transform_width: int = 0) -> Architecture:
+    """The student's architecture: explicit widths, or the teacher's scaled by the width factor
+    (a tree ensemble's student is a one-layer MLP on the preprocessed features, ``transform_width`` wide)."""
+    factor = step.width_factor if step.width_factor is not None else 0.5
     if step.hidden_layers is not None:
         hidden = list(step.hidden_layers)
+    elif teacher.family == "lightgbm":
+        hidden = [max(4, round(TREE_STUDENT_WIDTH * factor))]
     else:
-        factor = step.width_factor if step.width_factor is not None else 0.5
         hidden = [max(1, round(width * factor)) for width in teacher.hidden]
-    return teacher.model_copy(update={"hidden": hidden})
+    if teacher.family != "lightgbm":
+        return teacher.model_copy(update={"hidden": hidden})
+    return Architecture(family="mlp", inputs=transform_width, outputs=teacher.outputs, hidden=hidden, task=teacher.task)
 
 
 def distill(
-    teacher: TabularModel,
+    teacher: AnyModel,
     step: DistillStep,
     train: EncodedSplit,
     validation: EncodedSplit,
@@ -38,7 +46,12 @@ def distill(
     teacher.eval()
     with torch.inference_mode():
         soft = teacher.forward_scaled(torch.from_numpy(train.raw)).clone()
-    student = build_model(teacher.transform, student_architecture(teacher.architecture, step), train, config.seed)
+    student = build_model(
+        teacher.transform,
+        student_architecture(teacher.architecture, step, teacher.transform.input_width),
+        train,
+        config.seed,
+    )
     student.target_mean.copy_(teacher.target_mean)
     student.target_std.copy_(teacher.target_std)
     hard = scaled_target(student, train.target)

@@ -84,5 +84,8 @@ class TabularModel(nn.Module):
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Trainable parameters."""
+    """Trainable parameters; for a tree ensemble (which has a ``size()``), its nodes."""
+    size = getattr(module, "size", None)
+    if callable(size):
+        return int(size())
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -22,6 +22,7 @@ from ..api.jobs import Architecture, FeatureTransform, TrainingConfig
 from .errors import TrainingDivergedError
 from .metrics import improvement, task_metrics
 from .models import TabularModel
+from .trees import AnyModel
 
 
 @dataclass
@@ -71,7 +72,7 @@ def build_model(
     return TabularModel(transform, architecture, mean, std)
 
 
-def predict(model: TabularModel, raw: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+def predict(model: AnyModel, raw: np.ndarray, batch_size: int = 8192) -> np.ndarray:
     """Probabilities (classification) or values (regression) for encoded raw rows."""
     model.eval()
     outputs = []
@@ -90,14 +91,14 @@ def loss_function(task: str, class_weights: list[float] | None) -> nn.Module:
     return nn.MSELoss()
 
 
-def scaled_target(model: TabularModel, target: np.ndarray) -> torch.Tensor:
+def scaled_target(model: AnyModel, target: np.ndarray) -> torch.Tensor:
     """Targets as the loss sees them: class indices, or standardized regression values."""
     if model.task == "classification":
         return torch.from_numpy(target).long()
     return ((torch.from_numpy(target).float() - model.target_mean) / model.target_std).unsqueeze(-1)
 
 
-def evaluate(model: TabularModel, split: EncodedSplit, loss_fn: nn.Module | None = None) -> dict[str, float]:
+def evaluate(model: AnyModel, split: EncodedSplit, loss_fn: nn.Module | None = None) -> dict[str, float]:
     """Task metrics on ``split`` plus the loss the model is trained on."""
     loss_fn = loss_fn or loss_function(model.task, None)
     model.eval()
@@ -118,12 +119,15 @@ def train_model(
     class_weights: list[float] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    keep_best: bool = True,
 ) -> TrainOutcome:
     """Train ``model`` in place and return it with its history; the best epoch's weights are kept.
 
     ``batch_loss(outputs, index)`` replaces the task loss when given: it gets the model's
     (scaled) outputs for the training rows at ``index``. Distillation uses it to add the
     teacher's soft targets; validation and early stopping still use the true labels.
+    ``keep_best=False`` keeps the last epoch's weights instead (for a retraining whose
+    ``validation`` rows are also training rows, so the best validation epoch means nothing).
     """
     loss_fn = loss_function(model.task, class_weights)
     parameters = model.mlp.parameters()
@@ -189,6 +193,9 @@ def train_model(
         if config.early_stopping_patience is not None and since_best >= config.early_stopping_patience:
             outcome.stopped_early = epoch < config.epochs
             break
-    model.load_state_dict(best_state)
+    if keep_best:
+        model.load_state_dict(best_state)
+    else:
+        outcome.best_epoch = len(outcome.history)
     model.eval()
     return outcome

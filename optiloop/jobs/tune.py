@@ -36,19 +36,31 @@ from pydantic import ValidationError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from ..api.jobs import DataQualityReport, FeatureTransform, StageInput, StageOutcome, TrialRecord, TuningResult
+from ..api.jobs import (
+    Architecture,
+    DataQualityReport,
+    FeatureTransform,
+    StageInput,
+    StageOutcome,
+    TrainingConfig,
+    TrialRecord,
+    TuningResult,
+)
 from ..api.spec import natural_direction
 from ..errors import OptiloopError
+from .choice import LOSS_ATTR, PARAMETERS_ATTR, choose
 from .data import load_dataset
 from .errors import DataQualityError, StorageError, TuningError
 from .features import encode_raw, encode_target, fit_transform
+from .fitting import choose_folds, cross_validate, fit_and_score
 from .models import TabularModel, count_parameters
 from .outcome import failed_outcome, report_outcome, tuning_outcome
 from .quality import check_quality, failure_message
-from .space import decode, search_space
+from .space import decode, first_trials, search_space
 from .split import split_frame
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
-from .training import EncodedSplit, build_model, evaluate, train_model
+from .training import EncodedSplit, build_model, evaluate, predict, train_model
+from .trees import AnyModel, TreeModel, build_tree_model, settings_of
 from .tuning import WORKER_ATTR, Budget, Reporter, SearchResult, search
 
 STAGE_INPUT_ENV = "OPTILOOP_STAGE_INPUT"
@@ -130,6 +142,10 @@ class PreparedData:
     class_weights: list[float] | None
     raw_train: pd.DataFrame
 
+    def weights_for(self, training: TrainingConfig) -> list[float] | None:
+        """The class weights a configuration trains with (none when it chose not to weigh)."""
+        return self.class_weights if training.class_weighted else None
+
 
 def prepare_data(stage: StageInput, store: ArtifactStore) -> PreparedData:
     """Run (or reuse) the data and feature stages and encode the splits."""
@@ -162,7 +178,7 @@ def measure_latency_ms(model: torch.nn.Module, inputs: int, repeats: int = 50) -
 
 
 def objective_values(
-    model: TabularModel, validation: dict[str, float], metrics: Sequence[str], raw_inputs: int
+    model: AnyModel, validation: dict[str, float], metrics: Sequence[str], raw_inputs: int
 ) -> list[float]:
     """One value per objective metric: validation metrics, measured latency, or parameter count."""
     values = []
@@ -193,19 +209,41 @@ def make_objective(
     metrics = [o.metric for o in spec.objectives()]
     train, validation = data.splits["train"], data.splits["validation"]
 
+    folds = choose_folds(len(train) + len(validation), spec.model.folds)
+    both = train_and_validation(data)
+
     def objective(params: dict[str, Any], reporter: Reporter) -> list[float]:
         architecture, training = decode(params, spec, data.transform)
-        model = build_model(data.transform, architecture, train, training.seed)
 
-        def on_epoch(record: Any) -> None:
-            value = record.validation.get(metrics[0], float("nan"))
+        def report(step: int, scores: dict[str, float]) -> None:
+            value = scores.get(metrics[0], float("nan"))
             if progress is not None:
-                progress.epoch(reporter.number, record.epoch, value)
-            reporter(record.epoch, value)
+                progress.epoch(reporter.number, step, value)
+            reporter(step, value)
 
-        outcome = train_model(model, train, validation, training, class_weights=data.class_weights, on_epoch=on_epoch)
-        reporter.note("epochs_run", outcome.epochs_run)
-        return objective_values(model, outcome.validation, metrics, len(data.transform.columns))
+        if folds > 1:
+            scored = cross_validate(
+                data.transform, architecture, training, both, folds, data.weights_for(training), on_fold=report
+            )
+        else:
+            scored = fit_and_score(
+                data.transform,
+                architecture,
+                training,
+                train,
+                validation,
+                data.weights_for(training),
+                on_epoch=lambda record: report(record.epoch, record.validation),
+            )
+            if architecture.family == "lightgbm":
+                report(1, scored.scores)
+        reporter.note("epochs_run", scored.rounds)
+        reporter.note(ROUNDS_ATTR, scored.rounds)
+        reporter.note(FOLDS_ATTR, folds)
+        reporter.note(LOSS_ATTR, float(scored.scores.get("loss", float("nan"))))
+        reporter.note(VALIDATION_ATTR, {k: float(v) for k, v in scored.scores.items()})
+        reporter.note(PARAMETERS_ATTR, count_parameters(scored.model))
+        return objective_values(scored.model, scored.scores, metrics, len(data.transform.columns))
 
     return objective
 
@@ -260,6 +298,7 @@ def _trial_record(trial: Any) -> TrialRecord:
         duration_seconds=duration,
         epochs_run=trial.user_attrs.get("epochs_run"),
         worker=trial.user_attrs.get(WORKER_ATTR),
+        validation_loss=trial.user_attrs.get(LOSS_ATTR),
     )
 
 
@@ -300,17 +339,36 @@ def reference_sample(frame: pd.DataFrame, transform: FeatureTransform, seed: int
     return {"columns": columns, "kinds": [kinds[c] for c in columns], "rows": rows}
 
 
-def save_model(model: TabularModel) -> bytes:
-    """The model's weights and fitted buffers in safetensors."""
-    return bytes(save_tensors({k: v.contiguous() for k, v in model.state_dict().items()}))
+BOOSTER_KEY = "booster"
+"""Safetensors entry holding a tree ensemble's LightGBM text model (UTF-8 bytes)."""
 
 
-def load_model(store: ArtifactStore, prefix: str) -> TabularModel:
+def save_model(model: AnyModel) -> bytes:
+    """The model's weights and fitted buffers in safetensors (a tree ensemble's booster as bytes)."""
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if isinstance(model, TreeModel):
+        tensors[BOOSTER_KEY] = torch.frombuffer(bytearray(model.booster_text.encode()), dtype=torch.uint8)
+    return bytes(save_tensors(tensors))
+
+
+def load_model(store: ArtifactStore, prefix: str) -> AnyModel:
     """Rebuild a model saved by the tuning stage (weights from safetensors, never pickle)."""
     result = TuningResult.model_validate_json(store.read_bytes(f"{prefix}/result.json"))
     transform = FeatureTransform.model_validate_json(store.read_bytes(f"{prefix}/preprocessing.json"))
+    tensors = load_tensors(store.read_bytes(f"{prefix}/model.safetensors"))
+    if result.architecture.family == "lightgbm":
+        booster = bytes(tensors[BOOSTER_KEY].numpy().tobytes()).decode()
+        trees = TreeModel(
+            transform,
+            result.architecture,
+            booster,
+            float(tensors["target_mean"]),
+            float(tensors["target_std"]),
+        )
+        trees.eval()
+        return trees
     model = TabularModel(transform, result.architecture)
-    model.load_state_dict(load_tensors(store.read_bytes(f"{prefix}/model.safetensors")))
+    model.load_state_dict(tensors)
     model.eval()
     return model
 
@@ -331,6 +389,68 @@ def run_tuning(stage: StageInput, store: ArtifactStore, progress: TuningProgress
         return _search_and_finish(stage, store, data, storage, study_name, progress)
     finally:
         storage.close()
+
+
+ROUNDS_ATTR = "rounds"
+"""User attribute: epochs or boosting rounds the trial's model kept (the winner is retrained with them)."""
+FOLDS_ATTR = "folds"
+"""User attribute: folds the trial was scored with (1: the validation split)."""
+VALIDATION_ATTR = "validation_metrics"
+"""User attribute: the trial's validation (or out-of-fold) metrics."""
+
+
+def train_and_validation(data: PreparedData) -> EncodedSplit:
+    """Training and validation rows together (cross-validation's rows, and the final model's)."""
+    train, validation = data.splits["train"], data.splits["validation"]
+    return EncodedSplit(np.concatenate([train.raw, validation.raw]), np.concatenate([train.target, validation.target]))
+
+
+def retrain_on_all(data: PreparedData, architecture: Architecture, training: TrainingConfig, epochs: int) -> AnyModel:
+    """The chosen configuration retrained on training + validation rows for the ``epochs`` (or
+    boosting rounds) its early-stopped run found best: every labelled row outside the test split
+    teaches the model that is delivered (the validation split has done its job of choosing)."""
+    both = train_and_validation(data)
+    if architecture.family == "lightgbm":
+        settings = settings_of(architecture, training.learning_rate, epochs)
+        return build_tree_model(
+            data.transform,
+            architecture,
+            both.raw,
+            both.target,
+            None,
+            settings,
+            training.seed,
+            data.weights_for(training),
+        )
+    config = training.model_copy(update={"epochs": epochs, "early_stopping_patience": None})
+    model = build_model(data.transform, architecture, both, training.seed)
+    train_model(
+        model, both, data.splits["validation"], config, class_weights=data.weights_for(training), keep_best=False
+    )
+    return model
+
+
+def model_warnings(model: AnyModel, data: PreparedData) -> list[str]:
+    """What the delivered model does on the test split that a user would not expect: a class it
+    never predicts, or an accuracy below always answering the most frequent training class."""
+    if model.task != "classification" or len(data.splits["test"]) == 0:
+        return []
+    test = data.splits["test"]
+    predicted = predict(model, test.raw).argmax(axis=1)
+    classes = data.transform.classes
+    warnings_: list[str] = []
+    never = [classes[i] for i in sorted(set(test.target.tolist()) - set(predicted.tolist()))]
+    if never:
+        warnings_.append(f"the model never predicts class {', '.join(map(str, never[:5]))} on the test split")
+    majority = int(np.bincount(data.splits["train"].target.astype(np.int64), minlength=len(classes)).argmax())
+    baseline = float(np.mean(test.target == majority))
+    accuracy = float(np.mean(predicted == test.target))
+    if accuracy < baseline:
+        warnings_.append(
+            f"test accuracy {accuracy:.4f} is below always answering the most frequent class "
+            f"{classes[majority]!s} ({baseline:.4f})"
+        )
+    return warnings_
 
 
 def _trial_callback(progress: TuningProgress, direction: str) -> Callable[[Any, Any], None]:
@@ -360,9 +480,10 @@ def _search_and_finish(
     callbacks: list[Callable[[Any, Any], None]] = [storage.after_trial]
     if progress is not None:
         callbacks.append(_trial_callback(progress, directions[0]))
+    space = search_space(spec, class_weights=data.class_weights is not None)
     result = search(
         make_objective(stage, data, progress),
-        search_space(spec),
+        space,
         budget=Budget(spec.tuning.max_trials, spec.tuning.timeout_seconds),
         algorithm=spec.tuning.algorithm,
         directions=directions,
@@ -375,18 +496,31 @@ def _search_and_finish(
         worker=stage.worker_index,
         parallel=stage.worker_count > 1,
         callbacks=callbacks,
+        # A grid enumerates its own points; queued extras would fall outside it.
+        first_trials=[] if spec.tuning.algorithm == "grid" else first_trials(space, spec.model.families()),
     )
     if stage.worker_index != 0:
         return None
     if stage.worker_count > 1:
         _wait_for_other_workers(result, timeout=float(spec.tuning.timeout_seconds))
-    best = result.best_trials
+    best = choose(result.trials, result.best_trials, metrics, directions)
     if not best:
         raise TuningError(f"no trial of study {study_name} completed ({len(result.trials)} ran); see trials.json")
 
     architecture, training = decode(best[0].params, spec, data.transform)
-    model = build_model(data.transform, architecture, data.splits["train"], training.seed)
-    train_model(model, data.splits["train"], data.splits["validation"], training, class_weights=data.class_weights)
+    rounds, validation_metrics = best[0].user_attrs.get(ROUNDS_ATTR), best[0].user_attrs.get(VALIDATION_ATTR)
+    if not isinstance(rounds, int) or not isinstance(validation_metrics, dict):
+        # A trial from a study begun by an older version: score the configuration again.
+        scored = fit_and_score(
+            data.transform,
+            architecture,
+            training,
+            data.splits["train"],
+            data.splits["validation"],
+            data.weights_for(training),
+        )
+        rounds, validation_metrics = scored.rounds, scored.scores
+    model = retrain_on_all(data, architecture, training, max(rounds, 1))
     tuning = TuningResult(
         study_name=study_name,
         objectives=metrics,
@@ -398,11 +532,13 @@ def _search_and_finish(
         trials_failed=result.count(TrialState.FAIL),
         architecture=architecture,
         training=training,
-        validation_metrics=evaluate(model, data.splits["validation"]),
+        validation_metrics=validation_metrics,
+        validation_folds=int(best[0].user_attrs.get(FOLDS_ATTR, 1)),
         test_metrics=evaluate(model, data.splits["test"]),
         parameters=count_parameters(model),
         param_importances=_importances(result),
         elapsed_seconds=result.elapsed_seconds,
+        warnings=model_warnings(model, data),
     )
     with StageWriter(store, prefix, {"stage": "tuning"}) as out:
         out.write_bytes("model.safetensors", save_model(model))
@@ -485,6 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report_outcome(StageOutcome(stage="tuning", succeeded=True, reason="WorkerFinished"))
             else:
                 summary = {"bestTrial": tuned.best_trial.number, "testMetrics": tuned.test_metrics}
+                for warning in tuned.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
                 report_outcome(tuning_outcome(tuned))
     except DataQualityError as exc:
         print(str(exc), file=sys.stderr)

@@ -258,12 +258,15 @@ def search(
     worker: int = 0,
     parallel: bool = False,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    first_trials: Sequence[Mapping[str, Any]] = (),
 ) -> SearchResult:
     """Run (or continue) a study until ``budget.max_trials`` trials have finished across all workers.
 
     ``objective(params, reporter)`` gets the sampled parameters and a :class:`Reporter` for
     per-step values (used by the pruner); it returns one value per direction. A NaN or a raised
     :class:`OptiloopError` marks the trial failed; failed trials do not count against the budget.
+    ``first_trials`` (parameters, the rest sampled) are queued when the study is new, on worker 0
+    only, so known-good starting points run before the sampler's own choices.
     """
     if len(directions) > 1 and pruner != "none":
         raise TuningError("pruning needs a single objective; set pruner to none")
@@ -284,6 +287,9 @@ def search(
         pruner=make_pruner(pruner, max_resource),
     )
     _fail_stale_trials(study, worker, parallel)
+    if worker == 0 and first_trials and not study.get_trials(deepcopy=False):
+        for params in first_trials:
+            study.enqueue_trial(dict(params), skip_if_exists=True)
 
     def run_trial(trial: optuna.Trial) -> float | Sequence[float]:
         trial.set_user_attr(WORKER_ATTR, worker)

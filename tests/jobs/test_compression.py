@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 
 from optiloop.api.jobs import CompressionReport, StageInput, StageOutcome
@@ -244,3 +245,33 @@ def test_entry_point_exit_codes(tmp_path: Path) -> None:
     assert "tuning stage of revision 1 has not finished" in result.stderr
     assert reported(early).reason == "StageFailed"
     assert "has not finished" in reported(early).message
+
+
+def test_regression_targets_in_the_millions_export_and_match_torch_to_float32_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """House-price-sized targets once failed the export on an absolute 1e-4 tolerance; the
+    tolerance is relative to the outputs' scale, and the served model still agrees with torch."""
+    rng = np.random.default_rng(3)
+    rows = 400
+    frame = pd.DataFrame({"area": rng.uniform(40, 300, rows), "rooms": rng.integers(1, 8, rows)})
+    frame["target"] = 2_000_000 + 15_000 * frame["area"] + 90_000 * frame["rooms"] + rng.normal(0, 50_000, rows)
+    (tmp_path / "pvc" / "data").mkdir(parents=True)
+    frame.to_csv(tmp_path / "pvc" / "data" / "houses.csv", index=False)
+    monkeypatch.setenv("OPTILOOP_PVC_ROOT", str(tmp_path / "pvc"))
+    spec = quick_spec("pvc://data/houses.csv", trials=1, dataset={"task": "regression"}, compression={"steps": []})
+    stage = stage_input(str(tmp_path / "out"), spec)
+    store = open_store(stage.artifacts)
+    run_tuning(stage, store)
+    report = run_compression(stage, store)
+    assert report.chosen == "baseline"
+    assert report.candidates[0].error is None
+
+    model = load_model(store, "r1/tuning")
+    test = prepare_data(stage, store).splits["test"]
+    directory = load_model_directory(tmp_path / "out" / "r1" / "model")
+    session = open_session(directory.onnx_bytes, 1)
+    served = session.run(None, {"features": test.raw})[0]
+    expected = predict(model, test.raw)
+    assert float(np.abs(expected).min()) > 1e6
+    np.testing.assert_allclose(served, expected, rtol=1e-5)

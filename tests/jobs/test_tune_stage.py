@@ -29,7 +29,13 @@ def quick_spec(uri: str = "builtin://iris", trials: int = 6, **sections: Any) ->
         "dataset": {"uri": uri},
         "dataQuality": {"minRows": 20},
         "deployment": {"storageUri": "pvc://models/test"},
-        "model": {"search": {"layers": {"min": 1, "max": 2}, "width": {"min": 16, "max": 64, "log": True}}},
+        "model": {
+            # One family and the validation split keep these tests quick; test_trees.py covers
+            # the search across families and cross-validation.
+            "family": "mlp",
+            "folds": 1,
+            "search": {"layers": {"min": 1, "max": 2}, "width": {"min": 16, "max": 64, "log": True}},
+        },
         "tuning": {
             "maxTrials": trials,
             "pruner": "none",

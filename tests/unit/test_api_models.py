@@ -189,3 +189,13 @@ def test_status_condition_lookup() -> None:
     ready = model.status.condition("Ready")
     assert ready is not None
     assert ready.status == "True"
+
+
+def test_model_family_defaults_to_searching_every_family_and_a_bad_one_names_the_field() -> None:
+    spec = ModelOptimizationSpec.model_validate(MINIMAL_SPEC)
+    assert spec.model.family == "auto"
+    assert set(spec.model.families()) == {"mlp", "linear", "lightgbm"}
+    pinned = ModelOptimizationSpec.model_validate({**MINIMAL_SPEC, "model": {"family": "lightgbm"}})
+    assert pinned.model.families() == ("lightgbm",)
+    with pytest.raises(ValidationError, match=r"model\.family"):
+        ModelOptimizationSpec.model_validate({**MINIMAL_SPEC, "model": {"family": "xgboost"}})
