@@ -3,7 +3,8 @@
 #   .venv        the main environment (operator, jobs, serve and dev extras) from requirements/main.lock
 #   .venv-drift  the drift monitor's own environment from requirements/drift.lock (pydantic 1, see README)
 #   PostgreSQL's server, Prometheus and Chromium (Debian's packages) when missing, for the tests
-#   the test control plane (kube-apiserver, kube-controller-manager, etcd) and Helm, built from the Go module proxy into ~/.cache
+#   the test control plane (kube-apiserver, kube-controller-manager, etcd), Helm and KServe's manager,
+#   built from the Go module proxy into ~/.cache
 # Downloads and builds are cached outside the clone (uv's and Go's caches, ~/.cache/optiloop),
 # so running it again on a warm machine takes seconds. Safe to re-run at any time.
 set -euo pipefail
@@ -57,5 +58,8 @@ fi
 
 say "test control plane (kube-apiserver, kube-controller-manager, etcd) and Helm"
 hack/build-control-plane.sh
+
+say "KServe's manager (the InferenceService controller the cluster tier runs)"
+hack/build-kserve.sh
 
 say "installed; run the tests with: make test"

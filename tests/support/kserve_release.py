@@ -2,8 +2,8 @@
 API server: what the tests check every object we write against.
 
 Both projects come from the Go module proxy (``go mod download``), never copied into this
-repository. KServe's manager is the binary the node tier builds from the same module
-(``hack/build-node.sh``; ``OPTILOOP_KSERVE_MANAGER`` names another). It runs the way REAL_NODE.md
+repository. KServe's manager is built from the same module by ``make install``
+(``hack/build-kserve.sh``; ``OPTILOOP_KSERVE_MANAGER`` names another). It runs the way REAL_NODE.md
 describes: its CRDs, the ``inferenceservice-config`` ConfigMap in its ``POD_NAMESPACE``, and its
 webhooks registered with a ``url`` client config. It serves its webhooks on every interface and
 has no flag to change that, so it runs in a network namespace of its own (only loopback), with
@@ -132,23 +132,17 @@ def inferenceservice_config(default_mode: str) -> dict[str, Any]:
 
 
 def manager_binary() -> Path:
-    """KServe's manager, as the node tier builds it."""
+    """KServe's manager as ``make install`` builds it (``hack/build-kserve.sh``), or the binary
+    ``$OPTILOOP_KSERVE_MANAGER`` names."""
     named = os.environ.get(MANAGER_ENV)
     if named:
         return Path(named)
-    script = REPO_ROOT / "hack" / "build-node.sh"
-    if script.exists():
-        proc = subprocess.run([str(script), "--print-dir"], capture_output=True, text=True, check=False)
-        if proc.returncode == 0:
-            return Path(proc.stdout.strip()) / "kserve-manager"
+    proc = subprocess.run(
+        [str(REPO_ROOT / "hack" / "build-kserve.sh"), "--print-dir"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
         raise KServeUnavailableError(f"KServe's manager is not built: {proc.stderr.strip()}")
-    tools = Path(os.environ.get("OPTILOOP_TOOLS_DIR") or Path.home() / ".cache" / "optiloop" / "tools")
-    built = sorted(tools.glob(f"node-*-kserve-{KSERVE[1]}-*/kserve-manager"), key=lambda p: p.stat().st_mtime)
-    if not built:
-        raise KServeUnavailableError(
-            f"no kserve-manager under {tools} (hack/build-node.sh builds it) and no ${MANAGER_ENV}"
-        )
-    return built[-1]
+    return Path(proc.stdout.strip()) / "kserve-manager"
 
 
 def _webhook_configurations(port: int, ca_bundle: str) -> list[dict[str, Any]]:

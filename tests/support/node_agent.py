@@ -114,6 +114,7 @@ class NodeAgent(StandIn):
         self.monitor: tuple[int, Process] | None = None
         self.monitor_ready = threading.Event()
         self.requests_logged = 0
+        self.inference_service = ""
         self._route_lock = threading.Lock()
         self.router = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._router_handler())
         self.router_url = f"http://127.0.0.1:{self.router.server_address[1]}"
@@ -185,6 +186,7 @@ class NodeAgent(StandIn):
             return
         isvc = items[0]
         meta, predictor = isvc["metadata"], isvc["spec"]["predictor"]
+        self.inference_service = meta["name"]
         if (isvc.get("status") or {}).get("observedGeneration") == meta["generation"]:
             return
         revision = int(meta["labels"]["optiloop.dev/revision"])
@@ -284,8 +286,11 @@ class NodeAgent(StandIn):
             "Content-Type": "application/json",
             "ce-specversion": "1.0",
             "ce-id": str(uuid.uuid4()),
-            "ce-source": f"http://localhost:9081/{self.namespace}/iris",
+            "ce-source": "http://localhost:9081/",
             "ce-type": "org.kubeflow.serving.inference.request",
+            "ce-inferenceservicename": self.inference_service,
+            "ce-namespace": self.namespace,
+            "ce-component": "predictor",
         }
         request = urllib.request.Request(f"http://127.0.0.1:{self.drift_port}/", data=body, headers=headers)
         try:

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds KServe's manager (the InferenceService controller and its webhooks) from the Go module
+# proxy, pinned by the wrapper module hack/tools/kserve. The cluster tier runs InferenceServices
+# through it (tests/support/kserve_release.py). The binary goes to a cache folder outside the
+# clone, keyed by the wrapper's go.mod and go.sum, so a warm machine skips the build.
+#
+#   hack/build-kserve.sh               build if needed, print the folder
+#   hack/build-kserve.sh --print-dir   print the folder if built, else fail
+set -euo pipefail
+
+print_only=false
+[[ "${1:-}" == "--print-dir" ]] && print_only=true
+
+wrapper="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tools/kserve"
+version="$(awk '$1 == "github.com/kserve/kserve" { print $2; exit }' "$wrapper/go.mod")"
+[[ -n "$version" ]] || { echo "cannot read the pinned KServe version from $wrapper/go.mod" >&2; exit 1; }
+fingerprint="$( (cat "$wrapper/go.mod" "$wrapper/go.sum"; go env GOVERSION) | sha256sum | cut -c1-12)"
+cache_root="${OPTILOOP_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/optiloop/tools}"
+dest="$cache_root/kserve-${version}-${fingerprint}"
+
+if [[ -x "$dest/kserve-manager" ]]; then
+  echo "$dest"
+  exit 0
+fi
+if $print_only; then
+  echo "KServe's manager ($version) is not built in $cache_root: run 'make install'" >&2
+  exit 1
+fi
+mkdir -p "$dest"
+# Written under a temporary name and renamed, so an interrupted build is never taken for a finished one.
+tmp="$dest/.kserve-manager.tmp.$$"
+trap 'rm -f "$tmp"' EXIT
+echo "building kserve-manager (github.com/kserve/kserve/cmd/manager $version) ..." >&2
+(cd "$wrapper" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp" github.com/kserve/kserve/cmd/manager)
+mv -f "$tmp" "$dest/kserve-manager"
+echo "$dest"
