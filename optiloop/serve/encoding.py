@@ -176,10 +176,3 @@ class FeatureEncoder:
 def _preview(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def labels(metadata: ModelMetadata, predictions: np.ndarray) -> list[Any]:
-    """Class labels for predicted class indices (classification), or the values (regression)."""
-    if metadata.task == "classification":
-        return [metadata.classes[int(index)] for index in predictions]
-    return [float(value) for value in predictions]
