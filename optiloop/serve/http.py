@@ -108,6 +108,10 @@ class App:
             raise HttpError(404, f"no such endpoint: {path} (this server serves model {self.name!r})")
         except HttpError as exc:
             return _error(exc.status, str(exc))
+        except Exception:
+            # Ours, not the client's: a 500 with the traceback in the log, never a 400 from the parser.
+            LOG.exception("%s %s failed", method, path)
+            return _error(500, "the server failed on this request; see its log")
 
     def refuse(self, protocol: str, status: int, message: str) -> Answer:
         """Count a request refused before its body was read (413), and answer it."""

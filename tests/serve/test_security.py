@@ -207,3 +207,24 @@ def test_readiness_is_false_while_no_model_is_loaded(tmp_path: Path) -> None:
         thread.join(timeout=20)
         loop.close()
         sock.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", b"431"),
+        (b"POST /v1/models/cities:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"400"),
+    ],
+)
+def test_malformed_http_is_answered_with_4xx_and_the_connection_closed(
+    served: Served, raw: bytes, status: bytes
+) -> None:
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(raw)
+        answer = b""
+        while chunk := connection.recv(65536):  # the server closes the connection: no hang
+            answer += chunk
+    assert answer.split(b" ")[1] == status, answer[:200]
+    assert served.get("/v2/health/live")[0] == 200
