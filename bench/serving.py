@@ -204,6 +204,7 @@ def ceiling(artifacts: Path, rows: np.ndarray, batch: int, seconds: float, threa
     for _ in range(20):
         session.run(None, feed)  # type: ignore[attr-defined]
     latencies = []
+    cpu_before = time.process_time()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
@@ -211,11 +212,27 @@ def ceiling(artifacts: Path, rows: np.ndarray, batch: int, seconds: float, threa
         latencies.append(time.perf_counter() - start)
     total = sum(latencies)
     return {
+        "cpu_us": (time.process_time() - cpu_before) / len(latencies) * 1e6,
         "rps": len(latencies) / total,
         "rows_per_second": len(latencies) * batch / total,
         "p50_ms": float(np.percentile(latencies, 50) * 1000),
         "p99_ms": float(np.percentile(latencies, 99) * 1000),
     }
+
+
+def server_cpu(pid: int) -> float:
+    """User and system CPU seconds of a server process and its children (worker processes)."""
+    import psutil
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for each in [process, *process.children(recursive=True)]:
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def median(runs: list[dict[str, float]], key: str) -> float:
@@ -262,13 +279,17 @@ def main() -> None:
             process = start_server(kind, artifacts, port, args.threads, workers)
             try:
                 for batch in (1, 64):
+                    cpu_before = server_cpu(process.pid)
                     run = load_test(port, rows, batch, seconds, protocol)
+                    # CPU seconds the server (all its processes) spent per request: robust to other load.
+                    run["cpu_us"] = (server_cpu(process.pid) - cpu_before) / (run["rps"] * seconds) * 1e6
                     measured.setdefault(f"{label} b{batch}", []).append(run)
             finally:
                 process.terminate()
                 process.wait(timeout=30)
         for batch in (1, 64):
-            measured.setdefault(f"ceiling b{batch}", []).append(ceiling(artifacts, rows, batch, seconds, args.threads))
+            run = ceiling(artifacts, rows, batch, seconds, args.threads)
+            measured.setdefault(f"ceiling b{batch}", []).append(run)
     load = os.getloadavg()
     results = {
         "threads": args.threads,
@@ -286,8 +307,11 @@ def main() -> None:
         f"{args.threads} inference thread(s), {os.cpu_count()} CPUs, load average after: "
         f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n"
     )
-    print("| server | batch | requests/s | rows/s | p50 | p99 | req/s vs eager-torch KServe | rows/s vs ceiling |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| server | batch | requests/s | rows/s | p50 | p99 | req/s vs eager-torch KServe | rows/s vs ceiling "
+        "| server CPU per request | ceiling's CPU / this |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     labels = {
         "torch": "KServe + eager torch (v1 JSON)",
         "optiloop": "optiloop predictor (v1 JSON)",
@@ -303,7 +327,8 @@ def main() -> None:
                 f"| {labels[label]} | {batch} | {spread(run, 'rps')} | {spread(run, 'rows_per_second')} "
                 f"| {median(run, 'p50_ms'):.2f} ms | {median(run, 'p99_ms'):.2f} ms "
                 f"| {median(run, 'rps') / median(reference, 'rps'):.2f}x "
-                f"| {median(run, 'rows_per_second') / median(top, 'rows_per_second'):.0%} |"
+                f"| {median(run, 'rows_per_second') / median(top, 'rows_per_second'):.0%} "
+                f"| {median(run, 'cpu_us'):,.0f} us | {median(top, 'cpu_us') / median(run, 'cpu_us'):.0%} |"
             )
 
 

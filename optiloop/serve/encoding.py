@@ -127,6 +127,13 @@ class FeatureEncoder:
             name, array = tensors[0]
             if array.shape[1] != width:
                 raise RequestError(f"input {name!r} has shape {list(array.shape)}; the model takes [N, {width}]")
+            if self.all_numeric and array.dtype.kind in "iuf" and len(array):
+                # The common case, one matrix of numbers: converted whole, checked whole.
+                self.check_rows(len(array))
+                matrix = np.ascontiguousarray(array, dtype=np.float32)
+                if np.isinf(matrix).any():
+                    raise RequestError(f"input {name!r}: infinite or out-of-range values are not accepted")
+                return matrix
             columns = [array[:, column] for column in range(width)]
         else:
             by_name = dict(tensors)
@@ -169,10 +176,3 @@ class FeatureEncoder:
 def _preview(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def labels(metadata: ModelMetadata, predictions: np.ndarray) -> list[Any]:
-    """Class labels for predicted class indices (classification), or the values (regression)."""
-    if metadata.task == "classification":
-        return [metadata.classes[int(index)] for index in predictions]
-    return [float(value) for value in predictions]

@@ -1,4 +1,4 @@
-"""Run the predictor: HTTP (v1, v2, health, ``/metrics``) on uvicorn, and gRPC v2 when asked.
+"""Run the predictor: HTTP (v1, v2, health, ``/metrics``) on uvloop, and gRPC v2 when asked.
 
 python -m optiloop.serve --model-dir /mnt/models --model-name iris     # in the serving pod
 optiloop serve ./optiloop-runs/iris/r1/model --port 8080                # locally, on loopback
@@ -130,8 +130,8 @@ def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    # uvicorn writes a response's head and body separately; without TCP_NODELAY (which accepted
-    # connections inherit from here) Nagle holds the body until the client's delayed ACK, 40 ms.
+    # Without TCP_NODELAY (which accepted connections inherit from here) a response written in
+    # two parts waits for the client's delayed ACK, 40 ms; answers leave in one write anyway.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -148,10 +148,10 @@ def _worker(
     grpc_port: int | None,
     reuse_port: bool,
 ) -> None:
-    """One server process: load the model, then answer HTTP (and gRPC) until told to stop."""
-    import uvicorn
+    """One server process: load the model, then answer HTTP (and gRPC) until SIGTERM or SIGINT."""
+    import uvloop
 
-    from .http import MAX_BODY_BYTES, App
+    from .http import MAX_BODY_BYTES, App, serve_http
     from .predictor import OnnxPredictor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -164,17 +164,6 @@ def _worker(
 
         grpc_server = start_grpc(predictor, host, grpc_port, max_body)
     app = App(predictor, max_body, _metrics_reader())
-    config = uvicorn.Config(
-        app,
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        http="httptools",
-        loop="uvloop",
-        timeout_keep_alive=30,
-        server_header=False,
-        date_header=False,
-    )
     sock = _bind(host, port, reuse_port)
     logging.getLogger("optiloop.serve").info(
         "serving %s (revision %s) on http://%s:%d%s",
@@ -184,12 +173,17 @@ def _worker(
         port,
         f" and gRPC port {grpc_port}" if grpc_port is not None else "",
     )
-    try:
-        import uvloop
 
-        # uvicorn picks uvloop only in Server.run, which cannot take a socket bound here.
+    async def until_signalled() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve_http(app, sock, stop)
+
+    try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(uvicorn.Server(config).serve(sockets=[sock]))
+            runner.run(until_signalled())
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()

@@ -3,6 +3,7 @@ model, malformed requests get 400 with a reason and never take the server down, 
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -186,3 +187,18 @@ def test_several_worker_processes_share_the_port_and_add_up_their_metrics(tmp_pa
     key = 'optiloop_predictor_requests_total{model="cities",outcome="ok",protocol="v1",revision="1"}'
     assert f"{key} 20.0" in text.decode().splitlines()
     assert served.process.returncode == 0  # SIGTERM stops the workers and then the supervisor, cleanly
+
+
+def test_a_large_request_is_answered_from_a_worker_thread_in_order(server: Server) -> None:
+    rows = [[float(i % 7), None, "rome"] for i in range(20_000)]  # about 400 KB: over OFFLOAD_BYTES
+    connection = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=60)
+    connection.request("POST", "/v1/models/cities:predict", json.dumps({"instances": rows}).encode())
+    response = connection.getresponse()
+    assert response.status == 200
+    assert len(json.loads(response.read())["predictions"]) == 20_000
+    # The same keep-alive connection goes on serving small requests inline afterwards.
+    connection.request("POST", "/v1/models/cities:predict", json.dumps({"instances": ROWS}).encode())
+    response = connection.getresponse()
+    assert response.status == 200
+    assert len(json.loads(response.read())["predictions"]) == 3
+    connection.close()

@@ -5,8 +5,10 @@ and 404s that log no traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from optiloop.serve.http import App
+from optiloop.serve.http import App, serve_http
 from optiloop.serve.predictor import OnnxPredictor
 from tests.serve.conftest import Served, numeric_model, predictor
-from tests.support.control_plane import free_port, wait_for
+from tests.support.control_plane import wait_for
 from tests.support.model_dirs import city_model, write_model_directory
 
 BODY_LIMIT = 20_000
@@ -182,19 +184,16 @@ def test_booleans_are_refused_on_v1s_fast_path_as_on_the_checked_path(numeric: S
 
 
 def test_readiness_is_false_while_no_model_is_loaded(tmp_path: Path) -> None:
-    import uvicorn
-
     root = write_model_directory(tmp_path / "model", city_model())
-    port = free_port()
     app = App(OnnxPredictor("cities", root, threads=1), 1 << 20, lambda: b"")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = socket.create_server(("127.0.0.1", 0))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve_http(app, sock, stop),), daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
-    fake = Served(url, None, tmp_path / "none.log", 0)  # type: ignore[arg-type]
+    fake = Served(f"http://127.0.0.1:{sock.getsockname()[1]}", None, tmp_path / "none.log", 0)  # type: ignore[arg-type]
     try:
-        wait_for(lambda: server.started, timeout=20, what="uvicorn to start")
-        assert fake.get("/v2/health/live")[0] == 200
+        wait_for(lambda: fake.get("/v2/health/live")[0] == 200, timeout=20, what="the server to answer")
         assert fake.get("/v2/health/ready") == (503, {"ready": False})
         assert fake.get("/v2/models/cities/ready")[0] == 503
         status, answer = fake.get("/v1/models/cities")
@@ -204,5 +203,28 @@ def test_readiness_is_false_while_no_model_is_loaded(tmp_path: Path) -> None:
         assert fake.get("/v2/health/ready") == (200, {"ready": True})
         assert fake.post("/v1/models/cities:predict", {"instances": [ROW]})[0] == 200
     finally:
-        server.should_exit = True
+        loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=20)
+        loop.close()
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", b"431"),
+        (b"POST /v1/models/cities:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"400"),
+    ],
+)
+def test_malformed_http_is_answered_with_4xx_and_the_connection_closed(
+    served: Served, raw: bytes, status: bytes
+) -> None:
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(raw)
+        answer = b""
+        while chunk := connection.recv(65536):  # the server closes the connection: no hang
+            answer += chunk
+    assert answer.split(b" ")[1] == status, answer[:200]
+    assert served.get("/v2/health/live")[0] == 200
