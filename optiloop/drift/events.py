@@ -57,6 +57,15 @@ class Request:
     service: str | None = None
 
 
+def _describe(value: Any) -> str:
+    """A short, safe description of a client's value (a repr of deep nesting could recurse)."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return repr(value)[:80]
+    if isinstance(value, list | dict):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return type(value).__name__
+
+
 def _constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows; send null for a missing value")
 
@@ -91,35 +100,42 @@ def _shape(tensor: Mapping[str, Any], name: str) -> list[int]:
         or not 1 <= len(shape) <= MAX_DIMENSIONS
         or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_ELEMENTS for s in shape)
     ):
-        raise EventError(
-            f"input {name!r}: shape must be a list of 1 to {MAX_DIMENSIONS} non-negative integers, got {shape!r:.80}"
-        )
+        limits = f"1 to {MAX_DIMENSIONS} non-negative integers"
+        raise EventError(f"input {name!r}: shape must be a list of {limits}, got {_describe(shape)}")
     return shape
 
 
 _END = object()
 
 
-def _tensor_values(data: Any, name: str, depth: int) -> list[Any]:
-    """``data`` flat (v2 allows a flat or a row-major nested list), at most ``depth`` lists deep.
+def _tensor_values(data: Any, name: str, shape: list[int]) -> list[Any]:
+    """``data`` flat: v2 allows a flat list or a row-major nesting that follows ``shape`` exactly.
 
     Iterative, so nesting costs no recursion; anything but numbers, strings and null is refused.
     """
     if not isinstance(data, list):
         raise EventError(f"input {name!r}: data must be a list")
     if all(isinstance(item, SCALARS) for item in data):
-        return list(data)  # the common flat case
+        return list(data)  # the common flat case; its length is checked against the shape
+    misfit = f"input {name!r}: nested data does not follow shape {shape}"
+    if len(data) != shape[0]:
+        raise EventError(misfit)
     flat: list[Any] = []
-    stack = [iter(data)]
+    stack = [(iter(data), 1)]
     while stack:
-        item = next(stack[-1], _END)
+        items, level = stack[-1]
+        item = next(items, _END)
         if item is _END:
             stack.pop()
         elif isinstance(item, list):
-            if len(stack) >= depth:
+            if level >= len(shape):
                 raise EventError(f"input {name!r}: data is nested deeper than its shape")
-            stack.append(iter(item))
+            if len(item) != shape[level]:
+                raise EventError(misfit)
+            stack.append((iter(item), level + 1))
         elif isinstance(item, SCALARS):
+            if level != len(shape):
+                raise EventError(misfit)
             flat.append(item)
         else:
             raise EventError(f"input {name!r}: data holds {type(item).__name__}, not numbers, strings or null")
@@ -137,7 +153,7 @@ def _v2_rows(inputs: Any, names: list[str]) -> list[Any]:
         if not isinstance(name, str) or not isinstance(tensor.get("datatype", ""), str):
             raise EventError(f"inputs[{index}]: name and datatype must be strings")
         shape = _shape(tensor, name)
-        values = _tensor_values(tensor["data"], name, len(shape))
+        values = _tensor_values(tensor["data"], name, shape)
         expected = math.prod(shape)
         if len(values) != expected:
             raise EventError(f"input {name!r}: data does not fit shape {shape} ({len(values)} values)")
@@ -188,12 +204,12 @@ def _attribute(attributes: Mapping[str, Any], name: str, where: str) -> str:
 def _envelope(attributes: Mapping[str, Any], where: str) -> tuple[str, str]:
     """The event's type and id, once the required CloudEvent attributes are all there."""
     if _attribute(attributes, "specversion", where) != SPEC_VERSION:
-        raise EventError(f"{where}specversion must be {SPEC_VERSION!r}, got {attributes['specversion']!r:.40}")
+        raise EventError(f"{where}specversion must be {SPEC_VERSION!r}, got {_describe(attributes['specversion'])}")
     event_id = _attribute(attributes, "id", where)
     _attribute(attributes, "source", where)
     event_type = _attribute(attributes, "type", where)
     if event_type not in (REQUEST_TYPE, RESPONSE_TYPE):
-        raise EventError(f"{where}type must be {REQUEST_TYPE!r} (or the response type), got {event_type!r:.80}")
+        raise EventError(f"{where}type must be {REQUEST_TYPE!r} (or the response type), got {_describe(event_type)}")
     return event_type, event_id
 
 
@@ -201,16 +217,19 @@ def _check_service(
     attributes: Mapping[str, Any], services: Collection[str], namespace: str | None, where: str
 ) -> str | None:
     service = attributes.get(SERVICE_EXTENSION)
+    for extension in (SERVICE_EXTENSION, NAMESPACE_EXTENSION):
+        if not isinstance(attributes.get(extension, ""), str):
+            raise EventError(f"{where}{extension} must be a string, got {_describe(attributes[extension])}")
     if not services:
-        return service if isinstance(service, str) else None
+        return service
     if service not in services:
         raise ForbiddenEventError(
-            f"{where}{SERVICE_EXTENSION} {service!r:.80} is not an InferenceService this monitor watches"
+            f"{where}{SERVICE_EXTENSION} {_describe(service)} is not an InferenceService this monitor watches"
         )
     sent_namespace = attributes.get(NAMESPACE_EXTENSION)
     if namespace is not None and sent_namespace not in (None, "", namespace):
         raise ForbiddenEventError(
-            f"{where}{NAMESPACE_EXTENSION} {sent_namespace!r:.80} is not this monitor's namespace"
+            f"{where}{NAMESPACE_EXTENSION} {_describe(sent_namespace)} is not this monitor's namespace"
         )
     return str(service)
 

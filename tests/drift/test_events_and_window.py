@@ -14,6 +14,9 @@ import pytest
 from optiloop.drift.events import EventError, ForbiddenEventError, parse_event
 from optiloop.drift.features import FeatureSpace, RowError, category_key
 from optiloop.drift.window import Window
+from optiloop.formats.errors import FormatError
+from optiloop.formats.metadata import FeatureColumn
+from optiloop.formats.reference import reference_document, reference_rows
 
 NAMES = ["a", "b", "city"]
 SPACE = FeatureSpace(NAMES, ["numeric", "numeric", "categorical"], [[], [], ["oslo", "lima"]], [0.0, 7.0, 0.0])
@@ -131,6 +134,8 @@ def test_logged_responses_are_acknowledged_without_rows() -> None:
         (BINARY, b'{"inputs": [{"name": "a", "shape": "2", "data": [1, 2]}]}', "shape must be a list of"),
         (BINARY, b'{"inputs": [{"name": "a", "shape": [1], "data": [[[[1]]]]}]}', "nested deeper than its shape"),
         (BINARY, b'{"inputs": [{"name": "a", "shape": [1], "data": [{"x": 1}]}]}', "data holds dict"),
+        (BINARY, b'{"inputs": [{"name": "m", "shape": [1, 3], "data": [1, 2, [3]]}]}', "does not follow shape"),
+        (BINARY, b'{"inputs": [{"name": "m", "shape": [2, 2], "data": [[1, 2, 3], [4]]}]}', "does not follow shape"),
         (BINARY, b'{"inputs": [{"name": "a", "shape": [2, 2], "data": [1, 2, 3, 4]}]}', "one feature's shape must be"),
         (BINARY, b'{"inputs": [{"name": 7, "shape": [1], "data": [1]}]}', "name and datatype must be strings"),
         (BINARY, b'{"inputs": [{"name": "m", "shape": [0, 3], "data": []}]}', "holds no rows"),
@@ -223,3 +228,15 @@ def test_a_huge_batch_never_grows_the_window() -> None:
     window.add(np.random.default_rng(0).normal(size=(10_000, 3)))
     assert len(window) == 100
     assert window.take().shape == (100, 3)
+
+
+def test_reference_documents_round_trip_and_refuse_rows_that_do_not_fit() -> None:
+    columns = [FeatureColumn("a", "numeric"), FeatureColumn("city", "categorical", ("oslo",))]
+    document = reference_document(columns, [[1.5, "oslo"], [None, "rome"]])
+    assert reference_rows(json.dumps(document).encode(), columns) == [[1.5, "oslo"], [None, "rome"]]
+    with pytest.raises(FormatError, match="reference row 0 has 1 values, the model takes 2"):
+        reference_document(columns, [[1.5]])
+    with pytest.raises(FormatError, match=r"reference\.json: its columns must be the model's features in order"):
+        reference_rows(json.dumps({**document, "columns": ["city", "a"]}).encode(), columns)
+    with pytest.raises(FormatError, match=r"reference\.json: row 1 must be a list of 2 values"):
+        reference_rows(json.dumps({**document, "rows": [[1, "x"], "row"]}).encode(), columns)

@@ -138,9 +138,16 @@ def _numbers(rng: random.Random) -> tuple[dict[str, str], bytes]:
 
 
 def _nesting(rng: random.Random) -> tuple[dict[str, str], bytes]:
-    depth = rng.choice([40, 500, 5_000, 100_000, 300_000])
-    if rng.random() < 0.5:
-        return OWN, b'{"instances": ' + b"[" * depth + b"]" * depth + b"}"
+    depth = rng.choice([40, 500, 900, 5_000, 100_000, 300_000])
+    nested = b"[" * depth + b"]" * depth
+    choice = rng.randrange(4)
+    if choice == 0:
+        return OWN, b'{"instances": ' + nested + b"}"
+    if choice == 1:
+        return OWN, b'{"inputs": [{"name": "m", "shape": ' + nested + b', "datatype": "FP32", "data": [1]}]}'
+    if choice == 2:
+        event = b'{"specversion": "1.0", "id": "x", "source": "s", "type": "' + OWN["ce-type"].encode()
+        return STRUCTURED, event + b'", "inferenceservicename": ' + nested + b', "data": {"instances": [[1]]}}'
     data = b"[" * depth + b"1" + b"]" * depth
     return OWN, b'{"inputs": [{"name": "x0", "shape": [1], "datatype": "FP32", "data": ' + data + b"}]}"
 

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from optiloop.api.jobs import FeatureInfo, ModelLineage, ModelMetadata
+from optiloop.formats.model_dir import LocalDirectory
+from optiloop.formats.model_dir import write_model_directory as write_files
 from optiloop.serve.encoding import FeatureEncoder, RequestError
 from optiloop.serve.model_dir import ModelDirectoryError, load_model_directory
 from tests.support.model_dirs import city_model, write_model_directory
@@ -149,6 +151,37 @@ def test_invalid_metadata_names_the_field(model_dir: Path, tmp_path: Path) -> No
     rewrite(target, "metadata.json", json.dumps(metadata).encode())
     with pytest.raises(ModelDirectoryError, match=r"metadata.json: task: Input should be"):
         load_model_directory(target)
+
+
+class DiesAfter:
+    """A local target whose writer is killed after ``writes`` files, as a SIGKILLed Job would be."""
+
+    def __init__(self, root: Path, writes: int) -> None:
+        self.inner, self.root, self.left = LocalDirectory(root), root, writes
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if self.left == 0:
+            (self.root / f".{Path(key).name}.tmp-99-abcdef01").write_bytes(data[: len(data) // 2])
+            raise KeyboardInterrupt("killed mid-write")
+        self.left -= 1
+        self.inner.write_bytes(key, data)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+
+def test_a_directory_rewritten_by_a_writer_killed_part_way_is_never_taken_for_finished(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    target = copy_dir(model_dir, tmp_path / "m")
+    files = {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    files.pop("_COMPLETE.json")
+    with pytest.raises(KeyboardInterrupt):
+        write_files(DiesAfter(target, 2), files, {"stage": "export"})
+    with pytest.raises(ModelDirectoryError, match=r"no _COMPLETE\.json; the export did not finish"):
+        load_model_directory(target)
+    write_files(LocalDirectory(target), files, {"stage": "export"})  # the retry finishes
+    assert load_model_directory(target).onnx_bytes == files["model.onnx"]
 
 
 # --- request encoding --------------------------------------------------------
