@@ -64,9 +64,9 @@ def test_no_completed_trial_means_no_winner() -> None:
 
 
 def test_small_data_is_cross_validated_unless_the_spec_says_otherwise() -> None:
-    """A few hundred rows get 5 folds, a few thousand 3, more the validation split; model.folds wins."""
+    """A few hundred rows get 5 folds, up to two thousand 3, more the validation split; model.folds wins."""
     assert choose_folds(400, None) == 5
-    assert choose_folds(2500, None) == 3
+    assert choose_folds(1500, None) == 3
     assert choose_folds(50_000, None) == 1
     assert choose_folds(400, 1) == 1
     assert choose_folds(400, 10) == 10
