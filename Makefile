@@ -20,6 +20,7 @@ control-plane:  ## Build (or locate) kube-apiserver and etcd
 bench:  ## Run the benchmarks at reduced size (see docs/benchmarks.md for the full commands)
 	.venv/bin/python bench/tuning.py --quick
 	.venv/bin/python bench/compression.py --quick
+	.venv/bin/python bench/quality.py --quick
 	.venv/bin/python bench/serving.py --quick
 	.venv-drift/bin/python bench/drift.py --quick
 	.venv/bin/python bench/operator_scale.py --sizes 10 100

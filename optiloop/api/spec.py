@@ -412,7 +412,8 @@ class ModelSpec(ApiModel):
     """Tree ensemble search space (``lightgbm``)."""
     folds: Annotated[int, Field(ge=1, le=20)] | None = None
     """How trials are scored: k-fold cross-validation over training + validation rows, or 1 for
-    the validation split alone. Unset: 5 folds up to 1,000 rows, 3 up to 3,000, 1 above."""
+    the validation split alone. Unset: 5 folds up to 500 training + validation rows, 3 up to
+    2,000, 1 above."""
 
     def families(self) -> tuple[ModelFamily, ...]:
         """The families tuning searches, most promising for tabular data first."""

@@ -20,13 +20,13 @@ from .metrics import task_metrics
 from .training import EncodedSplit, EpochRecord, build_model, evaluate, predict, train_model
 from .trees import AnyModel, build_tree_model, settings_of
 
-AUTO_FOLDS = ((1000, 5), (3000, 3))
+AUTO_FOLDS = ((500, 5), (2000, 3))
 """(most rows, folds): cross-validation when training + validation rows are at most this many."""
 
 
 def choose_folds(rows: int, setting: int | None) -> int:
     """Folds to score with: the spec's ``model.folds`` when given (1 = the validation split),
-    else 5 up to 1,000 rows, 3 up to 3,000, and the validation split above."""
+    else 5 up to 500 rows, 3 up to 2,000, and the validation split above."""
     if setting is not None:
         return max(1, min(setting, rows // 2))
     for limit, folds in AUTO_FOLDS:

@@ -81,8 +81,9 @@ def search_space(spec: ModelOptimizationSpec, class_weights: bool = False) -> di
 
 def first_trials(space: dict[str, Param], families: tuple[str, ...]) -> list[dict[str, Any]]:
     """Starting points tried before the sampler's own choices when several families compete:
-    LightGBM near its library defaults and a linear model, the untuned baselines tuning must
-    beat, so even a short search has measured them. Values are clipped into the spec's ranges."""
+    LightGBM near its library defaults, a linear model (the untuned baselines tuning must beat)
+    and an MLP, so even a short search has measured every family. Values are clipped into the
+    spec's ranges."""
     if len(families) < 2 or "family" not in space:
         return []
 
@@ -98,11 +99,13 @@ def first_trials(space: dict[str, Param], families: tuple[str, ...]) -> list[dic
 
     starts: list[dict[str, Any]] = []
     if "lightgbm" in families:
-        trees = {"trees": 1000, "leaves": 31, "tree_learning_rate": 0.05, "min_child_samples": 20}
+        trees = {"trees": 500, "leaves": 31, "tree_learning_rate": 0.1, "min_child_samples": 20}
         trees |= {"feature_fraction": 1.0, "l2": 0.0}
         starts.append({"family": "lightgbm", **{name: fit(name, value) for name, value in trees.items()}})
     if "linear" in families:
         starts.append({"family": "linear", "learning_rate": fit("learning_rate", 1e-2)})
+    if "mlp" in families:
+        starts.append({"family": "mlp"})  # its architecture from the sampler
     return starts
 
 

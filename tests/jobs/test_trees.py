@@ -128,12 +128,13 @@ def test_a_run_pinned_to_lightgbm_serves_the_booster_it_trained(tmp_path: Path) 
 
 
 def test_the_default_search_tries_every_family(tmp_path: Path) -> None:
-    spec = quick_spec("builtin://iris", trials=9, model={"family": "auto", "folds": 2}, tuning={"algorithm": "random"})
+    spec = quick_spec("builtin://iris", trials=4, model={"family": "auto", "folds": 2}, tuning={"algorithm": "random"})
     stage = stage_input(str(tmp_path / "out"), spec)
     result = run_tuning(stage, open_store(stage.artifacts))
     assert result is not None
     trials = json.loads((tmp_path / "out/r1/tuning/trials.json").read_text())
-    assert {t["params"]["family"] for t in trials} == {"lightgbm", "mlp", "linear"}
+    # Each family's starting point runs first, so even a short search measured all of them.
+    assert [t["params"]["family"] for t in trials[:3]] == ["lightgbm", "linear", "mlp"]
     best = min((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: t["validationLoss"])
     assert result.best_trial.number == best["number"]  # ranked on the validation loss
 

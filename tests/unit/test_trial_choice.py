@@ -8,8 +8,12 @@ from typing import Any
 import optuna
 from optuna.distributions import FloatDistribution
 
+from optiloop.api.spec import ModelOptimizationSpec
 from optiloop.jobs.choice import LOSS_ATTR, PARAMETERS_ATTR, choose
 from optiloop.jobs.fitting import choose_folds
+from optiloop.jobs.space import first_trials, search_space
+
+MINIMAL = {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": "pvc://claim/iris"}}
 
 
 def _trial(number: int, values: list[float], loss: float | None, parameters: int) -> optuna.trial.FrozenTrial:
@@ -64,10 +68,22 @@ def test_no_completed_trial_means_no_winner() -> None:
 
 
 def test_small_data_is_cross_validated_unless_the_spec_says_otherwise() -> None:
-    """A few hundred rows get 5 folds, a few thousand 3, more the validation split; model.folds wins."""
+    """A few hundred rows get 5 folds, up to two thousand 3, more the validation split; model.folds wins."""
     assert choose_folds(400, None) == 5
-    assert choose_folds(2500, None) == 3
+    assert choose_folds(1500, None) == 3
     assert choose_folds(50_000, None) == 1
     assert choose_folds(400, 1) == 1
     assert choose_folds(400, 10) == 10
     assert choose_folds(6, 10) == 3  # never more folds than pairs of rows
+
+
+def test_each_family_starts_from_a_known_good_point_inside_the_spec_ranges() -> None:
+    """LightGBM near its defaults, a linear model and an MLP run first when families compete;
+    a pinned family is left to the sampler, and a range that excludes a default clips it."""
+    spec = ModelOptimizationSpec.model_validate({**MINIMAL, "model": {"trees": {"leaves": {"min": 4, "max": 16}}}})
+    space = search_space(spec)
+    starts = first_trials(space, spec.model.families())
+    assert [s["family"] for s in starts] == ["lightgbm", "linear", "mlp"]
+    assert starts[0]["leaves"] == 16  # LightGBM's default 31, clipped into the spec's range
+    pinned = ModelOptimizationSpec.model_validate({**MINIMAL, "model": {"family": "mlp"}})
+    assert first_trials(search_space(pinned), pinned.model.families()) == []
