@@ -44,7 +44,9 @@ helm_version="$(pinned helm helm.sh/helm/v3)"
 helm_flags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
 
 # The cache key covers everything that changes the binaries: the pinned modules and the link flags.
-fingerprint="$( (cat "$tools"/*/go.mod "$tools"/*/go.sum "$tools"/etcd/main.go; echo "$version_flags $helm_flags"; go env GOVERSION) | sha256sum | cut -c1-12)"
+# Only this script's wrappers count (hack/tools holds others, such as KServe's, built elsewhere).
+wrappers=("$tools/etcd" "$tools/helm" "$tools/kube-apiserver" "$tools/kube-controller-manager")
+fingerprint="$( (cat "${wrappers[@]/%//go.mod}" "${wrappers[@]/%//go.sum}" "$tools"/etcd/main.go; echo "$version_flags $helm_flags"; go env GOVERSION) | sha256sum | cut -c1-12)"
 cache_root="${OPTILOOP_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/optiloop/tools}"
 dest="$cache_root/k8s-${k8s_version}-etcd-${etcd_version}-${fingerprint}"
 
