@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..api.jobs import Architecture, FeatureTransform, TrainingConfig
+from .linear import fit_linear
 from .metrics import task_metrics
 from .training import EncodedSplit, EpochRecord, build_model, evaluate, predict, train_model
 from .trees import AnyModel, build_tree_model, settings_of
@@ -53,7 +54,8 @@ def fit_and_score(
     class_weights: list[float] | None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> Scored:
-    """Train on ``train`` with early stopping on ``validation``; score on ``validation``."""
+    """Train on ``train`` with early stopping on ``validation`` (the linear family in closed
+    form); score on ``validation``."""
     if architecture.family == "lightgbm":
         trees = build_tree_model(
             transform,
@@ -67,6 +69,9 @@ def fit_and_score(
         )
         return Scored(trees, evaluate(trees, validation), trees.rounds())
     model = build_model(transform, architecture, train, training.seed)
+    if architecture.family == "linear":
+        fit_linear(model, train, class_weights, training.seed)
+        return Scored(model, evaluate(model, validation), 1)
     outcome = train_model(model, train, validation, training, class_weights=class_weights, on_epoch=on_epoch)
     return Scored(model, dict(outcome.validation), max(outcome.best_epoch, 1))
 

@@ -53,6 +53,7 @@ from .data import load_dataset
 from .errors import DataQualityError, StorageError, TuningError
 from .features import encode_raw, encode_target, fit_transform
 from .fitting import choose_folds, cross_validate, fit_and_score
+from .linear import fit_linear
 from .models import TabularModel, count_parameters
 from .outcome import failed_outcome, report_outcome, tuning_outcome
 from .quality import check_quality, failure_message
@@ -235,7 +236,7 @@ def make_objective(
                 data.weights_for(training),
                 on_epoch=lambda record: report(record.epoch, record.validation),
             )
-            if architecture.family == "lightgbm":
+            if architecture.family != "mlp":  # fitted in one step: no epochs were reported
                 report(1, scored.scores)
         reporter.note("epochs_run", scored.rounds)
         reporter.note(ROUNDS_ATTR, scored.rounds)
@@ -422,8 +423,11 @@ def retrain_on_all(data: PreparedData, architecture: Architecture, training: Tra
             training.seed,
             data.weights_for(training),
         )
-    config = training.model_copy(update={"epochs": epochs, "early_stopping_patience": None})
     model = build_model(data.transform, architecture, both, training.seed)
+    if architecture.family == "linear":
+        fit_linear(model, both, data.weights_for(training), training.seed)
+        return model
+    config = training.model_copy(update={"epochs": epochs, "early_stopping_patience": None})
     train_model(
         model, both, data.splits["validation"], config, class_weights=data.weights_for(training), keep_best=False
     )
