@@ -403,11 +403,12 @@ class ModelSpec(ApiModel):
 
     family: Literal["auto", "mlp", "linear", "lightgbm"] = "auto"
     """Model family. ``auto`` (default) searches all of them, the family being one more tuned
-    parameter; ``mlp``: a multilayer perceptron; ``linear``: logistic or linear regression on
-    the preprocessed features; ``lightgbm``: gradient-boosted trees on the raw features. Every
+    parameter; ``mlp``: a multilayer perceptron; ``linear``: L2-regularized logistic or ridge
+    regression on the preprocessed features, fitted in closed form with its strength chosen by
+    cross-validation; ``lightgbm``: gradient-boosted trees on the raw features. Every
     family is served as one ONNX graph with raw features in."""
     search: ArchitectureSearchSpace = Field(default_factory=ArchitectureSearchSpace)
-    """MLP architecture search space (``mlp``; ``linear`` uses its learning rates and epochs)."""
+    """MLP architecture search space (``mlp``)."""
     trees: TreeSearchSpace = Field(default_factory=TreeSearchSpace)
     """Tree ensemble search space (``lightgbm``)."""
     folds: Annotated[int, Field(ge=1, le=20)] | None = None
