@@ -169,6 +169,14 @@ class Architecture(ApiModel):
     l2: Annotated[float, Field(ge=0.0)] | None = None
     """L2 regularization of leaf values (``lightgbm``)."""
 
+    def summary(self) -> str:
+        """The family and its shape in a few words, for people reading a run's output."""
+        if self.family == "lightgbm":
+            return f"lightgbm trees, {self.leaves} leaves each"
+        if self.family == "linear":
+            return "linear"
+        return f"mlp, hidden {self.hidden}"
+
 
 class TrainingConfig(ApiModel):
     """Hyperparameters of one training run."""

@@ -43,7 +43,7 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
         tests = ", ".join(f"{k} {v:.4g}" for k, v in outcome.tuning.test_metrics.items() if k != "loss")
         lines.append(
             f"  tuning        best trial {best.number} of {len(outcome.trials)} ({values}); "
-            f"hidden {outcome.tuning.architecture.hidden}; test {tests}"
+            f"{outcome.tuning.architecture.summary()}; test {tests}"
         )
     if outcome.compression is not None:
         report = outcome.compression

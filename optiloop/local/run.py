@@ -220,7 +220,7 @@ def run_local(model: ModelOptimization, root: Path, view: View, fresh: bool = Fa
         "tuning",
         f"best trial {best.number} of {len(outcome.trials)}: "
         + ", ".join(f"{m} {v:.4g}" for m, v in zip(outcome.tuning.objectives, best.values or [], strict=False))
-        + f"; hidden {outcome.tuning.architecture.hidden}",
+        + f"; {outcome.tuning.architecture.summary()}",
         resumed,
     )
 

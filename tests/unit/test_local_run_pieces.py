@@ -180,3 +180,18 @@ def test_a_zero_width_search_is_refused_naming_the_field(tmp_path: Path) -> None
     document["spec"]["model"] = {"search": {"width": {"min": 0, "max": 64}}}
     [error] = manifest_errors(document)
     assert str(error) == "spec.model.search.width.min: must be at least 1: a hidden layer needs at least one unit"
+
+
+@pytest.mark.parametrize(
+    ("architecture", "expected"),
+    [
+        ({"family": "mlp", "hidden": [64, 32]}, "mlp, hidden [64, 32]"),
+        ({"family": "linear", "hidden": []}, "linear"),
+        ({"family": "lightgbm", "hidden": [], "trees": 300, "leaves": 15}, "lightgbm trees, 15 leaves each"),
+    ],
+)
+def test_a_runs_output_names_the_chosen_family(architecture: dict[str, object], expected: str) -> None:
+    """The tuning line says which family won (a linear model printed as "hidden []" before)."""
+    from optiloop.api.jobs import Architecture
+
+    assert Architecture.model_validate({"inputs": 4, "outputs": 2, **architecture}).summary() == expected
