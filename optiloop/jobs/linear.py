@@ -11,6 +11,7 @@ the linear family exactly like any other network: the preprocessing stays in the
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,9 @@ MISSING_CLASS_BIAS = -30.0
 """Logit bias of a class absent from the fitted rows: it is never predicted."""
 
 
-def fit_linear(model: TabularModel, rows: EncodedSplit, class_weights: list[float] | None, seed: int) -> None:
-    """Fit ``model``'s single linear layer on ``rows`` in closed form, in place.
+def fit_linear(model: TabularModel, rows: EncodedSplit, class_weights: list[float] | None, seed: int) -> Any:
+    """Fit ``model``'s single linear layer on ``rows`` in closed form, in place, and return the
+    fitted scikit-learn estimator (``None`` when the rows hold one class: nothing to fit).
 
     Raises ``ValueError`` when the model has hidden layers (only the linear family fits here).
     """
@@ -36,24 +38,27 @@ def fit_linear(model: TabularModel, rows: EncodedSplit, class_weights: list[floa
     with torch.no_grad():
         features = model.preprocess(torch.from_numpy(rows.raw)).double().numpy()
     if model.task == "regression":
-        weight, bias = _ridge(features, scaled_target(model, rows.target).numpy().ravel())
+        fitted, weight, bias = _ridge(features, scaled_target(model, rows.target).numpy().ravel())
     else:
-        weight, bias = _logistic(features, rows.target.astype(np.int64), layer.out_features, class_weights, seed)
+        fitted, weight, bias = _logistic(
+            features, rows.target.astype(np.int64), layer.out_features, class_weights, seed
+        )
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(weight).float())
         layer.bias.copy_(torch.from_numpy(bias).float())
+    return fitted
 
 
-def _ridge(features: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ridge(features: np.ndarray, target: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
     from sklearn.linear_model import RidgeCV
 
     fitted = RidgeCV(alphas=STRENGTHS).fit(features, target)
-    return np.asarray(fitted.coef_, dtype=np.float64).reshape(1, -1), np.array([float(fitted.intercept_)])
+    return fitted, np.asarray(fitted.coef_, dtype=np.float64).reshape(1, -1), np.array([float(fitted.intercept_)])
 
 
 def _logistic(
     features: np.ndarray, target: np.ndarray, classes: int, class_weights: list[float] | None, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[Any, np.ndarray, np.ndarray]:
     """Logits weights for every class; a class missing from ``target`` gets a bias it never wins."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
@@ -64,7 +69,7 @@ def _logistic(
     present = np.unique(target)
     if len(present) == 1:
         bias[present[0]] = 0.0
-        return weight, bias
+        return None, weight, bias
     balance = {int(c): float(class_weights[int(c)]) for c in present} if class_weights else None
     folds = min(5, int(np.bincount(target)[present].min()))
     with warnings.catch_warnings():
@@ -89,4 +94,4 @@ def _logistic(
         weight[present[1]], bias[present[1]] = coef[0], intercept[0]
     else:
         weight[present], bias[present] = coef, intercept
-    return weight, bias
+    return fitted, weight, bias

@@ -76,3 +76,26 @@ def test_a_run_pinned_to_linear_delivers_the_linear_models_accuracy_on_breast_ca
     assert result.architecture.hidden == []
     # Regularized logistic regression reaches about 0.97 on this split; trained by gradient, 0.94.
     assert result.test_metrics["accuracy"] >= 0.95
+
+
+@pytest.mark.parametrize("classes", [2, 3, 0])
+def test_the_exported_graph_matches_scikit_learn_within_1e_5(classes: int) -> None:
+    """Raw features through the ONNX graph give what the fitted scikit-learn estimator gives on
+    the preprocessed features (probabilities, or values in the target's own units)."""
+    import onnxruntime as ort
+    import torch
+
+    from optiloop.jobs.onnx_export import export_onnx
+
+    transform, train, test, architecture = _split(classes)
+    model = build_model(transform, architecture, train, 0)  # type: ignore[arg-type]
+    estimator = fit_linear(model, train, None, seed=0)
+    with torch.no_grad():
+        features = model.preprocess(torch.from_numpy(test.raw)).double().numpy()
+    session = ort.InferenceSession(export_onnx(model), providers=["CPUExecutionProvider"])
+    served = session.run(None, {session.get_inputs()[0].name: test.raw})
+    if classes:
+        np.testing.assert_allclose(served[-1], estimator.predict_proba(features), atol=1e-5)
+    else:
+        expected = estimator.predict(features) * float(model.target_std) + float(model.target_mean)
+        np.testing.assert_allclose(served[0].ravel(), expected, rtol=1e-5)
