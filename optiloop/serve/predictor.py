@@ -22,6 +22,7 @@ from prometheus_client import Counter, Histogram
 
 from .encoding import MAX_ROWS, FeatureEncoder, RequestError
 from .model_dir import ModelDirectory, load_model_directory
+from .settings import positive_env
 from .tensors import Output, Tensor
 
 REQUESTS = Counter(
@@ -45,19 +46,6 @@ THREADS_ENV = "OPTILOOP_THREADS"
 ROWS_ENV = "OPTILOOP_MAX_ROWS"
 OUTCOMES = ("ok", "invalid", "error")
 PROTOCOLS = ("v1", "v2", "grpc")
-
-
-def _positive_env(name: str, default: int) -> int:
-    text = os.environ.get(name, "")
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {text!r}")
-    return value
 
 
 class Metrics:
@@ -84,8 +72,8 @@ class OnnxPredictor:
     ) -> None:
         self.name = name
         self.model_dir = Path(model_dir)
-        self.threads = threads or _positive_env(THREADS_ENV, 0) or len(os.sched_getaffinity(0))
-        self.max_rows = max_rows or _positive_env(ROWS_ENV, MAX_ROWS)
+        self.threads = threads or positive_env(THREADS_ENV, 0) or len(os.sched_getaffinity(0))
+        self.max_rows = max_rows or positive_env(ROWS_ENV, MAX_ROWS)
         self.ready = False
         self.directory: ModelDirectory | None = None
         self.encoder: FeatureEncoder | None = None

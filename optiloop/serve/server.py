@@ -28,23 +28,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .settings import positive_env
+
 WORKERS_ENV = "OPTILOOP_WORKERS"
 GRPC_PORT_ENV = "OPTILOOP_GRPC_PORT"
 BODY_ENV = "OPTILOOP_MAX_BODY_BYTES"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def _env_int(name: str, default: int, minimum: int = 1) -> int:
-    text = os.environ.get(name, "")
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer of at least {minimum}, got {text!r}")
-    return value
 
 
 def serve(
@@ -57,9 +46,9 @@ def serve(
     workers: int | None = None,
 ) -> None:
     """Load the model and serve it until SIGTERM or SIGINT; raises if the model cannot be loaded."""
-    workers = workers or _env_int(WORKERS_ENV, 1)
+    workers = workers or positive_env(WORKERS_ENV, 1)
     if grpc_port is None and os.environ.get(GRPC_PORT_ENV):
-        grpc_port = _env_int(GRPC_PORT_ENV, 0)
+        grpc_port = positive_env(GRPC_PORT_ENV, 0)
     if workers == 1:
         _worker(model_dir, name, host, port, threads, grpc_port, reuse_port=False)
         return
@@ -155,7 +144,7 @@ def _worker(
     from .predictor import OnnxPredictor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    max_body = _env_int(BODY_ENV, MAX_BODY_BYTES)
+    max_body = positive_env(BODY_ENV, MAX_BODY_BYTES)
     predictor = OnnxPredictor(name, model_dir, threads)
     predictor.load()
     grpc_server = None
