@@ -40,13 +40,28 @@ COMPLETE_MARKER = "_COMPLETE.json"
 TRITON_DIR = "triton"
 ALLOWED_SUFFIXES = frozenset({".onnx", ".json", ".pbtxt"})
 TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-\d+-[0-9a-f]+$")
-"""Temporary names of atomic writes (also ``optiloop.jobs.storage.LocalStore``'s)."""
+"""Temporary names of atomic writes (:func:`write_atomically`, also ``optiloop.jobs.storage.LocalStore``'s)."""
 MAX_MARKER_BYTES = 1024 * 1024
 
 
 def temporary_name(name: str) -> str:
     """Where an atomic write of ``name`` puts its bytes before the rename."""
     return f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file and a rename, so a reader sees
+    the old file, the whole new one, or (after a crash) a temporary name it skips."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(temporary_name(path.name))
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def sha256(data: bytes) -> str:
@@ -76,17 +91,7 @@ class LocalDirectory:
     root: Path
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        path = self.root / _relative(key, str(self.root))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(temporary_name(path.name))
-        try:
-            with tmp.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(self.root / _relative(key, str(self.root)), data)
 
     def delete(self, key: str) -> None:
         (self.root / _relative(key, str(self.root))).unlink(missing_ok=True)

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..api.jobs import DATASET_CREDENTIALS_PREFIX, DATASET_URI_ENV
+from ..formats.model_dir import write_atomically
 from .errors import StorageError
 
 PVC_ROOT_ENV = "OPTILOOP_PVC_ROOT"
@@ -75,17 +75,7 @@ class LocalStore:
             raise StorageError(f"{self.uri}/{key} is a directory, not a file") from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-        try:
-            with tmp.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(self._path(key), data)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
