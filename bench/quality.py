@@ -207,6 +207,20 @@ def _as_category(frame: pd.DataFrame, columns: list[str], reference: pd.DataFram
     return out
 
 
+def _baseline_inputs(
+    dataset: Dataset, train: pd.DataFrame, test: pd.DataFrame, categorical: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """Features with categories as pandas categoricals, and encoded targets, for the baselines."""
+    target = dataset.target
+    x_train = _as_category(train.drop(columns=[target]), categorical, train)
+    x_test = _as_category(test.drop(columns=[target]), categorical, train)
+    if dataset.task == "classification":
+        y_train, y_test, _ = encode_labels(train[target], test[target])
+    else:
+        y_train, y_test = train[target].to_numpy(dtype=float), test[target].to_numpy(dtype=float)
+    return x_train, x_test, y_train, y_test
+
+
 def run_baselines(dataset: Dataset, train: pd.DataFrame, test: pd.DataFrame) -> dict[str, dict[str, Any]]:
     import lightgbm
     from sklearn.compose import ColumnTransformer
@@ -219,12 +233,7 @@ def run_baselines(dataset: Dataset, train: pd.DataFrame, test: pd.DataFrame) -> 
     target, task = dataset.target, dataset.task
     categorical = _categoricals(train, target)
     numeric = [c for c in train.columns if c != target and c not in categorical]
-    x_train = _as_category(train.drop(columns=[target]), categorical, train)
-    x_test = _as_category(test.drop(columns=[target]), categorical, train)
-    if task == "classification":
-        y_train, y_test, _ = encode_labels(train[target], test[target])
-    else:
-        y_train, y_test = train[target].to_numpy(dtype=float), test[target].to_numpy(dtype=float)
+    x_train, x_test, y_train, y_test = _baseline_inputs(dataset, train, test, categorical)
     linear_model = LogisticRegression(max_iter=5000) if task == "classification" else RidgeCV()
     linear = make_pipeline(
         ColumnTransformer(
@@ -265,12 +274,7 @@ def run_flaml(dataset: Dataset, train: pd.DataFrame, test: pd.DataFrame, seconds
 
     target, task = dataset.target, dataset.task
     categorical = _categoricals(train, target)
-    x_train = _as_category(train.drop(columns=[target]), categorical, train)
-    x_test = _as_category(test.drop(columns=[target]), categorical, train)
-    if task == "classification":
-        y_train, y_test, _ = encode_labels(train[target], test[target])
-    else:
-        y_train, y_test = train[target].to_numpy(dtype=float), test[target].to_numpy(dtype=float)
+    x_train, x_test, y_train, y_test = _baseline_inputs(dataset, train, test, categorical)
     automl = AutoML()
     started = time.perf_counter()
     automl.fit(x_train, y_train, task=task, time_budget=max(seconds, 10.0), seed=0, verbose=0)
