@@ -52,6 +52,7 @@ def build_model(workdir: Path) -> Path:
         "dataQuality": {"minRows": 20},
         "deployment": {"storageUri": "pvc://bench/x"},
         "model": {
+            "family": "mlp",
             "search": {"layers": {"min": 3, "max": 3}, "width": {"min": 700, "max": 700}, "shapes": ["constant"]}
         },
         "tuning": {

@@ -49,6 +49,7 @@ def bench_spec(uri: str, task: str) -> dict[str, Any]:
         "dataQuality": {"minRows": 20},
         "deployment": {"storageUri": "pvc://bench/x"},
         "model": {
+            "family": "mlp",
             "search": {
                 "layers": {"min": 1, "max": 3},
                 "width": {"min": 8, "max": 256, "log": True},
