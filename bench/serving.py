@@ -73,8 +73,8 @@ def torch_server_main(artifacts: str, port: int, threads: int) -> None:
     import torch
     from kserve import Model
 
+    from optiloop.jobs.checkpoint import load_model
     from optiloop.jobs.storage import open_store
-    from optiloop.jobs.tune import load_model
 
     torch.set_num_threads(threads)
     model = load_model(open_store(artifacts), "r1/tuning")

@@ -42,6 +42,7 @@ from ..api.spec import DEFAULT_METRIC, CompressionStep, Metric, ModelOptimizatio
 from ..errors import OptiloopError
 from . import distill as distillation
 from . import prune as pruning
+from .checkpoint import load_model
 from .errors import CompressionError
 from .export import run_export
 from .gates import select
@@ -50,19 +51,11 @@ from .metrics import task_metrics
 from .models import TabularModel, count_parameters
 from .onnx_export import export_onnx, quantize_dynamic_int8, quantize_static_int8, to_fp16_storage
 from .outcome import compression_outcome, failed_outcome, report_outcome
+from .prepare import PreparedData, prepare_data
+from .stage import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, configure_threads, stage_input_or_report
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
 from .training import EncodedSplit, train_model
 from .trees import AnyModel, TreeModel, export_tree_onnx
-from .tune import (
-    EXIT_FAILURE,
-    EXIT_INVALID,
-    EXIT_OK,
-    PreparedData,
-    configure_threads,
-    load_model,
-    prepare_data,
-    stage_input_or_report,
-)
 
 FINE_TUNE_LR_FACTOR = 0.3
 """Fine-tuning after pruning starts from the tuned learning rate scaled down: the weights are
