@@ -53,7 +53,7 @@ def build_model(workdir: Path) -> Path:
         "deployment": {"storageUri": "pvc://bench/x"},
         "model": {
             "family": "mlp",
-            "search": {"layers": {"min": 3, "max": 3}, "width": {"min": 700, "max": 700}, "shapes": ["constant"]}
+            "search": {"layers": {"min": 3, "max": 3}, "width": {"min": 700, "max": 700}, "shapes": ["constant"]},
         },
         "tuning": {
             "maxTrials": 1,

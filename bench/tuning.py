@@ -54,7 +54,7 @@ def bench_spec(uri: str, task: str) -> dict[str, Any]:
                 "layers": {"min": 1, "max": 3},
                 "width": {"min": 8, "max": 256, "log": True},
                 "dropout": {"min": 0.0, "max": 0.5},
-            }
+            },
         },
         "tuning": {
             "search": {
