@@ -192,6 +192,23 @@ def test_kserves_manager_gives_a_standard_predictor_the_hpa_metric_the_spec_aske
     assert hpa["spec"]["scaleTargetRef"]["name"] == name
 
 
+def test_kserves_manager_keeps_the_predictors_own_health_probes_instead_of_a_tcp_probe(
+    plane: ControlPlane, owner: dict[str, Any], manager: Manager
+) -> None:
+    """Without probes of its own, KServe's Standard mode gives the model server a TCP readiness probe,
+    which calls a pod ready before its model directory is verified and loaded."""
+    model = resource(owner, mode="standard")
+    create(plane, inference_service(model, CONFIG, 9, topology(model)), dry_run=False)
+    name = "iris-r9-predictor"
+    deployment = wait_for(lambda: _read(plane, "apps/v1", "Deployment", name), 60, interval=0.5,
+                          what=f"KServe's Deployment {name} ({manager.log})")  # fmt: skip
+    [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "kserve-container"]
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    assert (ready["httpGet"]["path"], ready["httpGet"]["port"]) == ("/v2/health/ready", 8080)
+    assert (live["httpGet"]["path"], live["httpGet"]["port"]) == ("/v2/health/live", 8080)
+    assert "tcpSocket" not in ready
+
+
 @pytest.mark.parametrize("metric", ["rps", "concurrency"])
 def test_kserves_manager_gives_a_keda_predictor_a_trigger_on_this_revisions_own_metrics(
     plane: ControlPlane, owner: dict[str, Any], manager: Manager, metric: str

@@ -48,6 +48,8 @@ def test_optiloop_runtime_serves_the_revisions_model_directory_with_its_own_imag
     assert {"name": "STORAGE_URI", "value": "pvc://models/iris/r3/model"} in container["env"]
     assert container["args"] == ["--model-dir", "/mnt/models", "--model-name", "iris"]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
     assert "canaryTrafficPercent" not in predictor
 
 

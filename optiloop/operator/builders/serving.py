@@ -47,6 +47,31 @@ PREDICTOR_COMPONENT = "serving"
 """The ``optiloop.dev/component`` of the InferenceServices (KServe copies it onto their pods)."""
 SERVICE_PORT = 80
 """The drift monitor Service's port (so the payload logger's URL needs none)."""
+PREDICTOR_CONTAINER_PORT = 8080
+"""The port KServe routes to in its model server container (and optiloop's predictor listens on)."""
+
+
+def predictor_probes() -> dict[str, Any]:
+    """The predictor's own health endpoints as the container's probes. Without them KServe's
+    Standard mode falls back to a TCP probe, which calls a pod ready as soon as the port is open,
+    before the model directory is verified and loaded; its agent sidecar (batcher, payload logger)
+    forwards the readiness probe it is given. Liveness tolerates a minute of a slow model load."""
+    port = PREDICTOR_CONTAINER_PORT
+    return {
+        "ports": [{"containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": port},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": port},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 6,
+        },
+    }
 
 
 def model_uri(resource: ModelOptimization, revision: int) -> str:
@@ -91,6 +116,7 @@ def _predictor_model(resource: ModelOptimization, config: OperatorConfig, revisi
                     },
                 ],
                 "resources": resources,
+                **predictor_probes(),
                 "securityContext": container_security_context(),
                 "volumeMounts": [scratch_mount],
             }
