@@ -1,0 +1,185 @@
+"""The real single-node cluster runs pods as a cluster does: the Node is Ready, a Service answers
+through kube-proxy and by its DNS name, Jobs complete and retry as the Job controller says, and a
+container over its memory limit is OOMKilled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.control_plane import wait_for
+from tests.support.node import Node
+from tests.support.node_config import BUSYBOX_IMAGE, CLUSTER_DOMAIN, NODE_IP, NODE_NAME
+
+
+def _container(name: str, command: list[str], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": command, **extra}
+
+
+def _pod_spec(*containers: dict[str, Any], restart: str = "Never") -> dict[str, Any]:
+    # A short grace period: the default 30 s would make every delete in the tier slow.
+    return {
+        "containers": list(containers),
+        "restartPolicy": restart,
+        "terminationGracePeriodSeconds": 1,
+        "automountServiceAccountToken": False,
+    }
+
+
+def _job(name: str, command: list[str], backoff_limit: int = 0) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "template": {"spec": _pod_spec(_container("main", command))},
+        },
+    }
+
+
+def _create(api: Any, namespace: str, obj: dict[str, Any]) -> None:
+    from kubernetes import utils
+
+    utils.create_from_dict(api, obj, namespace=namespace)
+
+
+def _job_condition(api: Any, namespace: str, name: str) -> str | None:
+    """``Complete`` or ``Failed`` once the Job controller has decided, else ``None``."""
+    from kubernetes import client
+
+    status = client.BatchV1Api(api).read_namespaced_job_status(name, namespace).status
+    for condition in status.conditions or []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            return str(condition.type)
+    return None
+
+
+def _job_pods(api: Any, namespace: str, name: str) -> list[Any]:
+    from kubernetes import client
+
+    return list(client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"job-name={name}").items)
+
+
+def _diagnostics(node: Node) -> str:
+    return "\n".join(f"--- {name}\n{node.log_tail(name, 15)}" for name in ("kubelet", "containerd"))
+
+
+def test_node_is_ready_with_its_address_and_version(node: Node, node_api: Any) -> None:
+    from kubernetes import client
+
+    found = client.CoreV1Api(node_api).read_node(NODE_NAME)
+    ready = {c.type: c.status for c in found.status.conditions}
+    assert ready["Ready"] == "True"
+    assert {a.type: a.address for a in found.status.addresses}["InternalIP"] == NODE_IP
+    assert found.status.node_info.kubelet_version == node.version == "v1.34.4"
+    assert found.status.node_info.container_runtime_version.startswith("containerd://")
+
+
+def test_service_answers_through_kube_proxy_and_by_dns_name(node: Node, node_api: Any, node_namespace: str) -> None:
+    from kubernetes import client
+
+    labels = {"app": "web"}
+    serve = "echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"
+    _create(
+        node_api,
+        node_namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": _pod_spec(
+                        _container(
+                            "httpd",
+                            ["sh", "-c", serve],
+                            ports=[{"containerPort": 8080}],
+                            readinessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                        ),
+                        restart="Always",
+                    ),
+                },
+            },
+        },
+    )
+    _create(
+        node_api,
+        node_namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    )
+    apps = client.AppsV1Api(node_api)
+    wait_for(
+        lambda: apps.read_namespaced_deployment_status("web", node_namespace).status.ready_replicas == 1,
+        90,
+        what=f"the web Deployment to be ready\n{_diagnostics(node)}",
+    )
+    cluster_ip = client.CoreV1Api(node_api).read_namespaced_service("web", node_namespace).spec.cluster_ip
+    fqdn = f"web.{node_namespace}.svc.{CLUSTER_DOMAIN}"
+    # Another pod resolves the Service's name (CoreDNS, reached through the kube-dns Service) and asks
+    # the address it got and the ClusterIP (kube-proxy's rules). Busybox's nslookup has its own
+    # resolver; its wget is given addresses and ports, because Debian's static busybox crashes in
+    # glibc's resolver (and port lookup) whenever /etc/resolv.conf exists.
+    script = (
+        f"resolved=$(nslookup {fqdn} | sed -n 's/^Address: //p'); echo resolved=$resolved; "
+        f"wget -qO- http://$resolved:80/ && wget -qO- http://{cluster_ip}:80/"
+    )
+    _create(node_api, node_namespace, _job("client", ["sh", "-c", script]))
+    outcome = wait_for(lambda: _job_condition(node_api, node_namespace, "client"), 90, what="the client Job to finish")
+    (pod,) = _job_pods(node_api, node_namespace, "client")
+    log = client.CoreV1Api(node_api).read_namespaced_pod_log(pod.metadata.name, node_namespace)
+    assert outcome == "Complete", log
+    assert f"resolved={cluster_ip}\n" in log
+    assert log.count("hello-from-web-") == 2, log
+
+
+def test_job_completes(node_api: Any, node_namespace: str) -> None:
+    _create(node_api, node_namespace, _job("works", ["sh", "-c", "echo done"]))
+    assert wait_for(lambda: _job_condition(node_api, node_namespace, "works"), 90, what="the Job") == "Complete"
+
+
+def test_failing_job_retries_as_its_backoff_limit_says(node_api: Any, node_namespace: str) -> None:
+    from kubernetes import client
+
+    _create(node_api, node_namespace, _job("fails", ["sh", "-c", "exit 3"], backoff_limit=1))
+    outcome = wait_for(lambda: _job_condition(node_api, node_namespace, "fails"), 120, what="the Job to fail")
+    assert outcome == "Failed"
+    job = client.BatchV1Api(node_api).read_namespaced_job_status("fails", node_namespace)
+    (failed,) = [c for c in job.status.conditions if c.type == "Failed"]
+    assert failed.reason == "BackoffLimitExceeded"
+    assert job.status.failed == 2  # the first try and one retry
+    pods = _job_pods(node_api, node_namespace, "fails")
+    exit_codes = sorted(p.status.container_statuses[0].state.terminated.exit_code for p in pods)
+    assert exit_codes == [3, 3]
+
+
+def test_container_over_its_memory_limit_is_oom_killed(node: Node, node_api: Any, node_namespace: str) -> None:
+    from kubernetes import client
+
+    # dd fills a 64 MiB buffer; the limit is 16 MiB, so the kernel's OOM killer ends it.
+    hog = _container(
+        "hog",
+        ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=4"],
+        resources={"limits": {"memory": "16Mi", "cpu": "500m"}},
+    )
+    _create(
+        node_api,
+        node_namespace,
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hog"}, "spec": _pod_spec(hog)},
+    )
+    core = client.CoreV1Api(node_api)
+
+    def failed() -> Any:
+        status = core.read_namespaced_pod_status("hog", node_namespace).status
+        return status.phase == "Failed" and status
+
+    status = wait_for(failed, 90, what=f"the hog pod to fail\n{_diagnostics(node)}")
+    state = status.container_statuses[0].state.terminated
+    assert (state.reason, state.exit_code) == ("OOMKilled", 137)
