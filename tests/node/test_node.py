@@ -4,10 +4,14 @@ container over its memory limit is OOMKilled."""
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
+from pathlib import Path
 from typing import Any
 
 from tests.support.control_plane import wait_for
-from tests.support.node import Node
+from tests.support.node import Node, node_binaries
 from tests.support.node_config import BUSYBOX_IMAGE, CLUSTER_DOMAIN, NODE_IP, NODE_NAME
 
 
@@ -183,3 +187,45 @@ def test_container_over_its_memory_limit_is_oom_killed(node: Node, node_api: Any
     status = wait_for(failed, 90, what=f"the hog pod to fail\n{_diagnostics(node)}")
     state = status.container_statuses[0].state.terminated
     assert (state.reason, state.exit_code) == ("OOMKilled", 137)
+
+
+def _docker_archive_from_oci(oci: Path, out: Path) -> Path:
+    """The same image as a ``docker save`` archive (manifest.json, config, layers), named busybox:docker."""
+    with tarfile.open(oci) as tar:
+        files = {m.name.removeprefix("./"): tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+
+    def blob(descriptor: dict[str, str]) -> str:
+        return "blobs/sha256/" + descriptor["digest"].removeprefix("sha256:")
+
+    manifest = json.loads(files[blob(json.loads(files["index.json"])["manifests"][0])])
+    config, layers = blob(manifest["config"]), [blob(layer) for layer in manifest["layers"]]
+    docker = [{"Config": config, "RepoTags": ["busybox:docker"], "Layers": layers}]
+    with tarfile.open(out, "w") as tar:
+        for name, content in {
+            "manifest.json": json.dumps(docker).encode(),
+            **{n: files[n] for n in [config, *layers]},
+        }.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return out
+
+
+def test_imported_oci_and_docker_archives_run_under_the_names_given(
+    node: Node, node_api: Any, node_namespace: str, tmp_path: Path
+) -> None:
+    oci = node_binaries() / "busybox.oci.tar"
+    node.import_image(oci, "optiloop.local/imported:oci")
+    node.import_image(_docker_archive_from_oci(oci, tmp_path / "docker.tar"), "localhost/imported:docker")
+    names = node.run_inside(["ctr", "-n", "k8s.io", "images", "ls", "-q"]).stdout.split()
+    assert {"optiloop.local/imported:oci", "localhost/imported:docker"} <= set(names)
+    # Only normalized names: one bad name would make containerd's CRI lose the image under all of them.
+    assert [n for n in names if not (n.startswith("sha256:") or "/" in n.split(":")[0] or "." in n.split("/")[0])] == []
+    for job, image in (("oci", "optiloop.local/imported:oci"), ("docker", "localhost/imported:docker")):
+        spec = _job(job, ["sh", "-c", "echo ran"])
+        spec["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        _create(node_api, node_namespace, spec)
+    for job in ("oci", "docker"):
+        assert (
+            wait_for(lambda job=job: _job_condition(node_api, node_namespace, job), 90, what=f"Job {job}") == "Complete"
+        )

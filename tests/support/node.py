@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -30,13 +29,13 @@ import signal
 import ssl
 import subprocess
 import sys
-import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tests.support.control_plane import (
     ADMIN_USER,
@@ -55,6 +54,7 @@ from tests.support.control_plane import (
     free_port,
     wait_for,
 )
+from tests.support.image_archive import split_reference, write_renamed
 from tests.support.node_config import (
     API_PORT,
     API_SERVICE_IP,
@@ -303,29 +303,44 @@ class Node:
         return proc
 
     def import_image(self, archive: Path, name: str) -> None:
-        """Import the one image of ``archive`` (an OCI or ``docker save`` archive, as buildah and umoci
-        write them) into the node's containerd under ``name``, which pods then use with
-        ``imagePullPolicy: IfNotPresent`` or ``Never``. ``name`` must be fully qualified
-        (``registry/path:tag``), the form the kubelet looks images up by."""
-        first = name.split("/", 1)[0]
-        if "/" not in name or not ("." in first or ":" in first or first == "localhost"):
-            raise ValueError(f"image name {name!r} must be fully qualified, such as optiloop.local/busybox:1")
+        """Import the one image of ``archive`` (an OCI layout or ``docker save`` archive in a tar, as
+        buildah and umoci write them) into the node's containerd as exactly ``name``
+        (``registry/path:tag``), which pods then use with ``imagePullPolicy: IfNotPresent`` or
+        ``Never``. The archive streams through a renaming filter (see tests/support/image_archive.py)
+        into ``ctr`` on stdin, so it may lie anywhere, even under a folder the node's tmpfs hides."""
+        repository, _ = split_reference(name)
         if not archive.is_file():
             raise FileNotFoundError(f"no image archive at {archive}")
-        # containerd's CRI plugin needs every name of an image to be a normalized reference: ctr names
-        # a tag-only OCI reference "import-<date>:<tag>" unless given a repository, and that one bad
-        # name makes the image unusable under all its names ("image ... not found").
-        repository = name.rsplit(":", 1)[0] if name.rfind(":") > name.rfind("/") else name
-        base = ["--base-name", repository] if _has_tag_only_references(archive) else []
-        # Streamed on stdin: the archive may lie under a host folder the node's tmpfs mounts hide.
-        with archive.open("rb") as stream:
-            out = self.run_inside(["ctr", "-n", "k8s.io", "images", "import", *base, "-"], stdin=stream).stdout
-        imported = re.findall(r"^unpacking (\S+) \((sha256:[0-9a-f]{64})\)", out, flags=re.MULTILINE)
-        if len(imported) != 1:
-            raise NodeUnavailableError(f"{archive} holds {len(imported)} images ({imported}), expected one:\n{out}")
-        reference = imported[0][0]
-        if reference != name:
-            self.run_inside(["ctr", "-n", "k8s.io", "images", "tag", "--force", reference, name])
+        ctr = subprocess.Popen(
+            [*self.nsenter, "ctr", "-n", "k8s.io", "images", "import", "--base-name", repository, "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        assert ctr.stdin is not None
+        assert ctr.stdout is not None
+        failures: list[BaseException] = []
+
+        def feed(stdin: IO[bytes]) -> None:
+            try:
+                with stdin:
+                    write_renamed(archive, name, stdin)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after ctr has finished
+                failures.append(exc)
+
+        writer = threading.Thread(target=feed, args=(ctr.stdin,), daemon=True)
+        writer.start()
+        out = ctr.stdout.read().decode(errors="replace")
+        ctr.wait()
+        writer.join()
+        if failures and not isinstance(failures[0], BrokenPipeError):
+            raise failures[0]
+        imported = re.findall(r"^unpacking (\S+) \(sha256:[0-9a-f]{64}\)", out, flags=re.MULTILINE)
+        if ctr.returncode != 0 or imported != [name]:
+            raise NodeUnavailableError(
+                f"importing {archive} as {name} failed ({ctr.returncode}), imported {imported}:\n{out}"
+            )
 
     def _create_kube_dns(self) -> None:
         from kubernetes import client, utils
@@ -405,22 +420,6 @@ class Node:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _has_tag_only_references(archive: Path) -> bool:
-    """Whether ``archive`` is an OCI layout whose images are named by a bare tag (umoci's, buildah's
-    ``oci-archive:``), rather than a ``docker save`` archive or an OCI one with full references."""
-    with tarfile.open(archive) as tar:
-        for member_name in ("index.json", "./index.json"):
-            with contextlib.suppress(KeyError):
-                stream = tar.extractfile(member_name)
-                if stream is not None:
-                    index = json.load(stream)
-                    break
-        else:
-            return False
-    names = [m.get("annotations", {}).get("org.opencontainers.image.ref.name", "") for m in index.get("manifests", [])]
-    return bool(names) and all(n and not any(c in n for c in "/:@") for n in names)
 
 
 def _alive(proc: _Process) -> bool:
