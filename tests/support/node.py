@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import re
 import secrets
@@ -78,6 +79,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-node.sh"
 RELAY = REPO_ROOT / "tests" / "support" / "relay.py"
 CGROUP_FS = Path("/sys/fs/cgroup")
+CGROUP_PREFIX = "optiloop-node-"
 HOST_TOOLS = ("unshare", "nsenter", "ip", "containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables")
 
 # Runs as the PID namespace's first process (via unshare): the private tmpfs mounts, the node's
@@ -154,13 +156,15 @@ class Node:
         control_bins, node_bins = binaries_dir(), node_binaries()
         began = time.monotonic()
         workdir.mkdir(parents=True, exist_ok=True)
-        layout = NodeLayout(workdir=workdir, cgroup_root=f"/optiloop-node-{secrets.token_hex(4)}")
+        _remove_stale_cgroups()
         ca, token = _write_pki(workdir, extra_ips=[NODE_IP, API_SERVICE_IP])
-        _write_files(layout)
-
-        holder, holder_pid = _start_holder(layout, node_bins, timeout)
+        holder, holder_pid = _start_holder(workdir, node_bins, timeout)
+        # The cgroup root names the namespaces' first process, so a later start can tell a dead
+        # node's leftovers (after a killed run) from a live one's.
+        layout = NodeLayout(workdir=workdir, cgroup_root=f"/{CGROUP_PREFIX}{holder_pid}-{secrets.token_hex(3)}")
         node = cls(layout, "", token, ca, workdir / "kubeconfig", "", holder, holder_pid)
         try:
+            _write_files(layout)
             node._start_components(control_bins, node_bins, began, timeout)
         except BaseException:
             node.stop()
@@ -439,12 +443,19 @@ def _write_files(layout: NodeLayout) -> None:
     (workdir / "resolv.conf").write_text(f"nameserver {NODE_IP}\n")
 
 
-def _start_holder(layout: NodeLayout, node_bins: Path, timeout: float) -> tuple[subprocess.Popen[bytes], int]:
+def _killed_with_parent() -> None:
+    # unshare ignores SIGTERM while it waits for its child, so the usual PR_SET_PDEATHSIG (1) with
+    # SIGTERM would leave the node running after a killed test run; SIGKILL cannot be ignored, and
+    # unshare's --kill-child then takes the whole PID namespace with it.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _start_holder(workdir: Path, node_bins: Path, timeout: float) -> tuple[subprocess.Popen[bytes], int]:
     """Start the namespaces' first process; return unshare's process and its child's host PID."""
-    ready = layout.workdir / "namespaces.ready"
+    ready = workdir / "namespaces.ready"
     ready.unlink(missing_ok=True)
     script = _HOLDER_SCRIPT.format(node_ip=NODE_IP, prefix=NODE_PREFIX, ready=ready, pause=node_bins / "pause")
-    log = layout.workdir / "namespaces.log"
+    log = workdir / "namespaces.log"
     with log.open("wb") as out:
         holder = subprocess.Popen(
             [
@@ -463,7 +474,7 @@ def _start_holder(layout: NodeLayout, node_bins: Path, timeout: float) -> tuple[
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_killed_with_parent,
         )
 
     def holder_ready() -> bool:
@@ -512,6 +523,20 @@ def _create_cgroups(root: str) -> None:
             # A new cpuset starts with no CPUs and no memory nodes: no process could join it.
             for name in ("cpuset.cpus", "cpuset.mems"):
                 (directory / name).write_text((hierarchy / name).read_text())
+
+
+def _remove_stale_cgroups() -> None:
+    """Remove the cgroups of nodes whose first process is gone (a test run killed before its
+    teardown: the kernel killed every process, but cgroup folders stay until removed)."""
+    stale = set()
+    for hierarchy in CGROUP_FS.iterdir():
+        for top in hierarchy.glob(f"{CGROUP_PREFIX}*"):
+            pid = top.name.removeprefix(CGROUP_PREFIX).split("-", 1)[0]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                stale.add(f"/{top.name}")
+    for root in stale:
+        with contextlib.suppress(TimeoutError):
+            _remove_cgroups(root, timeout=5)
 
 
 def _remove_cgroups(root: str, timeout: float) -> None:
