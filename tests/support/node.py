@@ -578,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"node {NODE_NAME} ({node.version}) Ready in {node.timings['node_ready']:.1f}s; logs in {workdir}")
         print(f"pods get addresses in {POD_CIDR}; images: {BUSYBOX_IMAGE}")
         print(f"export KUBECONFIG={node.kubeconfig}")
+        print(f'export PATH="{node_binaries()}:$PATH"  # kubectl v1.34.4')
         print("Ctrl-C tears the node down.", flush=True)
         while node.holder.poll() is None:
             time.sleep(1)
