@@ -17,17 +17,20 @@ from tests.support.node_leftovers import HostState
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tier's tests ``node``, and run the teardown check (tests/node/test_teardown.py) after
-    every other test: it stops the session's node."""
-    teardown = []
-    for item in items:
-        if "/tests/node/" in str(item.path):
-            item.add_marker(pytest.mark.node)
-            if item.path.name == "test_teardown.py":
-                teardown.append(item)
+    """Mark the tier's tests ``node``, and run the teardown check (tests/node/test_teardown.py) right
+    after the tier's last other test: it stops the session's node, so the node's memory is given back
+    before the next tier, and no other tier's files in /run or /var/lib can blur the check."""
+    ours = [item for item in items if "/tests/node/" in str(item.path)]
+    for item in ours:
+        item.add_marker(pytest.mark.node)
+    teardown = [item for item in ours if item.path.name == "test_teardown.py"]
+    others = [item for item in ours if item not in teardown]
+    if not teardown or not others:
+        return
     for item in teardown:
         items.remove(item)
-        items.append(item)
+    last = items.index(others[-1])
+    items[last + 1 : last + 1] = teardown
 
 
 @pytest.fixture(scope="session")
