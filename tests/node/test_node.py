@@ -130,10 +130,15 @@ def test_service_answers_through_kube_proxy_and_by_dns_name(node: Node, node_api
     # Another pod resolves the Service's name (CoreDNS, reached through the kube-dns Service) and asks
     # the address it got and the ClusterIP (kube-proxy's rules). Busybox's nslookup has its own
     # resolver; its wget is given addresses and ports, because Debian's static busybox crashes in
-    # glibc's resolver (and port lookup) whenever /etc/resolv.conf exists.
+    # glibc's resolver (and port lookup, and wget -T) whenever /etc/resolv.conf exists.
+    # kube-proxy and CoreDNS follow the new endpoints within a second or two: the client retries
+    # for up to 15 s or so, as any client of a fresh Service must.
     script = (
-        f"resolved=$(nslookup {fqdn} | sed -n 's/^Address: //p'); echo resolved=$resolved; "
-        f"wget -qO- http://$resolved:80/ && wget -qO- http://{cluster_ip}:80/"
+        "for i in $(seq 30); do "
+        f"resolved=$(nslookup {fqdn} | sed -n 's/^Address: //p'); "
+        f'[ -n "$resolved" ] && timeout 3 wget -qO- http://$resolved:80/ > /tmp/by-name '
+        f"&& timeout 3 wget -qO- http://{cluster_ip}:80/ > /tmp/by-ip && break; sleep 0.5; done; "
+        "echo resolved=$resolved; cat /tmp/by-name /tmp/by-ip"
     )
     _create(node_api, node_namespace, _job("client", ["sh", "-c", script]))
     outcome = wait_for(lambda: _job_condition(node_api, node_namespace, "client"), 90, what="the client Job to finish")

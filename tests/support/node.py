@@ -60,6 +60,7 @@ from tests.support.node_config import (
     API_PORT,
     API_SERVICE_IP,
     BUSYBOX_IMAGE,
+    CNI_BIN,
     CONTAINERD_SOCKET,
     NODE_IP,
     NODE_NAME,
@@ -119,7 +120,11 @@ def missing_host_tools() -> list[str]:
     """The programs the node needs from the host (Debian's packages, see hack/install.sh) that are absent."""
     from shutil import which
 
-    return [tool for tool in HOST_TOOLS if which(tool) is None]
+    missing = [tool for tool in HOST_TOOLS if which(tool) is None]
+    plugins = [name for name in ("bridge", "host-local", "loopback", "portmap") if not (CNI_BIN / name).exists()]
+    if plugins:
+        missing.append(f"CNI plugins {plugins} in {CNI_BIN} (containernetworking-plugins)")
+    return missing
 
 
 @dataclass

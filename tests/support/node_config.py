@@ -30,6 +30,8 @@ PAUSE_IMAGE = "optiloop.local/pause:1"
 BUSYBOX_IMAGE = "optiloop.local/busybox:1"
 """A shell for test pods: busybox httpd, nslookup, wget, sh (hack/build-node.sh's busybox.oci.tar)."""
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
+CNI_BIN = Path("/usr/lib/cni")
+"""Where Debian's containernetworking-plugins put the CNI plugins."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ disabled_plugins = [
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+    bin_dir = "{CNI_BIN}"
     conf_dir = "{layout.cni_dir}"
     max_conf_num = 1
 """
