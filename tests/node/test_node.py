@@ -234,3 +234,90 @@ def test_imported_oci_and_docker_archives_run_under_the_names_given(
         assert (
             wait_for(lambda job=job: _job_condition(node_api, node_namespace, job), 90, what=f"Job {job}") == "Complete"
         )
+
+
+def test_a_pod_reaches_the_api_server_through_the_kubernetes_service_with_its_token(
+    node_api: Any, node_namespace: str
+) -> None:
+    from kubernetes import client
+
+    # What an operator pod does: the kubernetes Service's address from its environment, its
+    # ServiceAccount's token from the projected volume (busybox's TLS does not check certificates).
+    script = (
+        "token=$(cat /var/run/secrets/kubernetes.io/serviceaccount/token); "
+        'wget -qO- --header "Authorization: Bearer $token" '
+        "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api"
+    )
+    job = _job("api", ["sh", "-c", script])
+    job["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
+    _create(node_api, node_namespace, job)
+    outcome = wait_for(lambda: _job_condition(node_api, node_namespace, "api"), 90, what="the api Job")
+    (pod,) = _job_pods(node_api, node_namespace, "api")
+    # Unparsed: the client would turn a JSON log into a Python dict's repr. wget notes first that it
+    # does not check the certificate.
+    raw = client.CoreV1Api(node_api).read_namespaced_pod_log(pod.metadata.name, node_namespace, _preload_content=False)
+    log = raw.data.decode()
+    assert outcome == "Complete", log
+    answer = json.loads(log[log.index("{") :])
+    assert answer["kind"] == "APIVersions"
+    assert answer["serverAddressByClientCIDRs"][0]["serverAddress"] == f"{NODE_IP}:6443"
+
+
+def test_a_file_one_job_writes_to_a_persistent_volume_is_read_by_the_next(node_api: Any, node_namespace: str) -> None:
+    from kubernetes import client
+
+    # A static hostPath PersistentVolume: its folder is inside the node's private /var/lib (tmpfs).
+    volume = f"pv-{node_namespace}"
+    _create(
+        node_api,
+        node_namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "10Mi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "manual",
+                "claimRef": {"namespace": node_namespace, "name": "artifacts"},
+                "hostPath": {"path": f"/var/lib/optiloop-volumes/{volume}", "type": "DirectoryOrCreate"},
+            },
+        },
+    )
+    try:
+        _create(
+            node_api,
+            node_namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "artifacts"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "manual",
+                    "resources": {"requests": {"storage": "10Mi"}},
+                },
+            },
+        )
+        # Jobs start once the claim is bound: a pod seen with an unbound claim waits for the scheduler's
+        # next retry, minutes later on a quiet cluster.
+        core = client.CoreV1Api(node_api)
+        wait_for(
+            lambda: core.read_namespaced_persistent_volume_claim("artifacts", node_namespace).status.phase == "Bound",
+            60,
+            what="the claim to bind",
+        )
+        for name, command in (("write", "echo model-r1 > /artifacts/model"), ("read", "cat /artifacts/model")):
+            job = _job(name, ["sh", "-c", command])
+            pod_spec = job["spec"]["template"]["spec"]
+            pod_spec["volumes"] = [{"name": "artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}}]
+            pod_spec["containers"][0]["volumeMounts"] = [{"name": "artifacts", "mountPath": "/artifacts"}]
+            _create(node_api, node_namespace, job)
+            assert (
+                wait_for(lambda name=name: _job_condition(node_api, node_namespace, name), 90, what=name) == "Complete"
+            )
+        (pod,) = _job_pods(node_api, node_namespace, "read")
+        assert client.CoreV1Api(node_api).read_namespaced_pod_log(pod.metadata.name, node_namespace) == "model-r1\n"
+    finally:
+        client.CoreV1Api(node_api).delete_persistent_volume(volume)
