@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -321,3 +323,42 @@ def test_a_file_one_job_writes_to_a_persistent_volume_is_read_by_the_next(node_a
         assert client.CoreV1Api(node_api).read_namespaced_pod_log(pod.metadata.name, node_namespace) == "model-r1\n"
     finally:
         client.CoreV1Api(node_api).delete_persistent_volume(volume)
+
+
+def test_kubectl_exec_and_port_forward_reach_a_pod_from_the_host(
+    node: Node, node_api: Any, node_namespace: str
+) -> None:
+    from kubernetes import client
+
+    serve = "echo hello-through-the-api > /www/index.html && exec httpd -f -p 8080 -h /www"
+    httpd = _container("httpd", ["sh", "-c", f"mkdir -p /www && {serve}"], readinessProbe={"tcpSocket": {"port": 8080}})
+    _create(
+        node_api,
+        node_namespace,
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}, "spec": _pod_spec(httpd, restart="Always")},
+    )
+    core = client.CoreV1Api(node_api)
+    wait_for(
+        lambda: any(
+            c.type == "Ready" and c.status == "True"
+            for c in core.read_namespaced_pod_status("web", node_namespace).status.conditions or []
+        ),
+        90,
+        what="the web pod to be Ready",
+    )
+    kubectl = [str(node_binaries() / "kubectl"), f"--kubeconfig={node.kubeconfig}", "-n", node_namespace]
+    exec_out = subprocess.run(
+        [*kubectl, "exec", "web", "--", "cat", "/www/index.html"], capture_output=True, text=True, timeout=60
+    )
+    assert exec_out.stdout == "hello-through-the-api\n", exec_out.stderr
+
+    forward = subprocess.Popen([*kubectl, "port-forward", "pod/web", ":8080"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert forward.stdout is not None
+        line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:<port> -> 8080"
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as answer:
+            assert answer.read() == b"hello-through-the-api\n"
+    finally:
+        forward.terminate()
+        forward.wait(10)
