@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 
 from tests.support.control_plane import wait_for
-from tests.support.node import CGROUP_FS, _descendants, _remove_stale_cgroups
 from tests.support.node_config import NODE_NAME
 from tests.support.node_leftovers import processes_using
+from tests.support.node_namespaces import CGROUP_FS, descendants, remove_stale_cgroups
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ def test_by_hand_node_serves_its_kubeconfig_and_a_killed_run_leaves_no_process(t
         api.close()
         assert {c.type: c.status for c in node.status.conditions}["Ready"] == "True"
         cgroup_root = yaml.safe_load((workdir / "kubelet.yaml").read_text())["cgroupRoot"].lstrip("/")
-        node_pids = _descendants({proc.pid})
+        node_pids = descendants({proc.pid})
         assert len(node_pids) > 10  # unshare, nsenter and the components (so the check below can fail)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
@@ -59,5 +59,5 @@ def test_by_hand_node_serves_its_kubeconfig_and_a_killed_run_leaves_no_process(t
         lambda: not any(Path(f"/proc/{pid}").exists() for pid in node_pids), 30, what="the node's processes to die"
     )
     assert processes_using([workdir]) == []
-    _remove_stale_cgroups()
+    remove_stale_cgroups()
     assert [h.name for h in CGROUP_FS.iterdir() if (h / cgroup_root).exists()] == []

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.support.node import CGROUP_FS, Node, node_binaries
+from tests.support.node import Node, node_binaries
 from tests.support.node_leftovers import HostState, processes_using
+from tests.support.node_namespaces import CGROUP_FS
 
 
 def test_teardown_leaves_nothing_on_the_host(node: Node, host_before_node: HostState) -> None:

@@ -9,7 +9,8 @@ kubeconfig it writes works from the host like any cluster's.
 
 Teardown kills the PID namespace's first process: the kernel then kills every process in it,
 containers included, and the namespaces, their mounts, links and iptables rules vanish with their
-last process. The node's cgroups (under its own cgroup root) are removed last.
+last process. The node's cgroups (under its own cgroup root) are removed last. The namespaces and
+cgroups are tests/support/node_namespaces.py's; the configuration files, node_config.py's.
 
     with Node.start(workdir) as node:
         node.import_image(archive, "optiloop.local/operator:dev")
@@ -22,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import re
-import secrets
 import signal
 import ssl
 import subprocess
@@ -64,7 +63,6 @@ from tests.support.node_config import (
     CONTAINERD_SOCKET,
     NODE_IP,
     NODE_NAME,
-    NODE_PREFIX,
     PAUSE_IMAGE,
     POD_CIDR,
     NodeLayout,
@@ -75,37 +73,20 @@ from tests.support.node_config import (
     kube_proxy_config,
     kubelet_config,
 )
+from tests.support.node_namespaces import (
+    NodeUnavailableError,
+    cgroup_root_for,
+    create_cgroups,
+    descendants,
+    remove_cgroups,
+    remove_stale_cgroups,
+    start_holder,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-node.sh"
 RELAY = REPO_ROOT / "tests" / "support" / "relay.py"
-CGROUP_FS = Path("/sys/fs/cgroup")
-CGROUP_PREFIX = "optiloop-node-"
 HOST_TOOLS = ("unshare", "nsenter", "ip", "containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables")
-
-# Runs as the PID namespace's first process (via unshare): the private tmpfs mounts, the node's
-# network, then our pause program, which holds the namespaces open and reaps orphaned processes.
-_HOLDER_SCRIPT = """set -eu
-mount -t tmpfs -o mode=0755 optiloop-node-run /run
-mount -t tmpfs -o mode=0755 optiloop-node-lib /var/lib
-mount -t tmpfs -o mode=0755 optiloop-node-log /var/log
-ip link set lo up
-ip link add node0 type veth peer name node0-peer
-ip addr add {node_ip}/{prefix} dev node0
-ip link set node0 up
-ip link set node0-peer up
-# Service addresses need a route to be DNATed by kube-proxy's rules on the node itself.
-ip route add default dev node0
-echo 1 > /proc/sys/net/ipv4/ip_forward
-# Pod to Service to pod on the same bridge: replies must pass conntrack to be un-NATed.
-if [ -w /proc/sys/net/bridge/bridge-nf-call-iptables ]; then echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables; fi
-touch {ready}
-exec {pause}
-"""
-
-
-class NodeUnavailableError(RuntimeError):
-    """The node's binaries or host tools are missing, or a component would not start."""
 
 
 def node_binaries() -> Path:
@@ -161,12 +142,12 @@ class Node:
         control_bins, node_bins = binaries_dir(), node_binaries()
         began = time.monotonic()
         workdir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_cgroups()
+        remove_stale_cgroups()
         ca, token = _write_pki(workdir, extra_ips=[NODE_IP, API_SERVICE_IP])
-        holder, holder_pid = _start_holder(workdir, node_bins, timeout)
+        holder, holder_pid = start_holder(workdir, node_bins, timeout)
         # The cgroup root names the namespaces' first process, so a later start can tell a dead
         # node's leftovers (after a killed run) from a live one's.
-        layout = NodeLayout(workdir=workdir, cgroup_root=f"/{CGROUP_PREFIX}{holder_pid}-{secrets.token_hex(3)}")
+        layout = NodeLayout(workdir=workdir, cgroup_root=cgroup_root_for(holder_pid))
         node = cls(layout, "", token, ca, workdir / "kubeconfig", "", holder, holder_pid)
         try:
             _write_files(layout)
@@ -253,7 +234,7 @@ class Node:
             what="containerd to answer",
         )
         self.import_image(node_bins / "pause.oci.tar", PAUSE_IMAGE)
-        _create_cgroups(layout.cgroup_root)
+        create_cgroups(layout.cgroup_root)
         self._spawn_inside(
             "kubelet",
             [
@@ -398,7 +379,7 @@ class Node:
         process, and containers are the shims' children)."""
         roots = {self.holder.pid, *(p.popen.pid for p in self.processes if p.name != "relay-host")}
         total = 0
-        for pid in _descendants(roots):
+        for pid in descendants(roots):
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
@@ -422,7 +403,7 @@ class Node:
         wait_for(
             lambda: not Path(f"/proc/{self.holder_pid}").exists(), timeout, what="the node's first process to exit"
         )
-        _remove_cgroups(self.layout.cgroup_root, timeout)
+        remove_cgroups(self.layout.cgroup_root, timeout)
 
     def __enter__(self) -> Node:
         return self
@@ -446,117 +427,6 @@ def _write_files(layout: NodeLayout) -> None:
     (workdir / "kube-proxy.yaml").write_text(kube_proxy_config(layout))
     (workdir / "Corefile").write_text(corefile(layout))
     (workdir / "resolv.conf").write_text(f"nameserver {NODE_IP}\n")
-
-
-def _killed_with_parent() -> None:
-    # unshare ignores SIGTERM while it waits for its child, so the usual PR_SET_PDEATHSIG (1) with
-    # SIGTERM would leave the node running after a killed test run; SIGKILL cannot be ignored, and
-    # unshare's --kill-child then takes the whole PID namespace with it.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-def _start_holder(workdir: Path, node_bins: Path, timeout: float) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the namespaces' first process; return unshare's process and its child's host PID."""
-    ready = workdir / "namespaces.ready"
-    ready.unlink(missing_ok=True)
-    script = _HOLDER_SCRIPT.format(node_ip=NODE_IP, prefix=NODE_PREFIX, ready=ready, pause=node_bins / "pause")
-    log = workdir / "namespaces.log"
-    with log.open("wb") as out:
-        holder = subprocess.Popen(
-            [
-                "unshare",
-                "--pid",
-                "--kill-child",
-                "--mount-proc",
-                "--mount",
-                "--propagation=private",
-                "--net",
-                "--",
-                "/bin/sh",
-                "-c",
-                script,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_killed_with_parent,
-        )
-
-    def holder_ready() -> bool:
-        if holder.poll() is not None:
-            raise NodeUnavailableError(f"the node's namespaces failed ({holder.returncode}):\n{log.read_text()}")
-        return ready.exists()
-
-    try:
-        wait_for(holder_ready, timeout, interval=0.05, what="the node's namespaces")
-        children = Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()
-        if len(children) != 1:
-            raise NodeUnavailableError(f"unshare has children {children}, expected the namespaces' first process")
-    except BaseException:
-        holder.kill()
-        holder.wait()
-        raise
-    return holder, int(children[0])
-
-
-def _descendants(roots: set[int]) -> set[int]:
-    """``roots`` and every process below them, from the parent PIDs in ``/proc/<pid>/stat``."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            # The command name (field 2) is in parentheses and may hold spaces: split after it.
-            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-    found, queue = set(), list(roots)
-    while queue:
-        pid = queue.pop()
-        if pid not in found:
-            found.add(pid)
-            queue.extend(children.get(pid, []))
-    return found
-
-
-def _create_cgroups(root: str) -> None:
-    """The node's cgroup root in every hierarchy (the kubelet requires it to exist). cgroups are not
-    namespaced, so the node keeps to its own subtree and removes it on teardown."""
-    for hierarchy in CGROUP_FS.iterdir():
-        directory = hierarchy / root.lstrip("/")
-        directory.mkdir(exist_ok=True)
-        if hierarchy.name == "cpuset":
-            # A new cpuset starts with no CPUs and no memory nodes: no process could join it.
-            for name in ("cpuset.cpus", "cpuset.mems"):
-                (directory / name).write_text((hierarchy / name).read_text())
-
-
-def _remove_stale_cgroups() -> None:
-    """Remove the cgroups of nodes whose first process is gone (a test run killed before its
-    teardown: the kernel killed every process, but cgroup folders stay until removed)."""
-    stale = set()
-    for hierarchy in CGROUP_FS.iterdir():
-        for top in hierarchy.glob(f"{CGROUP_PREFIX}*"):
-            pid = top.name.removeprefix(CGROUP_PREFIX).split("-", 1)[0]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                stale.add(f"/{top.name}")
-    for root in stale:
-        with contextlib.suppress(TimeoutError):
-            _remove_cgroups(root, timeout=5)
-
-
-def _remove_cgroups(root: str, timeout: float) -> None:
-    """Remove the node's cgroup subtree in every hierarchy, deepest first, once its processes are gone."""
-    tops = [hierarchy / root.lstrip("/") for hierarchy in CGROUP_FS.iterdir()]
-
-    def removed() -> bool:
-        # A cgroup folder is removable (its control files go with it) once no process is left in it.
-        for top in tops:
-            for directory, _, _ in os.walk(top, topdown=False):
-                with contextlib.suppress(FileNotFoundError):
-                    os.rmdir(directory)
-        return not any(top.exists() for top in tops)
-
-    wait_for(removed, timeout, interval=0.2, what=f"the node's cgroups under {root} to be removed")
 
 
 def _interrupt(signum: int, frame: object) -> None:
