@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds KServe's manager (the InferenceService controller and its webhooks) from the Go module
-# proxy, pinned by the wrapper module hack/tools/kserve. The cluster tier runs InferenceServices
-# through it (tests/support/kserve_release.py). The binary goes to a cache folder outside the
-# clone, keyed by the wrapper's go.mod and go.sum, so a warm machine skips the build.
+# Builds KServe's manager (the InferenceService controller and its webhooks) and its agent (the
+# payload-logger sidecar the manager injects into predictor pods) from the Go module proxy, pinned
+# by the wrapper module hack/tools/kserve. The cluster tier runs InferenceServices through the
+# manager (tests/support/kserve_release.py). The binaries go to a cache folder outside the clone,
+# keyed by the wrapper's go.mod and go.sum, so a warm machine skips the build.
 #
 #   hack/build-kserve.sh               build if needed, print the folder
 #   hack/build-kserve.sh --print-dir   print the folder if built, else fail
@@ -18,19 +19,25 @@ fingerprint="$( (cat "$wrapper/go.mod" "$wrapper/go.sum"; go env GOVERSION) | sh
 cache_root="${OPTILOOP_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/optiloop/tools}"
 dest="$cache_root/kserve-${version}-${fingerprint}"
 
-if [[ -x "$dest/kserve-manager" ]]; then
+binaries=(kserve-manager kserve-agent)
+complete() { local bin; for bin in "${binaries[@]}"; do [[ -x "$dest/$bin" ]] || return 1; done; }
+if complete; then
   echo "$dest"
   exit 0
 fi
 if $print_only; then
-  echo "KServe's manager ($version) is not built in $cache_root: run 'make install'" >&2
+  echo "KServe's manager and agent ($version) are not built in $cache_root: run 'make install'" >&2
   exit 1
 fi
 mkdir -p "$dest"
 # Written under a temporary name and renamed, so an interrupted build is never taken for a finished one.
-tmp="$dest/.kserve-manager.tmp.$$"
-trap 'rm -f "$tmp"' EXIT
-echo "building kserve-manager (github.com/kserve/kserve/cmd/manager $version) ..." >&2
-(cd "$wrapper" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp" github.com/kserve/kserve/cmd/manager)
-mv -f "$tmp" "$dest/kserve-manager"
+scratch="$(mktemp -d "$dest/.work.XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+for bin in "${binaries[@]}"; do
+  [[ -x "$dest/$bin" ]] && continue
+  package="github.com/kserve/kserve/cmd/${bin#kserve-}"
+  echo "building $bin ($package $version) ..." >&2
+  (cd "$wrapper" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$scratch/$bin" "$package")
+  mv -f "$scratch/$bin" "$dest/$bin"
+done
 echo "$dest"

@@ -3,7 +3,10 @@
 #   .venv        the main environment (operator, jobs, serve and dev extras) from requirements/main.lock
 #   .venv-drift  the drift monitor's own environment from requirements/drift.lock (pydantic 1, see README)
 #   PostgreSQL's server, Prometheus and Chromium (Debian's packages) when missing, for the tests
-#   the test control plane (kube-apiserver, kube-controller-manager, etcd), Helm and KServe's manager,
+#   the test node's runtime (Debian's containerd, runc, CNI plugins, iptables, conntrack, socat, umoci,
+#   debootstrap, buildah, busybox-static) when missing
+#   the test control plane (kube-apiserver, kube-controller-manager, etcd), Helm, KServe's manager and
+#   agent, and the test node (kubelet, kube-scheduler, kube-proxy, CoreDNS, pause and busybox images),
 #   built from the Go module proxy into ~/.cache
 # Downloads and builds are cached outside the clone (uv's and Go's caches, ~/.cache/optiloop),
 # so running it again on a warm machine takes seconds. Safe to re-run at any time.
@@ -42,11 +45,20 @@ fi
 "$uv" pip sync --quiet --python .venv-drift/bin/python requirements/drift.lock
 "$uv" pip install --quiet --python .venv-drift/bin/python --no-deps -e .
 
-say "system packages for the tests (PostgreSQL: shared studies; Prometheus: drift metrics; Chromium: the run report)"
+say "system packages for the tests (PostgreSQL: shared studies; Prometheus: drift metrics; Chromium: the run report; the test node)"
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+# The test node (tests/support/node.py): a container runtime, pod networking and image tools.
+for tool in containerd runc iptables conntrack socat umoci debootstrap buildah; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] \
+  || missing+=(containernetworking-plugins)
+# The static build: the test image's busybox must run without any library in the image.
+[[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null || true)" == "install ok installed" ]] \
+  || missing+=(busybox-static)
 if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]]; then
     # Debian's packages register services but start nothing here: the tests run their own servers.
@@ -59,7 +71,10 @@ fi
 say "test control plane (kube-apiserver, kube-controller-manager, etcd) and Helm"
 hack/build-control-plane.sh
 
-say "KServe's manager (the InferenceService controller the cluster tier runs)"
+say "KServe's manager and agent (the InferenceService controller the cluster tier runs, its payload logger)"
 hack/build-kserve.sh
+
+say "test node (kubelet, kube-scheduler, kube-proxy, CoreDNS, the pause and busybox images)"
+hack/build-node.sh
 
 say "installed; run the tests with: make test"

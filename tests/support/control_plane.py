@@ -23,7 +23,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,8 +78,9 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def _write_certificates(directory: Path) -> tuple[Path, Path, Path, Path, Path]:
-    """A CA, a serving certificate for 127.0.0.1 signed by it, and a service-account key pair."""
+def _write_certificates(directory: Path, extra_ips: Sequence[str] = ()) -> tuple[Path, Path, Path, Path, Path]:
+    """A CA, a serving certificate for 127.0.0.1 (and ``extra_ips``, such as a node's address and the
+    ``kubernetes`` Service's ClusterIP) signed by it, and a service-account key pair."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -119,7 +120,9 @@ def _write_certificates(directory: Path) -> tuple[Path, Path, Path, Path, Path]:
                 [
                     x509.DNSName("localhost"),
                     x509.DNSName("kubernetes.default.svc"),
+                    x509.DNSName("kubernetes.default.svc.cluster.local"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
                 ]
             ),
             critical=False,
@@ -172,13 +175,131 @@ class _Process:
         return ""
 
 
-def _spawn(name: str, argv: list[str], workdir: Path) -> _Process:
+def _spawn(name: str, argv: list[str], workdir: Path, prefix: Sequence[str] = ()) -> _Process:
+    """Start ``argv`` (after ``prefix``, such as an ``nsenter`` into a node's namespaces), logging to
+    ``workdir/<name>.log``."""
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
         popen = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            [*prefix, *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
     return _Process(name, popen, log)
+
+
+def _etcd_argv(bins: Path, data_dir: Path, client_url: str, peer_url: str) -> list[str]:
+    """etcd for a test: one member, data in ``data_dir``, no fsync (test data is thrown away)."""
+    return [
+        str(bins / "etcd"),
+        "--name=optiloop-test",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client_url}",
+        f"--advertise-client-urls={client_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=optiloop-test={peer_url}",
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
+    ]
+
+
+def _apiserver_argv(
+    bins: Path,
+    workdir: Path,
+    *,
+    issuer_url: str,
+    etcd_url: str,
+    bind_address: str,
+    advertise_address: str,
+    port: int,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """kube-apiserver for a test: the certificates and tokens of ``workdir/pki`` (written by
+    :func:`_write_certificates`), RBAC, and an audit log of every request without bodies (so tests
+    can see which verbs a client really used); ``extra`` flags come last."""
+    certs = workdir / "pki"
+    audit_policy = workdir / "audit-policy.yaml"
+    audit_policy.write_text(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n"
+    )
+    return [
+        str(bins / "kube-apiserver"),
+        f"--advertise-address={advertise_address}",
+        f"--bind-address={bind_address}",
+        f"--secure-port={port}",
+        f"--etcd-servers={etcd_url}",
+        f"--cert-dir={certs}",
+        f"--tls-cert-file={certs / 'apiserver.crt'}",
+        f"--tls-private-key-file={certs / 'apiserver.key'}",
+        f"--client-ca-file={certs / 'ca.crt'}",
+        f"--token-auth-file={certs / 'tokens.csv'}",
+        "--authorization-mode=RBAC",
+        # Room for a drift monitor Service per resource in the scale benchmark.
+        "--service-cluster-ip-range=10.96.0.0/16",
+        f"--service-account-issuer={issuer_url}",
+        f"--service-account-key-file={certs / 'sa.pub'}",
+        f"--service-account-signing-key-file={certs / 'sa.key'}",
+        f"--audit-policy-file={audit_policy}",
+        f"--audit-log-path={workdir / 'audit.log'}",
+        "--audit-log-mode=blocking",
+        "--profiling=false",
+        "--v=1",
+        *extra,
+    ]
+
+
+def _write_kubeconfig(path: Path, url: str, ca: Path, user: str, token: str) -> Path:
+    """A kubeconfig (mode 0600) that reaches ``url`` as ``user`` with ``token``."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "optiloop-test", "cluster": {"server": url, "certificate-authority": str(ca)}}],
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": "optiloop-test", "context": {"cluster": "optiloop-test", "user": user}}],
+                "current-context": "optiloop-test",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _write_pki(workdir: Path, extra_ips: Sequence[str] = ()) -> tuple[Path, str]:
+    """Certificates (see :func:`_write_certificates`) and a static token for the administrator in
+    ``workdir/pki``; returns the CA's path and the token."""
+    certs = workdir / "pki"
+    certs.mkdir(exist_ok=True)
+    ca, *_ = _write_certificates(certs, extra_ips)
+    token = secrets.token_hex(24)
+    tokens = certs / "tokens.csv"
+    tokens.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
+    tokens.chmod(0o600)
+    return ca, token
+
+
+def _controller_manager_argv(
+    bins: Path, workdir: Path, kubeconfig: Path, port: int, extra: Sequence[str] = ()
+) -> list[str]:
+    """kube-controller-manager for a test, as the administrator of ``kubeconfig``, without leader
+    election; ``extra`` flags (``--controllers=...``) come last."""
+    return [
+        str(bins / "kube-controller-manager"),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={workdir / 'pki'}",
+        "--concurrent-gc-syncs=5",
+        "--v=1",
+        *extra,
+    ]
 
 
 @dataclass
@@ -198,74 +319,30 @@ class ControlPlane:
         """Start etcd and kube-apiserver on free loopback ports and wait until the API is ready."""
         bins = binaries_dir()
         workdir.mkdir(parents=True, exist_ok=True)
-        certs = workdir / "pki"
-        certs.mkdir(exist_ok=True)
-        ca, cert, key, sa_key, sa_pub = _write_certificates(certs)
-        token = secrets.token_hex(24)
-        tokens = certs / "tokens.csv"
-        tokens.write_text(f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
-        tokens.chmod(0o600)
+        ca, token = _write_pki(workdir)
 
         processes: list[_Process] = []
         try:
             etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
             etcd_url = f"http://127.0.0.1:{etcd_port}"
-            peer_url = f"http://127.0.0.1:{etcd_peer_port}"
             etcd = _spawn(
-                "etcd",
-                [
-                    str(bins / "etcd"),
-                    "--name=optiloop-test",
-                    f"--data-dir={workdir / 'etcd-data'}",
-                    f"--listen-client-urls={etcd_url}",
-                    f"--advertise-client-urls={etcd_url}",
-                    f"--listen-peer-urls={peer_url}",
-                    f"--initial-advertise-peer-urls={peer_url}",
-                    f"--initial-cluster=optiloop-test={peer_url}",
-                    "--unsafe-no-fsync=true",
-                    "--log-level=warn",
-                ],
-                workdir,
+                "etcd", _etcd_argv(bins, workdir / "etcd-data", etcd_url, f"http://127.0.0.1:{etcd_peer_port}"), workdir
             )
             processes.append(etcd)
             wait_for(lambda: _http_ok(f"{etcd_url}/health", etcd), timeout, what=f"etcd health at {etcd_url}")
 
-            # Every request, without bodies, so tests can see which verbs a client really used.
-            audit_policy = workdir / "audit-policy.yaml"
-            audit_policy.write_text(
-                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
-                "rules:\n  - level: Metadata\n"
-            )
             url = f"https://127.0.0.1:{api_port}"
-            apiserver = _spawn(
-                "kube-apiserver",
-                [
-                    str(bins / "kube-apiserver"),
-                    "--advertise-address=127.0.0.1",
-                    "--bind-address=127.0.0.1",
-                    f"--secure-port={api_port}",
-                    f"--etcd-servers={etcd_url}",
-                    f"--cert-dir={certs}",
-                    f"--tls-cert-file={cert}",
-                    f"--tls-private-key-file={key}",
-                    f"--client-ca-file={ca}",
-                    f"--token-auth-file={tokens}",
-                    "--authorization-mode=RBAC",
-                    # Room for a drift monitor Service per resource in the scale benchmark.
-                    "--service-cluster-ip-range=10.96.0.0/16",
-                    f"--service-account-issuer={url}",
-                    f"--service-account-key-file={sa_pub}",
-                    f"--service-account-signing-key-file={sa_key}",
-                    "--disable-admission-plugins=ServiceAccount",
-                    "--allow-privileged=false",
-                    f"--audit-policy-file={audit_policy}",
-                    f"--audit-log-path={workdir / 'audit.log'}",
-                    "--audit-log-mode=blocking",
-                    "--profiling=false",
-                    "--v=1",
-                ],
+            argv = _apiserver_argv(
+                bins,
                 workdir,
+                issuer_url=url,
+                etcd_url=etcd_url,
+                bind_address="127.0.0.1",
+                advertise_address="127.0.0.1",
+                port=api_port,
+                extra=["--disable-admission-plugins=ServiceAccount", "--allow-privileged=false"],
             )
+            apiserver = _spawn("kube-apiserver", argv, workdir)
             processes.append(apiserver)
             context = ssl.create_default_context(cafile=str(ca))
             wait_for(
@@ -280,46 +357,14 @@ class ControlPlane:
                 proc.stop()
             raise
 
-        kubeconfig = workdir / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {"name": "optiloop-test", "cluster": {"server": url, "certificate-authority": str(ca)}}
-                    ],
-                    "users": [{"name": ADMIN_USER, "user": {"token": token}}],
-                    "contexts": [
-                        {"name": "optiloop-test", "context": {"cluster": "optiloop-test", "user": ADMIN_USER}}
-                    ],
-                    "current-context": "optiloop-test",
-                }
-            )
-        )
-        kubeconfig.chmod(0o600)
+        kubeconfig = _write_kubeconfig(workdir / "kubeconfig", url, ca, ADMIN_USER, token)
         if (bins / "kube-controller-manager").exists():
             # Only the garbage collector: owner references delete children as in a cluster, while
             # Jobs and Deployments are left to the tests (no Job controller fights their stand-in).
-            processes.append(
-                _spawn(
-                    "kube-controller-manager",
-                    [
-                        str(bins / "kube-controller-manager"),
-                        f"--kubeconfig={kubeconfig}",
-                        f"--authentication-kubeconfig={kubeconfig}",
-                        f"--authorization-kubeconfig={kubeconfig}",
-                        "--controllers=garbage-collector-controller",
-                        "--leader-elect=false",
-                        "--bind-address=127.0.0.1",
-                        f"--secure-port={free_port()}",
-                        f"--cert-dir={certs}",
-                        "--concurrent-gc-syncs=5",
-                        "--v=1",
-                    ],
-                    workdir,
-                )
+            argv = _controller_manager_argv(
+                bins, workdir, kubeconfig, free_port(), ["--controllers=garbage-collector-controller"]
             )
+            processes.append(_spawn("kube-controller-manager", argv, workdir))
         return cls(workdir, url, token, ca, kubeconfig, version, processes)
 
     def stop(self) -> None:
