@@ -81,7 +81,7 @@ def test_no_drift_then_drift_across_windows(monitor: MonitorProcess) -> None:
         (b"{not json", BINARY, "not JSON"),
         (b'{"instances": [[1, 2]]}', BINARY, "row 0: 2 values, the model takes 11"),
         (b'{"instances": [[' + b'"a", ' * 10 + b'"red"]]}', BINARY, "feature 'x0': expected a number"),
-        (b'{"inputs": [{"name": "x0", "shape": [1], "data": [1]}]}', BINARY, "lacks inputs"),
+        (b'{"inputs": [{"name": "x0", "shape": [1], "data": [1]}]}', BINARY, "missing inputs 'x1'"),
         (b'{"data": 1}', {"content-type": "application/cloudevents+json"}, "attribute specversion is missing"),
         (b'{"instances": [[1, 2]]}', {"content-type": "application/json"}, "header ce-specversion is missing"),
     ],
