@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.jobs import PROBE_URL_ENV, STAGE_INPUT_ENV, StageInput, StageOutcome
-from ..formats.model_dir import REFERENCE_FILE
+from ..formats.model_dir import COMPLETE_MARKER, REFERENCE_FILE
 from .errors import StorageError
 from .outcome import failed_outcome, report_outcome
 from .storage import completion_marker, open_store
@@ -69,7 +69,7 @@ def reference_rows(stage: StageInput) -> list[dict[str, Any]]:
     store = open_store(stage.artifacts)
     prefix = f"r{stage.revision}/model"
     if completion_marker(store, prefix) is None:
-        raise StorageError(f"{stage.artifacts}/{prefix} is not a finished model directory (no valid _COMPLETE.json)")
+        raise StorageError(f"{stage.artifacts}/{prefix} is not a finished model directory (no valid {COMPLETE_MARKER})")
     try:
         reference = json.loads(store.read_bytes(f"{prefix}/{REFERENCE_FILE}"))
         columns, rows = list(reference["columns"]), list(reference["rows"])
