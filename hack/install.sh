@@ -5,6 +5,7 @@
 #   PostgreSQL's server, Prometheus and Chromium (Debian's packages) when missing, for the tests
 #   the test control plane (kube-apiserver, kube-controller-manager, etcd), Helm and KServe's manager,
 #   built from the Go module proxy into ~/.cache
+#   optiloop's four images as archives for containerd (hack/build-images.sh, into ~/.cache)
 # Downloads and builds are cached outside the clone (uv's and Go's caches, ~/.cache/optiloop),
 # so running it again on a warm machine takes seconds. Safe to re-run at any time.
 set -euo pipefail
@@ -61,5 +62,12 @@ hack/build-control-plane.sh
 
 say "KServe's manager (the InferenceService controller the cluster tier runs)"
 hack/build-kserve.sh
+
+say "optiloop's images (operator, jobs, serve, drift): buildah on a base image made from Debian"
+if [[ "$(id -u)" == 0 ]]; then
+  hack/build-images.sh >/dev/null
+else
+  echo "install: not root, so the images are not built (debootstrap and buildah need root); their tests will say so" >&2
+fi
 
 say "installed; run the tests with: make test"
