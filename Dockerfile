@@ -22,10 +22,13 @@ RUN groupadd --gid 65532 optiloop \
 # --- optiloop itself ---------------------------------------------------------------
 # Installed as a package tree with its metadata (the predictor reports its version), compiled with
 # hash-checked .pyc files so they stay valid when copied into each image (the user cannot write them).
+# The README is only the package's long description: an empty one keeps documentation edits from
+# rebuilding the images.
 FROM base AS code
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml /src/
 COPY optiloop /src/optiloop
-RUN python -m venv /opt/build \
+RUN : >/src/README.md \
+ && python -m venv /opt/build \
  && /opt/build/bin/pip install --no-deps --no-compile --target /opt/code /src \
  && rm -rf /opt/code/bin \
  && python -m compileall -q --invalidation-mode checked-hash /opt/code
@@ -33,11 +36,12 @@ RUN python -m venv /opt/build \
 # The drift monitor's environment has pydantic 1, so it gets only the part of optiloop it imports
 # (optiloop.drift and the dependency-free optiloop.formats; import-linter enforces that).
 FROM base AS drift-code
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml /src/
 COPY optiloop/__init__.py /src/optiloop/__init__.py
 COPY optiloop/drift /src/optiloop/drift
 COPY optiloop/formats /src/optiloop/formats
-RUN python -m venv /opt/build \
+RUN : >/src/README.md \
+ && python -m venv /opt/build \
  && /opt/build/bin/pip install --no-deps --no-compile --target /opt/code /src \
  && rm -rf /opt/code/bin \
  && python -m compileall -q --invalidation-mode checked-hash /opt/code

@@ -56,8 +56,8 @@ base_ref="localhost/optiloop/python-base:$base_key"
 # tests/images checks that these are exactly the Dockerfile's COPY sources).
 target_inputs() {
   case "$1" in
-    drift) echo "Dockerfile .dockerignore requirements/drift.lock pyproject.toml README.md optiloop/__init__.py optiloop/drift optiloop/formats" ;;
-    *) echo "Dockerfile .dockerignore requirements/$1.lock pyproject.toml README.md optiloop" ;;
+    drift) echo "Dockerfile .dockerignore requirements/drift.lock pyproject.toml optiloop/__init__.py optiloop/drift optiloop/formats" ;;
+    *) echo "Dockerfile .dockerignore requirements/$1.lock pyproject.toml optiloop" ;;
   esac
 }
 
