@@ -3,11 +3,12 @@
 #   docker build --target drift -t optiloop-drift .
 # or, without a Docker engine, hack/build-images.sh (buildah on a base image made from Debian).
 #
-# Every image is three layers over the base: its locked dependencies (a virtual environment
-# installed from its hash-checked lock in a `<target>-deps` stage), then optiloop itself (built
-# once in the `code` stage), then the check that its entry point imports. A code change rebuilds
-# only the last two, small layers: the dependencies (torch among them) are never reinstalled for it.
-# Final stages hold no compilers and no pip cache, and run as the non-root user 65532.
+# Every image is a few layers over the base: its locked dependencies (a virtual environment
+# installed from its hash-checked lock in its `<target>-deps` stage, which the final stage starts
+# from, so the large layer is stored once), then optiloop itself (built once in the `code` stage),
+# then the check that its entry point imports. A code change rebuilds only the last, small layers:
+# the dependencies (torch among them) are never reinstalled for it. No stage installs a compiler,
+# pip keeps no cache, and the images run as the non-root user 65532.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -52,11 +53,11 @@ COPY requirements/operator.lock /tmp/operator.lock
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/operator.lock
 
-FROM base AS operator
-COPY --from=operator-deps /opt/venv /opt/venv
+FROM operator-deps AS operator
 COPY --from=code /opt/code/ /opt/venv/lib/python3.11/site-packages/
 ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
-RUN python -c "import optiloop.operator.handlers"
+RUN rm -f /tmp/*.lock \
+ && python -c "import optiloop.operator.handlers"
 USER 65532:65532
 EXPOSE 8080 8081
 # Probes: GET :8081/healthz (Kopf's liveness endpoint); the chart sets them.
@@ -75,11 +76,11 @@ RUN awk '/^[^ #]/ { skip = ($0 ~ /^triton==/) } !skip' /tmp/jobs.lock > /tmp/job
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/jobs-cpu.lock
 
-FROM base AS jobs
-COPY --from=jobs-deps /opt/venv /opt/venv
+FROM jobs-deps AS jobs
 COPY --from=code /opt/code/ /opt/venv/lib/python3.11/site-packages/
 ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
-RUN python -c "import optiloop.jobs.tune, optiloop.jobs.compress"
+RUN rm -f /tmp/*.lock \
+ && python -c "import optiloop.jobs.tune, optiloop.jobs.compress"
 USER 65532:65532
 # No HEALTHCHECK: a Job pod runs to completion; the operator sets the command
 # (python -m optiloop.jobs.tune or optiloop.jobs.compress) and reads the termination message.
@@ -91,11 +92,11 @@ COPY requirements/serve.lock /tmp/serve.lock
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/serve.lock
 
-FROM base AS serve
-COPY --from=serve-deps /opt/venv /opt/venv
+FROM serve-deps AS serve
 COPY --from=code /opt/code/ /opt/venv/lib/python3.11/site-packages/
 ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
-RUN python -c "import optiloop.serve.server"
+RUN rm -f /tmp/*.lock \
+ && python -c "import optiloop.serve.server"
 USER 65532:65532
 EXPOSE 8080
 # Probes: KServe's GET /v2/health/live and /v2/health/ready (the model directory is verified and loaded).
@@ -120,11 +121,11 @@ RUN python -m venv /opt/venv \
       /opt/venv/bin/pip install "alibi-detect==${ALIBI_DETECT_VERSION}" "prometheus-client>=0.20" "aiohttp>=3.9" torch; \
     fi
 
-FROM base AS drift
-COPY --from=drift-deps /opt/venv /opt/venv
+FROM drift-deps AS drift
 COPY --from=drift-code /opt/code/ /opt/venv/lib/python3.11/site-packages/
 ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
-RUN python -c "import optiloop.drift.service, alibi_detect; print(alibi_detect.__version__)"
+RUN rm -f /tmp/*.lock \
+ && python -c "import optiloop.drift.service, alibi_detect; print(alibi_detect.__version__)"
 USER 65532:65532
 EXPOSE 8080
 # Probes: GET /healthz (liveness) and GET /readyz (readiness: the reference is loaded).

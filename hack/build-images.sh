@@ -104,6 +104,10 @@ fi
 [[ "$(id -u)" == 0 ]] || die "building images needs root (debootstrap, buildah's chroot isolation)"
 
 mkdir -p "$root"
+# One build at a time per cache (another checkout may build into the same storage): the pruning
+# below must never remove a layer that a build in progress is about to use.
+exec 9>"$root/.lock"
+flock 9
 buildah_cmd=(buildah --root "$root/storage-$driver" --runroot "$root/run-$driver" --storage-driver "$driver")
 
 # --- 1. the base image -------------------------------------------------------------------
@@ -196,9 +200,9 @@ build_target() {
   printf '{"name": "%s", "target": "%s", "base": "%s", "archive_bytes": %s, "build_seconds": %s}\n' \
     "$name" "$target" "$base_ref" "$(stat -c %s "$dir/$target.tar")" "$seconds" >"$dir/image.json"
   say "$target: $name in ${seconds}s, $(du -h "$dir/$target.tar" | cut -f1) ($dir/$target.tar)"
-  # Keep the newest two builds of this target (another checkout may use the previous one).
+  # Keep only the newest build of this target: the jobs and drift archives are gigabytes each.
   local old
-  for old in $(ls -1dt "$root/$target"-*/ 2>/dev/null | tail -n +3); do
+  for old in $(ls -1dt "$root/$target"-*/ 2>/dev/null | tail -n +2); do
     "${buildah_cmd[@]}" rmi "optiloop/$target:$(basename "$old" | sed "s/^$target-//")" >/dev/null 2>&1 || true
     rm -rf "$old"
   done
@@ -206,6 +210,15 @@ build_target() {
 
 for target in "${targets[@]}"; do
   [[ -f "$(archive_of "$target")" ]] || build_target "$target"
+done
+
+# Drop the layers no image needs any more (earlier builds' code layers, leftover stages), so the
+# storage holds each target's dependency layer and its newest image, not every build ever made.
+# Pruning removes images without tag or child; repeat until their parents are gone as well.
+"${buildah_cmd[@]}" rm --all >/dev/null 2>&1 || true
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  [[ -n "$("${buildah_cmd[@]}" images --quiet --filter dangling=true 2>/dev/null)" ]] || break
+  "${buildah_cmd[@]}" rmi --prune >/dev/null 2>&1 || break
 done
 
 tmp_out="$root/.set-$set_key.tmp.$$"
