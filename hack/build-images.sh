@@ -81,13 +81,27 @@ out="$root/set-$set_key"
 
 archive_of() { echo "$root/$1-${keys[$1]}/$1.tar"; }
 
-if [[ -f "$out/images.tsv" ]]; then
-  complete=true
-  for target in "${targets[@]}"; do [[ -f "$(archive_of "$target")" ]] || complete=false; done
-  if $complete; then
-    echo "$out"
-    exit 0
-  fi
+# The output folder for these targets: links to their archives and images.tsv, written whole under
+# a temporary name and renamed.
+write_set() {
+  [[ -f "$out/images.tsv" ]] && return
+  local tmp_out="$root/.set-$set_key.tmp.$$" target
+  rm -rf "$tmp_out"
+  mkdir -p "$tmp_out"
+  for target in "${targets[@]}"; do
+    ln -s "$(archive_of "$target")" "$tmp_out/$target.tar"
+    printf '%s\t%s\t%s\n' "$target" "optiloop/$target:${keys[$target]}" "$(archive_of "$target")" >>"$tmp_out/images.tsv"
+  done
+  rm -rf "$out"
+  mv "$tmp_out" "$out"
+}
+
+complete=true
+for target in "${targets[@]}"; do [[ -f "$(archive_of "$target")" ]] || complete=false; done
+if $complete; then
+  write_set
+  echo "$out"
+  exit 0
 fi
 if $print_only; then
   die "images (${targets[*]}) for this checkout are not built in $root: run 'make install' or hack/build-images.sh"
@@ -221,15 +235,8 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
   "${buildah_cmd[@]}" rmi --prune >/dev/null 2>&1 || break
 done
 
-tmp_out="$root/.set-$set_key.tmp.$$"
-rm -rf "$tmp_out"
-mkdir -p "$tmp_out"
-for target in "${targets[@]}"; do
-  ln -s "$(archive_of "$target")" "$tmp_out/$target.tar"
-  printf '%s\t%s\t%s\n' "$target" "optiloop/$target:${keys[$target]}" "$(archive_of "$target")" >>"$tmp_out/images.tsv"
-done
 rm -rf "$out"
-mv "$tmp_out" "$out"
+write_set
 # Output folders whose archives were pruned are of no use any more.
 for stale in "$root"/set-*/; do
   for link in "$stale"*.tar; do [[ -e "$link" ]] || { rm -rf "$stale"; break; }; done

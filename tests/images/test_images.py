@@ -1,7 +1,8 @@
 """The four images hack/build-images.sh builds from the Dockerfile (with buildah, on a base made from
 Debian) start their entry points as user 65532 from their own read-only root filesystem, carry the
 configuration the Dockerfile declares, and hold no CUDA library, compiler or pip cache they do not
-need. They are unpacked with umoci and run with chroot in private namespaces: no Docker engine."""
+need. They are unpacked layer by layer from the archive containerd imports and run with chroot in
+private namespaces: no Docker engine."""
 
 from __future__ import annotations
 
@@ -159,14 +160,18 @@ def serve_model_directory(image: UnpackedImage, target: str, tmp_path: Path) -> 
         for probe in probes:
             url = f"http://127.0.0.1:{port}{probe}"
 
-            def answers(url: str = url) -> bool:
-                assert process.poll() is None, f"{target} exited: {log.read_text()[-3000:]}"
+            def answers_or_exited(url: str = url) -> bool:
+                if process.poll() is not None:
+                    return True
                 with urllib.request.urlopen(url, timeout=5) as response:
                     return bool(response.status == 200)
 
-            wait_for(answers, timeout=240, interval=0.5, what=f"{target} to answer {probe}")
+            wait_for(answers_or_exited, timeout=240, interval=0.5, what=f"{target} to answer {probe}")
+            assert process.poll() is None, f"{target} exited: {log.read_text()[-3000:]}"
     finally:
-        process.terminate()
+        # unshare ignores SIGTERM while it waits for its child; killing it kills the child with it
+        # (--kill-child) and so the whole PID namespace.
+        process.kill()
         process.wait(timeout=60)
 
 
