@@ -49,6 +49,9 @@ splits of any size, and bounded work."""
 
 COST_METRICS = ("latencyMs", "parameters")
 
+MIN_DECISION_FOLDS = 3
+"""Fewest folds of the out-of-fold predictions a threshold is chosen on."""
+
 
 def user_metric(spec: ModelOptimizationSpec) -> Metric | None:
     """The first task-quality metric among the user's own objectives (None when they set none)."""
@@ -190,12 +193,11 @@ def held_out_probabilities(
     folds: int,
     class_weights: list[float] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and probabilities of rows the configuration did not learn from: out-of-fold over
-    training + validation rows with ``folds`` folds (the folds the trials were scored with), or
-    the validation split from a model trained on the training split."""
-    if folds <= 1:
-        scored = fit_and_score(transform, architecture, training, train, validation, class_weights)
-        return validation.target, predict(scored.model, validation.raw)
+    """Labels and probabilities of rows the configuration did not learn from, out-of-fold over
+    training + validation rows with ``folds`` folds (the folds the trials were scored with, at
+    least :data:`MIN_DECISION_FOLDS`): a threshold picked on the validation split alone would
+    rest on a handful of rare-class rows (5 of 180 at 3% positives)."""
+    folds = max(folds, MIN_DECISION_FOLDS)
     rows = EncodedSplit(np.concatenate([train.raw, validation.raw]), np.concatenate([train.target, validation.target]))
     outputs = np.zeros((len(rows), architecture.outputs), dtype=np.float64)
     for train_index, valid_index in fold_indices(rows, folds, "classification", training.seed):

@@ -39,6 +39,7 @@ from safetensors.torch import save as save_tensors
 from ..api.jobs import (
     Architecture,
     DataQualityReport,
+    Decision,
     FeatureTransform,
     StageInput,
     StageOutcome,
@@ -46,10 +47,21 @@ from ..api.jobs import (
     TrialRecord,
     TuningResult,
 )
-from ..api.spec import natural_direction
+from ..api.spec import ModelOptimizationSpec, natural_direction
 from ..errors import OptiloopError
 from .choice import LOSS_ATTR, PARAMETERS_ATTR, choose
 from .data import load_dataset
+from .decision import (
+    choose_decision,
+    decision_metric,
+    delivered_warnings,
+    evaluate_decided,
+    held_out_probabilities,
+    is_identity,
+    primary_of,
+    run_objectives,
+    user_metric,
+)
 from .errors import DataQualityError, StorageError, TuningError
 from .features import encode_raw, encode_target, fit_transform
 from .fitting import choose_folds, cross_validate, fit_and_score
@@ -60,7 +72,7 @@ from .quality import check_quality, failure_message
 from .space import decode, first_trials, search_space
 from .split import split_frame
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
-from .training import EncodedSplit, build_model, evaluate, predict, train_model
+from .training import EncodedSplit, build_model, train_model
 from .trees import AnyModel, TreeModel, build_tree_model, settings_of
 from .tuning import WORKER_ATTR, Budget, Reporter, SearchResult, search
 
@@ -142,6 +154,8 @@ class PreparedData:
     splits: dict[str, EncodedSplit]
     class_weights: list[float] | None
     raw_train: pd.DataFrame
+    imbalanced: bool = False
+    """Whether the data-quality stage found the classes more uneven than its rule allows."""
 
     def weights_for(self, training: TrainingConfig) -> list[float] | None:
         """The class weights a configuration trains with (none when it chose not to weigh)."""
@@ -160,7 +174,8 @@ def prepare_data(stage: StageInput, store: ArtifactStore) -> PreparedData:
     weights = None
     if report.class_weights:
         weights = [report.class_weights.get(label, 1.0) for label in transform.classes]
-    return PreparedData(transform, splits, weights, frames["train"])
+    imbalanced = any(r.rule == "classImbalance" and r.status != "passed" for r in report.rules)
+    return PreparedData(transform, splits, weights, frames["train"], imbalanced)
 
 
 def measure_latency_ms(model: torch.nn.Module, inputs: int, repeats: int = 50) -> float:
@@ -207,7 +222,7 @@ def make_objective(
     stage: StageInput, data: PreparedData, progress: TuningProgress | None = None
 ) -> Callable[[dict[str, Any], Reporter], list[float]]:
     spec = stage.spec
-    metrics = [o.metric for o in spec.objectives()]
+    metrics = [o.metric for o in run_objectives(spec, data.imbalanced)]
     train, validation = data.splits["train"], data.splits["validation"]
 
     folds = choose_folds(len(train) + len(validation), spec.model.folds)
@@ -434,27 +449,23 @@ def retrain_on_all(data: PreparedData, architecture: Architecture, training: Tra
     return model
 
 
-def model_warnings(model: AnyModel, data: PreparedData) -> list[str]:
-    """What the delivered model does on the test split that a user would not expect: a class it
-    never predicts, or an accuracy below always answering the most frequent training class."""
-    if model.task != "classification" or len(data.splits["test"]) == 0:
-        return []
-    test = data.splits["test"]
-    predicted = predict(model, test.raw).argmax(axis=1)
-    classes = data.transform.classes
-    warnings_: list[str] = []
-    never = [classes[i] for i in sorted(set(test.target.tolist()) - set(predicted.tolist()))]
-    if never:
-        warnings_.append(f"the model never predicts class {', '.join(map(str, never[:5]))} on the test split")
-    majority = int(np.bincount(data.splits["train"].target.astype(np.int64), minlength=len(classes)).argmax())
-    baseline = float(np.mean(test.target == majority))
-    accuracy = float(np.mean(predicted == test.target))
-    if accuracy < baseline:
-        warnings_.append(
-            f"test accuracy {accuracy:.4f} is below always answering the most frequent class "
-            f"{classes[majority]!s} ({baseline:.4f})"
-        )
-    return warnings_
+def choose_decision_for(
+    spec: ModelOptimizationSpec, data: PreparedData, architecture: Architecture, training: TrainingConfig, folds: int
+) -> Decision | None:
+    """The delivered classifier's decision rule (see :mod:`optiloop.jobs.decision`), chosen on
+    held-out predictions of the winning configuration; None when nothing calls for one (even
+    classes, no class weights, no threshold-dependent metric of the user's): then the served
+    graph answers the most probable class, as trained."""
+    if spec.dataset.task != "classification":
+        return None
+    weights, chosen = data.weights_for(training), user_metric(spec)
+    if not (data.imbalanced or weights or chosen == "f1"):
+        return None
+    labels, probabilities = held_out_probabilities(
+        data.transform, architecture, training, data.splits["train"], data.splits["validation"], folds, weights
+    )
+    decision = choose_decision(labels, probabilities, weights, decision_metric(chosen, data.imbalanced))
+    return None if is_identity(decision) else decision
 
 
 def _trial_callback(progress: TuningProgress, direction: str) -> Callable[[Any, Any], None]:
@@ -478,7 +489,7 @@ def _search_and_finish(
 
     spec = stage.spec
     prefix = f"r{stage.revision}/tuning"
-    objectives = spec.objectives()
+    objectives = run_objectives(spec, data.imbalanced)
     metrics = [o.metric for o in objectives]
     directions = [o.direction or natural_direction(o.metric) for o in objectives]
     callbacks: list[Callable[[Any, Any], None]] = [storage.after_trial]
@@ -525,6 +536,8 @@ def _search_and_finish(
         )
         rounds, validation_metrics = scored.rounds, scored.scores
     model = retrain_on_all(data, architecture, training, max(rounds, 1))
+    primary = primary_of(objectives, spec.dataset.task)
+    decision = choose_decision_for(spec, data, architecture, training, int(best[0].user_attrs.get(FOLDS_ATTR, 1)))
     tuning = TuningResult(
         study_name=study_name,
         objectives=metrics,
@@ -538,11 +551,20 @@ def _search_and_finish(
         training=training,
         validation_metrics=validation_metrics,
         validation_folds=int(best[0].user_attrs.get(FOLDS_ATTR, 1)),
-        test_metrics=evaluate(model, data.splits["test"]),
+        test_metrics=evaluate_decided(model, data.splits["test"], decision),
         parameters=count_parameters(model),
         param_importances=_importances(result),
         elapsed_seconds=result.elapsed_seconds,
-        warnings=model_warnings(model, data),
+        warnings=delivered_warnings(
+            model,
+            data.splits["test"],
+            data.splits["train"].target,
+            [str(c) for c in data.transform.classes],
+            decision,
+            [primary] + ([decision.metric] if decision is not None else []),
+        ),
+        decision=decision,
+        primary_metric=primary,
     )
     with StageWriter(store, prefix, {"stage": "tuning"}) as out:
         out.write_bytes("model.safetensors", save_model(model))
