@@ -42,10 +42,11 @@ from optiloop.jobs.onnx_export import (  # noqa: E402
     quantize_static_int8,
     to_fp16_storage,
 )
+from optiloop.jobs.prepare import PreparedData, prepare_data  # noqa: E402
 from optiloop.jobs.prune import make_permanent, prune_structured, prune_unstructured  # noqa: E402
+from optiloop.jobs.stage import configure_threads  # noqa: E402
 from optiloop.jobs.storage import open_store  # noqa: E402
 from optiloop.jobs.training import build_model, train_model  # noqa: E402
-from optiloop.jobs.tune import PreparedData, configure_threads, prepare_data  # noqa: E402
 
 SIZES = {"small (64-64)": [64, 64], "large (1024-768-256)": [1024, 768, 256]}
 BATCH = 64

@@ -52,7 +52,8 @@ def build_model(workdir: Path) -> Path:
         "dataQuality": {"minRows": 20},
         "deployment": {"storageUri": "pvc://bench/x"},
         "model": {
-            "search": {"layers": {"min": 3, "max": 3}, "width": {"min": 700, "max": 700}, "shapes": ["constant"]}
+            "family": "mlp",
+            "search": {"layers": {"min": 3, "max": 3}, "width": {"min": 700, "max": 700}, "shapes": ["constant"]},
         },
         "tuning": {
             "maxTrials": 1,
@@ -72,8 +73,8 @@ def torch_server_main(artifacts: str, port: int, threads: int) -> None:
     import torch
     from kserve import Model
 
+    from optiloop.jobs.checkpoint import load_model
     from optiloop.jobs.storage import open_store
-    from optiloop.jobs.tune import load_model
 
     torch.set_num_threads(threads)
     model = load_model(open_store(artifacts), "r1/tuning")

@@ -3,7 +3,7 @@
     .venv/bin/python bench/tuning.py                 # full run (about 20 minutes on 2 cores)
     .venv/bin/python bench/tuning.py --quick         # reduced run for `make bench`
 
-Part 1 drives the product's own engine (``optiloop.jobs.tuning.search``) with the product's
+Part 1 drives the product's own engine (``optiloop.jobs.search.search``) with the product's
 search space and training code on bundled datasets, for several seeds. The objective is the
 validation loss (cross-entropy or MSE): smoother than accuracy on small validation splits,
 so the comparison measures the samplers rather than rounding. For each algorithm it prints
@@ -33,11 +33,11 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 
 from optiloop.api.jobs import StageInput  # noqa: E402
+from optiloop.jobs.prepare import prepare_data  # noqa: E402
+from optiloop.jobs.search import Budget, Choice, FloatParam, IntParam, Reporter, search  # noqa: E402
 from optiloop.jobs.space import decode, search_space  # noqa: E402
 from optiloop.jobs.storage import open_store  # noqa: E402
 from optiloop.jobs.training import build_model, train_model  # noqa: E402
-from optiloop.jobs.tune import prepare_data  # noqa: E402
-from optiloop.jobs.tuning import Budget, Choice, FloatParam, IntParam, Reporter, search  # noqa: E402
 
 CHECKPOINTS = (10, 25, 50)
 ALGORITHMS = ("random", "grid", "tpe", "gp")
@@ -49,11 +49,12 @@ def bench_spec(uri: str, task: str) -> dict[str, Any]:
         "dataQuality": {"minRows": 20},
         "deployment": {"storageUri": "pvc://bench/x"},
         "model": {
+            "family": "mlp",
             "search": {
                 "layers": {"min": 1, "max": 3},
                 "width": {"min": 8, "max": 256, "log": True},
                 "dropout": {"min": 0.0, "max": 0.5},
-            }
+            },
         },
         "tuning": {
             "search": {

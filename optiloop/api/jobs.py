@@ -439,6 +439,14 @@ class ModelMetadata(ApiModel):
     """Where it came from."""
 
 
+# --- how a stage Job's pod gets its input ---------------------------------------
+
+STAGE_INPUT_ENV = "OPTILOOP_STAGE_INPUT"
+"""The :class:`StageInput` as JSON: set by the operator on every stage Job, read by the job entry points."""
+PROBE_URL_ENV = "OPTILOOP_PROBE_URL"
+"""The base URL of the blue/green revision's predictor that the probe Job sends its requests to."""
+
+
 # --- how a stage Job's pod reaches the dataset ----------------------------------
 
 DATASET_URI_ENV = "OPTILOOP_DATASET_URI"

@@ -41,6 +41,7 @@ from ..api.jobs import CandidateReport, CompressionReport, Decision, StageInput,
 from ..api.spec import DEFAULT_METRIC, Metric, ModelOptimizationSpec
 from ..errors import OptiloopError
 from . import prune as pruning
+from .checkpoint import load_model
 from .decision import calibrate, fold_into_graph
 from .errors import CompressionError
 from .export import run_export
@@ -50,20 +51,12 @@ from .metrics import task_metrics
 from .models import count_parameters
 from .onnx_export import export_onnx
 from .outcome import compression_outcome, failed_outcome, report_outcome
+from .prepare import PreparedData, prepare_data
+from .stage import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, configure_threads, stage_input_or_report
 from .steps import Precision, StepContext, steps_for
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
 from .training import EncodedSplit
 from .trees import AnyModel, TreeModel, export_tree_onnx
-from .tune import (
-    EXIT_FAILURE,
-    EXIT_INVALID,
-    EXIT_OK,
-    PreparedData,
-    configure_threads,
-    load_model,
-    prepare_data,
-    stage_input_or_report,
-)
 
 
 @dataclass

@@ -12,12 +12,13 @@ The rule fixes both, in this order:
    the probabilities of the unweighted data (the prior correction for weighted cross-entropy and
    weighted boosting alike). These are the probabilities served.
 2. **Threshold.** For two classes, the positive class is answered when its calibrated
-   probability exceeds a threshold picked on held-out predictions (out-of-fold, or the
-   validation split) to maximize the decision metric: the user's metric when it depends on the
+   probability exceeds a threshold picked on held-out (out-of-fold) predictions to maximize
+   the decision metric: the user's metric when it depends on the
    threshold (accuracy, f1), else balanced accuracy, which a model that always answers the
    majority cannot win (0.5 for two classes). Ties go to the threshold nearest 0.5, so the
-   plain most-probable answer is kept unless another threshold really scores better. With more
-   than two classes only the calibration applies.
+   plain most-probable answer is kept unless another threshold really scores better, and it is
+   kept outright when the held-out predictions rank the classes no better than chance (a
+   threshold found then fits noise). With more than two classes only the calibration applies.
 
 Both are folded into the exported graph (:func:`fold_into_graph`): the served ``predictions``
 follow the threshold, the served ``probabilities`` stay calibrated, and neither the predictor nor
@@ -105,6 +106,20 @@ def decide(probabilities: np.ndarray, decision: Decision | None) -> np.ndarray:
     return (np.asarray(probabilities, dtype=np.float64) * np.asarray(decision.class_scales)).argmax(axis=1)
 
 
+def ranks_better_than_chance(labels: np.ndarray, scores: np.ndarray, z: float = 2.0) -> bool:
+    """Whether ``scores`` rank the second class above the first clearly better than chance: ROC
+    AUC more than ``z`` standard errors above 0.5 (its spread when scores and labels are
+    unrelated, ``sqrt((n0 + n1 + 1) / (12 n0 n1))``)."""
+    labels = np.asarray(labels).astype(np.int64)
+    n1, n0 = int(np.sum(labels == 1)), int(np.sum(labels == 0))
+    if n1 == 0 or n0 == 0:
+        return False
+    from sklearn.metrics import roc_auc_score
+
+    auc = float(roc_auc_score(labels, scores))
+    return auc > 0.5 + z * math.sqrt((n0 + n1 + 1) / (12.0 * n0 * n1))
+
+
 def _scales(threshold: float) -> list[float]:
     # Class 1 wins argmax(p * scales) exactly when p1 * (1 - t) > p0 * t, i.e. when p1 > t.
     return [threshold, 1.0 - threshold]
@@ -124,6 +139,11 @@ def choose_decision(
     if classes != 2 or len(labels) == 0:
         return Decision(metric=metric, logit_offsets=offsets, class_scales=[1.0] * classes, threshold=None)
     positive = calibrated[:, 1]
+    if not ranks_better_than_chance(labels, positive):
+        # Any threshold found here would fit noise (on pure noise one answered the rare class
+        # for every row); the plain most probable class is the honest answer, and the run's
+        # warnings say what it amounts to.
+        return Decision(metric=metric, logit_offsets=offsets, class_scales=_scales(0.5), threshold=0.5)
     cuts = np.unique(positive)
     if len(cuts) > MAX_THRESHOLDS:
         cuts = np.unique(np.quantile(positive, np.linspace(0.0, 1.0, MAX_THRESHOLDS)))

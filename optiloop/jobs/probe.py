@@ -30,14 +30,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..api.jobs import StageInput, StageOutcome
+from ..api.jobs import PROBE_URL_ENV, STAGE_INPUT_ENV, StageInput, StageOutcome
+from ..formats.model_dir import REFERENCE_FILE
 from .errors import StorageError
-from .export import REFERENCE_FILE
 from .outcome import failed_outcome, report_outcome
 from .storage import completion_marker, open_store
 
-STAGE_INPUT_ENV = "OPTILOOP_STAGE_INPUT"
-PROBE_URL_ENV = "OPTILOOP_PROBE_URL"
 REQUEST_TIMEOUT_SECONDS = 10.0
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 

@@ -12,7 +12,7 @@ from typing import Any
 from ..api.jobs import Architecture, FeatureTransform, TrainingConfig
 from ..api.spec import FloatRange, IntRange, ModelOptimizationSpec
 from .models import hidden_widths
-from .tuning import Choice, FloatParam, IntParam, Param
+from .search import Choice, FloatParam, IntParam, Param
 
 
 def _int(r: IntRange) -> Param:

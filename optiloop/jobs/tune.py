@@ -1,14 +1,16 @@
-"""The tuning stage: data quality -> features -> search -> retrain the best -> outputs.
+"""The tuning stage: search the spec's space, retrain the best configuration, write the outputs.
 
 Run by the cluster's tuning Job and by the local runner::
 
     python -m optiloop.jobs.tune --input stage-input.json     # or OPTILOOP_STAGE_INPUT='{...}'
 
-Outputs go below ``<artifacts>/r<revision>/``: ``data/`` (quality report and splits),
-``features/`` (the fitted transform), ``tuning/`` (study journal, trials, best result, the
-retrained model in safetensors, its preprocessing, and a reference sample of raw training
-inputs for the drift monitor). Each finished sub-stage has a completion marker, so a rerun
-skips it; the study itself is persistent, so a restarted search continues.
+It prepares the data first (:mod:`.prepare`: ``r<revision>/data/`` and ``features/``), then runs
+the study (:mod:`.search`, with the objective of :mod:`.objective`) and, on worker 0, retrains the
+winner on training + validation rows. Outputs go below ``r<revision>/tuning/``: study journal,
+trials, best result, the retrained model in safetensors (:mod:`.checkpoint`), its preprocessing,
+and a reference sample of raw training inputs for the drift monitor. Each finished sub-stage has
+a completion marker, so a rerun skips it; the study itself is persistent, so a restarted search
+continues.
 
 Exit codes: 0 done, 2 invalid input, 3 data-quality gate failed, 1 anything else.
 """
@@ -16,7 +18,6 @@ Exit codes: 0 done, 2 invalid input, 3 data-quality gate failed, 1 anything else
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -25,22 +26,13 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
-import pandas as pd
-import torch
-from pydantic import ValidationError
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
+from typing import Any
 
 from ..api.jobs import (
+    STAGE_INPUT_ENV,
     Architecture,
-    DataQualityReport,
     Decision,
-    FeatureTransform,
     StageInput,
     StageOutcome,
     TrainingConfig,
@@ -49,8 +41,9 @@ from ..api.jobs import (
 )
 from ..api.spec import ModelOptimizationSpec, natural_direction
 from ..errors import OptiloopError
-from .choice import LOSS_ATTR, PARAMETERS_ATTR, choose
-from .data import load_dataset
+from ..formats.model_dir import REFERENCE_FILE
+from .checkpoint import MODEL_FILE, save_model
+from .choice import LOSS_ATTR, choose
 from .decision import (
     choose_decision,
     decision_metric,
@@ -62,206 +55,29 @@ from .decision import (
     run_objectives,
     user_metric,
 )
-from .errors import DataQualityError, StorageError, TuningError
-from .features import encode_raw, encode_target, fit_transform
-from .fitting import choose_folds, cross_validate, fit_and_score
+from .errors import DataQualityError, TuningError
+from .fitting import fit_and_score
 from .linear import fit_linear
-from .models import TabularModel, count_parameters
+from .models import count_parameters
+from .objective import FOLDS_ATTR, ROUNDS_ATTR, VALIDATION_ATTR, TuningProgress, make_objective
 from .outcome import failed_outcome, report_outcome, tuning_outcome
-from .quality import check_quality, failure_message
+from .prepare import PreparedData, prepare_data, reference_sample, run_data_quality, run_features, train_and_validation
+from .search import WORKER_ATTR, Budget, SearchResult, search
 from .space import decode, first_trials, search_space
-from .split import split_frame
+from .stage import (
+    EXIT_DATA_QUALITY,
+    EXIT_FAILURE,
+    EXIT_INVALID,
+    EXIT_OK,
+    configure_threads,
+    dump,
+    stage_input_or_report,
+)
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
-from .training import EncodedSplit, build_model, train_model
-from .trees import AnyModel, TreeModel, build_tree_model, settings_of
-from .tuning import WORKER_ATTR, Budget, Reporter, SearchResult, search
+from .training import build_model, train_model
+from .trees import AnyModel, build_tree_model, settings_of
 
-STAGE_INPUT_ENV = "OPTILOOP_STAGE_INPUT"
 STUDY_URL_ENV = "OPTILOOP_STUDY_STORAGE_URL"
-THREADS_ENV = "OPTILOOP_THREADS"
-COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
-REFERENCE_ROWS = 2000
-SPLITS = ("train", "validation", "test")
-
-EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_DATA_QUALITY = 0, 1, 2, 3
-
-
-def _dump(model: Any) -> bytes:
-    return json.dumps(model.model_dump(mode="json", by_alias=True), indent=2).encode()
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
-
-
-def _read_parquet(store: ArtifactStore, key: str) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(store.read_bytes(key)))
-
-
-# --- data quality ------------------------------------------------------------
-
-
-def run_data_quality(stage: StageInput, store: ArtifactStore) -> DataQualityReport:
-    """Load, check, clean and split the data; raise :class:`DataQualityError` when a gate fails."""
-    prefix = f"r{stage.revision}/data"
-    if completion_marker(store, prefix):
-        return DataQualityReport.model_validate_json(store.read_bytes(f"{prefix}/report.json"))
-    spec = stage.spec
-    result = check_quality(load_dataset(spec.dataset), spec.dataset, spec.data_quality)
-    report = result.report
-    report.categorical_columns = result.categorical
-    if not report.passed:
-        # Written without a completion marker: a rerun checks the data again.
-        store.write_bytes(f"{prefix}/report.json", _dump(report))
-        raise DataQualityError(failure_message(report), report)
-    splits = split_frame(result.frame, spec.dataset, oversample=result.oversample)
-    report.split_rows = splits.sizes()
-    with StageWriter(store, prefix, {"stage": "data"}) as out:
-        for name in SPLITS:
-            out.write_bytes(f"{name}.parquet", _parquet(getattr(splits, name)))
-        out.write_bytes("report.json", _dump(report))
-    return report
-
-
-# --- features ----------------------------------------------------------------
-
-
-def run_features(stage: StageInput, store: ArtifactStore, report: DataQualityReport | None = None) -> FeatureTransform:
-    """Fit the feature transform on the training split (running the data stage unless its
-    ``report`` is given)."""
-    prefix = f"r{stage.revision}/features"
-    if completion_marker(store, prefix):
-        return FeatureTransform.model_validate_json(store.read_bytes(f"{prefix}/preprocessing.json"))
-    report = report or run_data_quality(stage, store)
-    train = _read_parquet(store, f"r{stage.revision}/data/train.parquet")
-    spec = stage.spec
-    transform = fit_transform(train, report.categorical_columns, spec.dataset, spec.features, spec.data_quality)
-    with StageWriter(store, prefix, {"stage": "features"}) as out:
-        out.write_bytes("preprocessing.json", _dump(transform))
-    return transform
-
-
-# --- tuning ------------------------------------------------------------------
-
-
-@dataclass
-class PreparedData:
-    """Encoded splits and what training needs besides them."""
-
-    transform: FeatureTransform
-    splits: dict[str, EncodedSplit]
-    class_weights: list[float] | None
-    raw_train: pd.DataFrame
-    imbalanced: bool = False
-    """Whether the data-quality stage found the classes more uneven than its rule allows."""
-
-    def weights_for(self, training: TrainingConfig) -> list[float] | None:
-        """The class weights a configuration trains with (none when it chose not to weigh)."""
-        return self.class_weights if training.class_weighted else None
-
-
-def prepare_data(stage: StageInput, store: ArtifactStore) -> PreparedData:
-    """Run (or reuse) the data and feature stages and encode the splits."""
-    report = run_data_quality(stage, store)
-    transform = run_features(stage, store, report)
-    frames = {name: _read_parquet(store, f"r{stage.revision}/data/{name}.parquet") for name in SPLITS}
-    splits = {
-        name: EncodedSplit(encode_raw(transform, frame), encode_target(transform, frame[transform.target]))
-        for name, frame in frames.items()
-    }
-    weights = None
-    if report.class_weights:
-        weights = [report.class_weights.get(label, 1.0) for label in transform.classes]
-    imbalanced = any(r.rule == "classImbalance" and r.status != "passed" for r in report.rules)
-    return PreparedData(transform, splits, weights, frames["train"], imbalanced)
-
-
-def measure_latency_ms(model: torch.nn.Module, inputs: int, repeats: int = 50) -> float:
-    """Median eager-torch latency of one row, in milliseconds."""
-    model.eval()
-    row = torch.zeros(1, inputs)
-    with torch.inference_mode():
-        for _ in range(5):
-            model(row)
-        timings = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(row)
-            timings.append(time.perf_counter() - start)
-    return float(np.median(timings) * 1000.0)
-
-
-def objective_values(
-    model: AnyModel, validation: dict[str, float], metrics: Sequence[str], raw_inputs: int
-) -> list[float]:
-    """One value per objective metric: validation metrics, measured latency, or parameter count."""
-    values = []
-    for metric in metrics:
-        if metric == "latencyMs":
-            values.append(measure_latency_ms(model, raw_inputs))
-        elif metric == "parameters":
-            values.append(float(count_parameters(model)))
-        else:
-            values.append(float(validation[metric]))
-    return values
-
-
-class TuningProgress(Protocol):
-    """What a caller (the local runner's live view) hears while the search runs."""
-
-    def epoch(self, trial: int, epoch: int, value: float) -> None:
-        """A trial finished an epoch; ``value`` is its first objective on the validation split."""
-
-    def trial(self, record: TrialRecord, best: float | None) -> None:
-        """A trial ended (complete, pruned or failed); ``best`` is the best first objective so far."""
-
-
-def make_objective(
-    stage: StageInput, data: PreparedData, progress: TuningProgress | None = None
-) -> Callable[[dict[str, Any], Reporter], list[float]]:
-    spec = stage.spec
-    metrics = [o.metric for o in run_objectives(spec, data.imbalanced)]
-    train, validation = data.splits["train"], data.splits["validation"]
-
-    folds = choose_folds(len(train) + len(validation), spec.model.folds)
-    both = train_and_validation(data)
-
-    def objective(params: dict[str, Any], reporter: Reporter) -> list[float]:
-        architecture, training = decode(params, spec, data.transform)
-
-        def report(step: int, scores: dict[str, float]) -> None:
-            value = scores.get(metrics[0], float("nan"))
-            if progress is not None:
-                progress.epoch(reporter.number, step, value)
-            reporter(step, value)
-
-        if folds > 1:
-            scored = cross_validate(
-                data.transform, architecture, training, both, folds, data.weights_for(training), on_fold=report
-            )
-        else:
-            scored = fit_and_score(
-                data.transform,
-                architecture,
-                training,
-                train,
-                validation,
-                data.weights_for(training),
-                on_epoch=lambda record: report(record.epoch, record.validation),
-            )
-            if architecture.family != "mlp":  # fitted in one step: no epochs were reported
-                report(1, scored.scores)
-        reporter.note("epochs_run", scored.rounds)
-        reporter.note(ROUNDS_ATTR, scored.rounds)
-        reporter.note(FOLDS_ATTR, folds)
-        reporter.note(LOSS_ATTR, float(scored.scores.get("loss", float("nan"))))
-        reporter.note(VALIDATION_ATTR, {k: float(v) for k, v in scored.scores.items()})
-        reporter.note(PARAMETERS_ATTR, count_parameters(scored.model))
-        return objective_values(scored.model, scored.scores, metrics, len(data.transform.columns))
-
-    return objective
 
 
 class _StudyStorage:
@@ -343,52 +159,6 @@ def _importances(result: SearchResult) -> dict[str, float]:
     return {name: float(value) for name, value in importances.items()}
 
 
-def reference_sample(frame: pd.DataFrame, transform: FeatureTransform, seed: int) -> dict[str, Any]:
-    """Raw training inputs (no target) for the drift monitor, as plain JSON."""
-    columns = [c.name for c in transform.columns]
-    sample = frame[columns].sample(n=min(REFERENCE_ROWS, len(frame)), random_state=seed)
-    rows = [
-        [None if pd.isna(v) else (v if isinstance(v, str) else float(v)) for v in row]
-        for row in sample.itertuples(index=False)
-    ]
-    kinds = {c.name: c.kind for c in transform.columns}
-    return {"columns": columns, "kinds": [kinds[c] for c in columns], "rows": rows}
-
-
-BOOSTER_KEY = "booster"
-"""Safetensors entry holding a tree ensemble's LightGBM text model (UTF-8 bytes)."""
-
-
-def save_model(model: AnyModel) -> bytes:
-    """The model's weights and fitted buffers in safetensors (a tree ensemble's booster as bytes)."""
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    if isinstance(model, TreeModel):
-        tensors[BOOSTER_KEY] = torch.frombuffer(bytearray(model.booster_text.encode()), dtype=torch.uint8)
-    return bytes(save_tensors(tensors))
-
-
-def load_model(store: ArtifactStore, prefix: str) -> AnyModel:
-    """Rebuild a model saved by the tuning stage (weights from safetensors, never pickle)."""
-    result = TuningResult.model_validate_json(store.read_bytes(f"{prefix}/result.json"))
-    transform = FeatureTransform.model_validate_json(store.read_bytes(f"{prefix}/preprocessing.json"))
-    tensors = load_tensors(store.read_bytes(f"{prefix}/model.safetensors"))
-    if result.architecture.family == "lightgbm":
-        booster = bytes(tensors[BOOSTER_KEY].numpy().tobytes()).decode()
-        trees = TreeModel(
-            transform,
-            result.architecture,
-            booster,
-            float(tensors["target_mean"]),
-            float(tensors["target_std"]),
-        )
-        trees.eval()
-        return trees
-    model = TabularModel(transform, result.architecture)
-    model.load_state_dict(tensors)
-    model.eval()
-    return model
-
-
 def run_tuning(stage: StageInput, store: ArtifactStore, progress: TuningProgress | None = None) -> TuningResult | None:
     """Search, then (worker 0) retrain the best configuration and write the outputs.
 
@@ -405,20 +175,6 @@ def run_tuning(stage: StageInput, store: ArtifactStore, progress: TuningProgress
         return _search_and_finish(stage, store, data, storage, study_name, progress)
     finally:
         storage.close()
-
-
-ROUNDS_ATTR = "rounds"
-"""User attribute: epochs or boosting rounds the trial's model kept (the winner is retrained with them)."""
-FOLDS_ATTR = "folds"
-"""User attribute: folds the trial was scored with (1: the validation split)."""
-VALIDATION_ATTR = "validation_metrics"
-"""User attribute: the trial's validation (or out-of-fold) metrics."""
-
-
-def train_and_validation(data: PreparedData) -> EncodedSplit:
-    """Training and validation rows together (cross-validation's rows, and the final model's)."""
-    train, validation = data.splits["train"], data.splits["validation"]
-    return EncodedSplit(np.concatenate([train.raw, validation.raw]), np.concatenate([train.target, validation.target]))
 
 
 def retrain_on_all(data: PreparedData, architecture: Architecture, training: TrainingConfig, epochs: int) -> AnyModel:
@@ -454,8 +210,8 @@ def choose_decision_for(
 ) -> Decision | None:
     """The delivered classifier's decision rule (see :mod:`optiloop.jobs.decision`), chosen on
     held-out predictions of the winning configuration; None when nothing calls for one (even
-    classes, no class weights, no threshold-dependent metric of the user's): then the served
-    graph answers the most probable class, as trained."""
+    classes, no class weights, no f1 asked for): then the served graph answers the most probable
+    class, as trained."""
     if spec.dataset.task != "classification":
         return None
     weights, chosen = data.weights_for(training), user_metric(spec)
@@ -567,60 +323,13 @@ def _search_and_finish(
         primary_metric=primary,
     )
     with StageWriter(store, prefix, {"stage": "tuning"}) as out:
-        out.write_bytes("model.safetensors", save_model(model))
-        out.write_bytes("preprocessing.json", _dump(data.transform))
+        out.write_bytes(MODEL_FILE, save_model(model))
+        out.write_bytes("preprocessing.json", dump(data.transform))
         out.write_json("trials.json", [_trial_record(t).model_dump(mode="json", by_alias=True) for t in result.trials])
-        out.write_json("reference.json", reference_sample(data.raw_train, data.transform, spec.dataset.seed))
-        out.write_bytes("result.json", _dump(tuning))
+        out.write_json(REFERENCE_FILE, reference_sample(data.raw_train, data.transform, spec.dataset.seed))
+        out.write_bytes("result.json", dump(tuning))
     storage.after_trial()
     return tuning
-
-
-# --- entry point -------------------------------------------------------------
-
-
-def read_stage_input(path: Path | None) -> StageInput:
-    """The stage input from ``path`` or from the ``OPTILOOP_STAGE_INPUT`` environment variable."""
-    if path is not None:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise StorageError(f"cannot read the stage input {path}: {exc}") from None
-    elif os.environ.get(STAGE_INPUT_ENV):
-        text = os.environ[STAGE_INPUT_ENV]
-    else:
-        raise StorageError(f"no stage input: pass --input FILE or set {STAGE_INPUT_ENV}")
-    stage = StageInput.model_validate_json(text)
-    # Every pod of an Indexed Job gets the same input; Kubernetes tells each its own index.
-    index = os.environ.get(COMPLETION_INDEX_ENV)
-    if index is not None:
-        stage = stage.model_copy(update={"worker_index": int(index)})
-        if stage.worker_index >= stage.worker_count:
-            raise StorageError(
-                f"{COMPLETION_INDEX_ENV}={index} but the stage input says workerCount={stage.worker_count}"
-            )
-    return stage
-
-
-def stage_input_or_report(path: Path | None, stage: str = "tuning") -> StageInput | None:
-    """The stage input for an entry point, or None after printing (and reporting to the operator)
-    why it is invalid (exit code 2)."""
-    try:
-        return read_stage_input(path)
-    except ValidationError as exc:
-        problem = f"invalid stage input: {exc}"
-    except OptiloopError as exc:
-        problem = str(exc)
-    print(problem, file=sys.stderr)
-    report_outcome(failed_outcome(stage, "InvalidInput", problem))
-    return None
-
-
-def configure_threads() -> int:
-    """Bound torch to the CPUs this process may use (or ``OPTILOOP_THREADS``)."""
-    threads = int(os.environ.get(THREADS_ENV, "0")) or len(os.sched_getaffinity(0))
-    torch.set_num_threads(threads)
-    return threads
 
 
 def main(argv: Sequence[str] | None = None) -> int:

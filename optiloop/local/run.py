@@ -34,8 +34,10 @@ from ..errors import OptiloopError
 from ..jobs.compress import run_compression
 from ..jobs.features import encode_raw
 from ..jobs.latency import open_session
+from ..jobs.prepare import run_data_quality, run_features
+from ..jobs.stage import configure_threads
 from ..jobs.storage import LocalStore, StageWriter, is_complete
-from ..jobs.tune import configure_threads, run_data_quality, run_features, run_tuning
+from ..jobs.tune import run_tuning
 from .progress import View
 
 DRIFT_PYTHON_ENV = "OPTILOOP_DRIFT_PYTHON"

@@ -15,12 +15,14 @@ import pandas as pd
 import pytest
 
 from optiloop.api.jobs import CompressionReport, StageInput, StageOutcome
+from optiloop.jobs.checkpoint import load_model
 from optiloop.jobs.compress import run_compression
 from optiloop.jobs.latency import open_session
 from optiloop.jobs.outcome import compression_outcome
+from optiloop.jobs.prepare import prepare_data
 from optiloop.jobs.storage import is_complete, open_store
 from optiloop.jobs.training import predict
-from optiloop.jobs.tune import load_model, prepare_data, run_tuning
+from optiloop.jobs.tune import run_tuning
 from optiloop.serve.model_dir import load_model_directory
 from tests.jobs.test_tune_stage import quick_spec, stage_input
 

@@ -18,8 +18,9 @@ from optiloop.jobs.compress import run_compression
 from optiloop.jobs.decision import majority_score
 from optiloop.jobs.latency import open_session
 from optiloop.jobs.metrics import task_metrics
+from optiloop.jobs.prepare import prepare_data
 from optiloop.jobs.storage import open_store
-from optiloop.jobs.tune import prepare_data, run_tuning
+from optiloop.jobs.tune import run_tuning
 from optiloop.serve.model_dir import load_model_directory
 from tests.jobs.test_tune_stage import quick_spec, stage_input
 

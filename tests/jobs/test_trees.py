@@ -15,12 +15,14 @@ import torch
 
 from optiloop.api.jobs import Architecture
 from optiloop.api.spec import DataQualitySpec, DatasetSpec, FeaturesSpec
+from optiloop.jobs.checkpoint import load_model
 from optiloop.jobs.compress import run_compression
 from optiloop.jobs.features import encode_raw, encode_target, fit_transform
 from optiloop.jobs.latency import open_session
+from optiloop.jobs.prepare import prepare_data
 from optiloop.jobs.storage import open_store
 from optiloop.jobs.trees import TreeModel, TreeSettings, build_tree_model, export_tree_onnx
-from optiloop.jobs.tune import load_model, prepare_data, run_tuning
+from optiloop.jobs.tune import run_tuning
 from optiloop.serve.model_dir import load_model_directory
 from tests.jobs.test_tune_stage import quick_spec, stage_input
 

@@ -18,9 +18,10 @@ import pytest
 from optuna.trial import TrialState
 
 from optiloop.api.jobs import StageInput, StageOutcome
+from optiloop.jobs.checkpoint import load_model
 from optiloop.jobs.storage import is_complete, open_store
 from optiloop.jobs.training import predict
-from optiloop.jobs.tune import load_model, run_tuning
+from optiloop.jobs.tune import run_tuning
 from tests.support.control_plane import wait_for
 
 

@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optiloop.jobs.errors import TuningError
-from optiloop.jobs.tuning import Budget, Choice, FloatParam, IntParam, Reporter, grid_values, search
+from optiloop.jobs.search import Budget, Choice, FloatParam, IntParam, Reporter, grid_values, search
 
 SPACE = {"x": FloatParam(-4.0, 4.0), "n": IntParam(1, 8), "kind": Choice(("a", "b"))}
 

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from optiloop.api.spec import DataQualitySpec, DatasetSpec, FeaturesSpec
 from optiloop.jobs.features import encode_raw, encode_target, fit_transform
 from optiloop.jobs.models import TabularModel
 from optiloop.jobs.training import EncodedSplit, build_model
+from tests.serve.oracle import Model
 from tests.support.control_plane import free_port, wait_for
-from tests.support.model_dirs import city_frame
+from tests.support.model_dirs import city_frame, city_model, write_model_directory
 
 
 @dataclass
@@ -105,6 +108,20 @@ def numeric_model() -> TabularModel:
 
     architecture = Architecture(inputs=transform.input_width, outputs=3, hidden=[8])
     return build_model(transform, architecture, split, 0).eval()
+
+
+@pytest.fixture(scope="module")
+def numbers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Model]:
+    root = write_model_directory(tmp_path_factory.mktemp("numbers") / "model", numeric_model())
+    with predictor(root, "numbers", tmp_path_factory.mktemp("logs") / "numbers.log", grpc=True) as served:
+        yield Model(root, served)
+
+
+@pytest.fixture(scope="module")
+def cities(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Model]:
+    root = write_model_directory(tmp_path_factory.mktemp("cities") / "model", city_model())
+    with predictor(root, "cities", tmp_path_factory.mktemp("logs") / "cities.log", grpc=True) as served:
+        yield Model(root, served)
 
 
 __all__ = ["Served", "free_port", "numeric_model", "predictor"]

@@ -3,76 +3,13 @@ the predictor, and every answer equals ONNX Runtime run in this process on the s
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.serve.conftest import Served, numeric_model, predictor
-from tests.support.model_dirs import city_frame, city_model, write_model_directory
-
-
-class Model:
-    """A served model directory, its ONNX session in this process, and its server."""
-
-    def __init__(self, root: Path, served: Served) -> None:
-        self.root = root
-        self.served = served
-        self.metadata = json.loads((root / "metadata.json").read_text())
-        self.session = ort.InferenceSession(str(root / "model.onnx"), providers=["CPUExecutionProvider"])
-
-    def expected(self, matrix: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """Labels and probabilities straight from ONNX Runtime for an encoded input matrix."""
-        indices, probabilities = self.session.run(None, {self.metadata["inputName"]: matrix.astype(np.float32)})
-        return [self.metadata["classes"][int(i)] for i in np.ravel(indices)], probabilities
-
-    def http(self) -> httpclient.InferenceServerClient:
-        return httpclient.InferenceServerClient(self.served.url.removeprefix("http://"))
-
-    def grpc(self) -> grpcclient.InferenceServerClient:
-        return grpcclient.InferenceServerClient(f"127.0.0.1:{self.served.grpc_port}")
-
-
-@pytest.fixture(scope="module")
-def numbers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Model]:
-    root = write_model_directory(tmp_path_factory.mktemp("numbers") / "model", numeric_model())
-    with predictor(root, "numbers", tmp_path_factory.mktemp("logs") / "numbers.log", grpc=True) as served:
-        yield Model(root, served)
-
-
-@pytest.fixture(scope="module")
-def cities(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Model]:
-    root = write_model_directory(tmp_path_factory.mktemp("cities") / "model", city_model())
-    with predictor(root, "cities", tmp_path_factory.mktemp("logs") / "cities.log", grpc=True) as served:
-        yield Model(root, served)
-
-
-def numeric_rows() -> np.ndarray:
-    frame = city_frame(64, 5)
-    return frame[["a", "b"]].fillna(0.25).to_numpy(dtype=np.float32)
-
-
-def city_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    frame = city_frame(40, 6)
-    return (
-        frame["a"].to_numpy(np.float32),
-        frame["b"].fillna(1.5).to_numpy(np.float32),
-        frame["city"].to_numpy(dtype=object),
-    )
-
-
-def check(model: Model, matrix: np.ndarray, labels: Any, probabilities: Any) -> None:
-    want_labels, want_probabilities = model.expected(matrix)
-    np.testing.assert_allclose(probabilities, want_probabilities, rtol=1e-6, atol=1e-7)
-    decoded = [value.decode() if isinstance(value, bytes) else str(value) for value in np.ravel(labels)]
-    assert decoded == want_labels
+from tests.serve.oracle import Model, check, city_columns, city_matrix, numeric_rows
 
 
 def test_model_metadata_lists_every_input_and_output_over_both_protocols(numbers: Model, cities: Model) -> None:
@@ -135,9 +72,7 @@ def test_http_per_feature_tensors_with_categories(cities: Model, binary: bool) -
         tensor.set_data_from_numpy(values, binary_data=binary)
         inputs.append(tensor)
     result = cities.http().infer("cities", inputs)
-    categories = next(f["categories"] for f in cities.metadata["features"] if f["name"] == "city")
-    codes = np.array([categories.index(value) for value in city], dtype=np.float32)
-    check(cities, np.stack([a, b, codes], axis=1), result.as_numpy("predictions"), result.as_numpy("probabilities"))
+    check(cities, city_matrix(cities, a, b, city), result.as_numpy("predictions"), result.as_numpy("probabilities"))
 
 
 @pytest.mark.parametrize("batch", [1, 64])
@@ -159,9 +94,7 @@ def test_grpc_per_feature_tensors_and_requested_outputs(cities: Model) -> None:
         inputs.append(tensor)
     outputs = [grpcclient.InferRequestedOutput("probabilities")]
     result = cities.grpc().infer("cities", inputs, outputs=outputs)
-    categories = next(f["categories"] for f in cities.metadata["features"] if f["name"] == "city")
-    codes = np.array([categories.index(value) for value in city], dtype=np.float32)
-    _, want = cities.expected(np.stack([a, b, codes], axis=1))
+    _, want = cities.expected(city_matrix(cities, a, b, city))
     np.testing.assert_allclose(result.as_numpy("probabilities"), want, rtol=1e-6, atol=1e-7)
     assert result.as_numpy("predictions") is None
 

@@ -16,8 +16,8 @@ from optiloop.jobs.export import model_directory_files
 from optiloop.jobs.features import encode_raw, encode_target, fit_transform
 from optiloop.jobs.models import TabularModel
 from optiloop.jobs.onnx_export import INPUT_NAME, OPSET, export_onnx, output_names
+from optiloop.jobs.prepare import reference_sample
 from optiloop.jobs.training import EncodedSplit, build_model
-from optiloop.jobs.tune import reference_sample
 
 
 def city_frame(rows: int, seed: int) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from optiloop.jobs.errors import StorageError
-from optiloop.jobs.tune import read_stage_input
+from optiloop.jobs.stage import read_stage_input
 
 INPUT = {
     "name": "iris",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...api import ModelOptimization
-from ...api.jobs import DATASET_CREDENTIALS_PREFIX, DATASET_URI_ENV, StageInput
+from ...api.jobs import DATASET_CREDENTIALS_PREFIX, DATASET_URI_ENV, PROBE_URL_ENV, STAGE_INPUT_ENV, StageInput
 from .. import names
 from ..config import OperatorConfig
 from .common import (
@@ -29,7 +29,6 @@ PVC_ROOT = "/mnt/pvc"
 TUNE_MODULE = "optiloop.jobs.tune"
 COMPRESS_MODULE = "optiloop.jobs.compress"
 PROBE_MODULE = "optiloop.jobs.probe"
-PROBE_URL_ENV = "OPTILOOP_PROBE_URL"
 PROBE_GRACE_SECONDS = 600
 """How much longer than the analysis window a probe Job may take (pod start, image pull) before
 Kubernetes stops it and the blue/green revision is rolled back."""
@@ -82,7 +81,7 @@ def _storage(resource: ModelOptimization) -> tuple[list[dict[str, Any]], list[di
 
 def _env(resource: ModelOptimization, stage: StageInput) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": "OPTILOOP_STAGE_INPUT", "value": stage.model_dump_json(by_alias=True, exclude_none=True)},
+        {"name": STAGE_INPUT_ENV, "value": stage.model_dump_json(by_alias=True, exclude_none=True)},
         {"name": "OPTILOOP_PVC_ROOT", "value": PVC_ROOT},
         # The pod reports its StageOutcome as the termination message the operator reads back.
         {"name": "OPTILOOP_RESULT_FILE", "value": TERMINATION_MESSAGE_PATH},
