@@ -1,10 +1,14 @@
 # syntax=docker/dockerfile:1.7
 # One target per image. Build with, for example:
 #   docker build --target drift -t optiloop-drift .
-# Every target installs only its own extra, from its hash-checked lock, into /opt/venv in a
-# builder stage; the final stage copies that venv onto the slim base (no compilers, no pip
-# cache) and runs as the non-root user 65532. tests/unit/test_images.py builds each target's
-# environment from the same lines, so they cannot rot unnoticed without a Docker engine.
+# or, without a Docker engine, hack/build-images.sh (buildah on a base image made from Debian).
+#
+# Every image is a few layers over the base: its locked dependencies (a virtual environment
+# installed from its hash-checked lock in its `<target>-deps` stage, which the final stage starts
+# from, so the large layer is stored once), then optiloop itself (built once in the `code` stage),
+# then the check that its entry point imports. A code change rebuilds only the last, small layers:
+# the dependencies (torch among them) are never reinstalled for it. No stage installs a compiler,
+# pip keeps no cache, and the images run as the non-root user 65532.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -16,19 +20,44 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --gid 65532 optiloop \
  && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin optiloop
 
-# --- operator ------------------------------------------------------------------
-FROM base AS operator-builder
-COPY requirements/operator.lock /tmp/operator.lock
-COPY pyproject.toml README.md /src/
+# --- optiloop itself ---------------------------------------------------------------
+# Installed as a package tree with its metadata (the predictor reports its version), compiled with
+# hash-checked .pyc files so they stay valid when copied into each image (the user cannot write them).
+# The README is only the package's long description: an empty one keeps documentation edits from
+# rebuilding the images.
+FROM base AS code
+COPY pyproject.toml /src/
 COPY optiloop /src/optiloop
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/operator.lock \
- && /opt/venv/bin/pip install --no-deps /src \
- && /opt/venv/bin/python -c "import optiloop.operator.handlers"
+RUN : >/src/README.md \
+ && python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-deps --no-compile --target /opt/code /src \
+ && rm -rf /opt/code/bin \
+ && python -m compileall -q --invalidation-mode checked-hash /opt/code
 
-FROM base AS operator
-COPY --from=operator-builder /opt/venv /opt/venv
+# The drift monitor's environment has pydantic 1, so it gets only the part of optiloop it imports
+# (optiloop.drift and the dependency-free optiloop.formats; import-linter enforces that).
+FROM base AS drift-code
+COPY pyproject.toml /src/
+COPY optiloop/__init__.py /src/optiloop/__init__.py
+COPY optiloop/drift /src/optiloop/drift
+COPY optiloop/formats /src/optiloop/formats
+RUN : >/src/README.md \
+ && python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-deps --no-compile --target /opt/code /src \
+ && rm -rf /opt/code/bin \
+ && python -m compileall -q --invalidation-mode checked-hash /opt/code
+
+# --- operator ------------------------------------------------------------------
+FROM base AS operator-deps
+COPY requirements/operator.lock /tmp/operator.lock
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/operator.lock
+
+FROM operator-deps AS operator
+COPY --from=code /opt/code/ /opt/venv/lib/python3.11/site-packages/
 ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
+RUN rm -f /tmp/*.lock \
+ && python -c "import optiloop.operator.handlers"
 USER 65532:65532
 EXPOSE 8080 8081
 # Probes: GET :8081/healthz (Kopf's liveness endpoint); the chart sets them.
@@ -38,36 +67,36 @@ ENTRYPOINT ["python", "-m", "optiloop"]
 CMD ["operator"]
 
 # --- tuning and compression Jobs ---------------------------------------------------
-FROM base AS jobs-builder
+# torch from PyPI is the CUDA build: it loads the nvidia-* libraries of the lock at import even on a
+# CPU, so they stay. Triton (torch's GPU kernel compiler, about 700 MB) is left out: nothing here
+# compiles kernels, and torch imports, trains and exports ONNX without it.
+FROM base AS jobs-deps
 COPY requirements/jobs.lock /tmp/jobs.lock
-COPY pyproject.toml README.md /src/
-COPY optiloop /src/optiloop
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/jobs.lock \
- && /opt/venv/bin/pip install --no-deps /src \
- && /opt/venv/bin/python -c "import optiloop.jobs.tune, optiloop.jobs.compress"
+RUN awk '/^[^ #]/ { skip = ($0 ~ /^triton==/) } !skip' /tmp/jobs.lock > /tmp/jobs-cpu.lock \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/jobs-cpu.lock
 
-FROM base AS jobs
-COPY --from=jobs-builder /opt/venv /opt/venv
+FROM jobs-deps AS jobs
+COPY --from=code /opt/code/ /opt/venv/lib/python3.11/site-packages/
 ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
+RUN rm -f /tmp/*.lock \
+ && python -c "import optiloop.jobs.tune, optiloop.jobs.compress"
 USER 65532:65532
 # No HEALTHCHECK: a Job pod runs to completion; the operator sets the command
 # (python -m optiloop.jobs.tune or optiloop.jobs.compress) and reads the termination message.
 CMD ["python", "-m", "optiloop.jobs.tune", "--help"]
 
 # --- predictor ---------------------------------------------------------------------
-FROM base AS serve-builder
+FROM base AS serve-deps
 COPY requirements/serve.lock /tmp/serve.lock
-COPY pyproject.toml README.md /src/
-COPY optiloop /src/optiloop
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/serve.lock \
- && /opt/venv/bin/pip install --no-deps /src \
- && /opt/venv/bin/python -c "import optiloop.serve.server"
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/serve.lock
 
-FROM base AS serve
-COPY --from=serve-builder /opt/venv /opt/venv
+FROM serve-deps AS serve
+COPY --from=code /opt/code/ /opt/venv/lib/python3.11/site-packages/
 ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
+RUN rm -f /tmp/*.lock \
+ && python -c "import optiloop.serve.server"
 USER 65532:65532
 EXPOSE 8080
 # Probes: KServe's GET /v2/health/live and /v2/health/ready (the model directory is verified and loaded).
@@ -80,24 +109,23 @@ CMD ["--model-dir", "/mnt/models", "--http-port", "8080"]
 # Alibi Detect 0.11.4 is the last Apache-2.0 release (see README, "Licensing"). Teams holding a
 # commercial licence for a later release may choose it with --build-arg ALIBI_DETECT_VERSION=...;
 # that install resolves the newer release's own dependencies and is not hash-locked.
-FROM base AS drift-builder
+# Its MMD detector runs on torch (CPU), so the CUDA libraries stay as in the jobs image; Triton does not.
+FROM base AS drift-deps
 ARG ALIBI_DETECT_VERSION=0.11.4
 COPY requirements/drift.lock /tmp/drift.lock
-COPY pyproject.toml README.md /src/
-COPY optiloop/__init__.py /src/optiloop/__init__.py
-COPY optiloop/drift /src/optiloop/drift
 RUN python -m venv /opt/venv \
  && if [ "$ALIBI_DETECT_VERSION" = "0.11.4" ]; then \
-      /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/drift.lock; \
+      awk '/^[^ #]/ { skip = ($0 ~ /^triton==/) } !skip' /tmp/drift.lock > /tmp/drift-cpu.lock \
+      && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/drift-cpu.lock; \
     else \
       /opt/venv/bin/pip install "alibi-detect==${ALIBI_DETECT_VERSION}" "prometheus-client>=0.20" "aiohttp>=3.9" torch; \
-    fi \
- && /opt/venv/bin/pip install --no-deps /src \
- && /opt/venv/bin/python -c "import optiloop.drift.service, alibi_detect; print(alibi_detect.__version__)"
+    fi
 
-FROM base AS drift
-COPY --from=drift-builder /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+FROM drift-deps AS drift
+COPY --from=drift-code /opt/code/ /opt/venv/lib/python3.11/site-packages/
+ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
+RUN rm -f /tmp/*.lock \
+ && python -c "import optiloop.drift.service, alibi_detect; print(alibi_detect.__version__)"
 USER 65532:65532
 EXPOSE 8080
 # Probes: GET /healthz (liveness) and GET /readyz (readiness: the reference is loaded).

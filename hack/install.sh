@@ -8,6 +8,7 @@
 #   the test control plane (kube-apiserver, kube-controller-manager, etcd), Helm, KServe's manager and
 #   agent, and the test node (kubelet, kube-scheduler, kube-proxy, CoreDNS, pause and busybox images),
 #   built from the Go module proxy into ~/.cache
+#   optiloop's four images as archives for containerd (hack/build-images.sh, into ~/.cache)
 # Downloads and builds are cached outside the clone (uv's and Go's caches, ~/.cache/optiloop),
 # so running it again on a warm machine takes seconds. Safe to re-run at any time.
 set -euo pipefail
@@ -76,5 +77,12 @@ hack/build-kserve.sh
 
 say "test node (kubelet, kube-scheduler, kube-proxy, CoreDNS, the pause and busybox images)"
 hack/build-node.sh
+
+say "optiloop's images (operator, jobs, serve, drift): buildah on a base image made from Debian"
+if [[ "$(id -u)" == 0 ]]; then
+  hack/build-images.sh >/dev/null
+else
+  echo "install: not root, so the images are not built (debootstrap and buildah need root); their tests will say so" >&2
+fi
 
 say "installed; run the tests with: make test"
