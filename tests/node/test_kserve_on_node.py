@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from optiloop.api import ModelOptimization
+from optiloop.operator import names
 from optiloop.operator.builders.serving import inference_service
 from optiloop.operator.capabilities import Capabilities, default_from_config
 from optiloop.operator.config import OperatorConfig
@@ -28,6 +29,7 @@ from tests.support.kserve_node import KServeOnNode, import_our_image
 from tests.support.model_dirs import city_frame, city_model, write_model_directory
 from tests.support.namespaces import create_namespace, delete_namespace
 from tests.support.node import Node
+from tests.support.node_config import BUSYBOX_IMAGE
 
 pytestmark = pytest.mark.timeout(900)
 RUNTIME_UID = 65532
@@ -100,6 +102,48 @@ def _artifact_volume(api: Any, namespace: str, folder: Path) -> None:
         interval=0.25,
         what=f"claim {CLAIM} to be Bound",
     )
+
+
+RECORDER = (
+    "while true; do "
+    "{ printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n'; sleep 2; } "
+    "| nc -l -p 8080; echo; done"
+)
+"""One HTTP exchange at a time: what the client sent goes to the container's log, the answer is 200."""
+
+
+def _event_recorder(api: Any, namespace: str, name: str) -> str:
+    """A busybox pod behind a Service named ``name`` (port 80) that logs every request it gets; returns
+    the pod's name once it runs. It stands where the drift monitor would be, to see what KServe's
+    agent really posts to the operator's logger URL."""
+    from kubernetes import client, utils
+
+    labels = {"app": name}
+    container = {
+        "name": "recorder", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sh", "-c", RECORDER],
+        "ports": [{"containerPort": 8080}],
+    }  # fmt: skip
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [container], "terminationGracePeriodSeconds": 1, "automountServiceAccountToken": False},
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    for obj in (pod, service):
+        utils.create_from_dict(api, obj, namespace=namespace)
+    core = client.CoreV1Api(api)
+    wait_for(lambda: core.read_namespaced_pod_status(name, namespace).status.phase == "Running", 90, interval=0.25,
+             what=f"the recorder pod {name} to run")  # fmt: skip
+    # The agent posts each event once and never retries: the Service must lead to the pod first.
+    wait_for(lambda: (core.read_namespaced_endpoints(name, namespace).subsets or [None])[0], 30, interval=0.25,
+             what=f"the recorder Service {name} to have its endpoint")  # fmt: skip
+    return name
 
 
 def _written_as_the_jobs_write_it(root: Path) -> None:
@@ -210,6 +254,7 @@ def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference
     model_dir = write_model_directory(artifacts / "iris" / "r1" / "model", city_model(), name="iris")
     _written_as_the_jobs_write_it(artifacts)
     _artifact_volume(node_api, node_namespace, artifacts)
+    recorder = _event_recorder(node_api, node_namespace, names.drift_monitor("iris"))
 
     config = OperatorConfig(predictor_image=serve_image, image_pull_policy="IfNotPresent")
     model = _model_optimization(node_api, node_namespace)
@@ -235,6 +280,8 @@ def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference
     # payload logger, aimed at the drift monitor's URL.
     core = client.CoreV1Api(node_api)
     (pod,) = core.list_namespaced_pod(node_namespace, label_selector=f"serving.kserve.io/inferenceservice={name}").items
+    conditions = {c.type: c.status for c in pod.status.conditions}
+    assert conditions["Ready"] == "True", "KServe called the InferenceService Ready before its pod was"
     containers = {c.name: c for c in pod.spec.containers}
     assert containers["kserve-container"].image == serve_image
     assert containers["agent"].image.startswith("optiloop.local/kserve-agent:")
@@ -267,6 +314,36 @@ def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference
     assert outputs["predictions"]["data"] == labels
     got = np.array(outputs["probabilities"]["data"], dtype=np.float32).reshape(outputs["probabilities"]["shape"])
     np.testing.assert_allclose(got, probabilities, rtol=1e-6, atol=1e-7)
+
+    # KServe's real agent posted the request, as a CloudEvent, to the URL the operator gave its
+    # logger: the drift monitor's Service name, resolved through the cluster's DNS.
+    def posted() -> str | None:
+        log = core.read_namespaced_pod_log(recorder, node_namespace)
+        return log if "\r\n\r\n{" in log or "\n\n{" in log else None
+
+    try:
+        event = wait_for(posted, 30, interval=0.5, what="the payload logger's event at the recorder")
+    except TimeoutError as exc:
+        agent = core.read_namespaced_pod_log(pod.metadata.name, node_namespace, container="agent", tail_lines=30)
+        seen = core.read_namespaced_pod_log(recorder, node_namespace)
+        raise AssertionError(f"no event reached the recorder\n--- agent\n{agent}\n--- recorder\n{seen}") from exc
+    head, _, payload = event.replace("\r\n", "\n").partition("\n\n")
+    headers = {
+        key.strip().lower(): value.strip()
+        for key, _, value in (line.partition(":") for line in head.splitlines()[1:] if ":" in line)
+    }
+    assert event.startswith("POST /revisions/1 HTTP/1.1"), event
+    assert headers["ce-type"] == "org.kubeflow.serving.inference.request", headers
+    assert headers["ce-inferenceservicename"] == name
+    assert headers["ce-namespace"] == node_namespace
+    assert headers["ce-component"] == "predictor"
+    # Not the pod's name, as KServe's injector means it to be: the webhook passes the pod's name as
+    # --source-uri, but a Deployment's pod has no name yet when it is admitted (only generateName),
+    # so the agent falls back to its own URL. Every replica's events carry the same source.
+    agent_args = containers["agent"].args
+    assert agent_args[agent_args.index("--source-uri") + 1] == ""
+    assert headers["ce-source"] == "http://localhost:9081/"
+    assert json.loads(payload) == request
 
 
 def test_kserve_refuses_a_predictor_host_name_over_63_characters_and_says_so_on_the_inference_service(
