@@ -124,8 +124,10 @@ RUN python -m venv /opt/venv \
 FROM drift-deps AS drift
 COPY --from=drift-code /opt/code/ /opt/venv/lib/python3.11/site-packages/
 ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
+# Importing Alibi Detect leaves torch's compile cache in /tmp (torchinductor_root): not for the image.
 RUN rm -f /tmp/*.lock \
- && python -c "import optiloop.drift.service, alibi_detect; print(alibi_detect.__version__)"
+ && python -c "import optiloop.drift.service, alibi_detect; print(alibi_detect.__version__)" \
+ && rm -rf /tmp/torchinductor_root
 USER 65532:65532
 EXPOSE 8080
 # Probes: GET /healthz (liveness) and GET /readyz (readiness: the reference is loaded).

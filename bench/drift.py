@@ -4,7 +4,7 @@
     .venv-drift/bin/python bench/drift.py --quick    # fewer repetitions, for `make bench`
 
 Runs in the drift environment (Alibi Detect 0.11.4) and drives the monitor's own
-``optiloop.drift.detectors.Detector``. Data are seeded standard normals; the reference has 2000
+``optiloop.drift.detectors.make_detector``. Data are seeded standard normals; the reference has 2000
 rows. Latency is the median of repeated evaluations of one window. Power is the share of
 500-row windows flagged when one of ten features' mean moves by the given number of standard
 deviations (shift 0 gives the false-positive rate), each window against a fresh reference.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from optiloop.drift.detectors import DETECTORS, Detector  # noqa: E402
+from optiloop.drift.detectors import DETECTORS, make_detector  # noqa: E402
 
 WINDOWS = (100, 500, 2000)
 FEATURES = (5, 20, 50)
@@ -34,7 +34,7 @@ SHIFTS = (0.0, 0.1, 0.25, 0.5, 1.0)
 def latency(kind: str, window: int, features: int, repeats: int) -> float:
     rng = np.random.default_rng(0)
     names = [f"x{i}" for i in range(features)]
-    detector = Detector(kind, rng.normal(size=(2000, features)), names, [], 0.05, "bonferroni")
+    detector = make_detector(kind, rng.normal(size=(2000, features)), names, [], 0.05, "bonferroni")
     batch = rng.normal(size=(window, features))
     detector.evaluate(batch)
     timings = []
@@ -50,7 +50,7 @@ def power(kind: str, shift: float, trials: int) -> float:
     names = [f"x{i}" for i in range(10)]
     flagged = 0
     for _ in range(trials):
-        detector = Detector(kind, rng.normal(size=(2000, 10)), names, [], 0.05, "bonferroni")
+        detector = make_detector(kind, rng.normal(size=(2000, 10)), names, [], 0.05, "bonferroni")
         window = rng.normal(size=(500, 10))
         window[:, 3] += shift
         flagged += detector.evaluate(window).is_drift

@@ -118,9 +118,10 @@ def split(frame: pd.DataFrame, dataset: Dataset) -> tuple[pd.DataFrame, pd.DataF
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
-def scores(task: str, truth: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
-    """accuracy and ROC AUC, or RMSE and R²."""
-    metrics = task_metrics(task, truth, outputs)  # type: ignore[arg-type]
+def scores(task: str, truth: np.ndarray, outputs: np.ndarray, predicted: np.ndarray | None = None) -> dict[str, float]:
+    """accuracy and ROC AUC, or RMSE and R² (accuracy of ``predicted`` when given: a served
+    graph's own answers, which follow its decision threshold)."""
+    metrics = task_metrics(task, truth, outputs, predicted)  # type: ignore[arg-type]
     keys = ("accuracy", "rocAuc") if task == "classification" else ("rmse", "r2")
     return {k: metrics[k] for k in keys}
 
@@ -176,7 +177,7 @@ def run_optiloop(
         if dataset.task == "classification":
             classes = [str(c) for c in directory.metadata.classes]
             truth = test[dataset.target].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
-            result = scores("classification", truth, np.asarray(outputs[1]))
+            result = scores("classification", truth, np.asarray(outputs[1]), np.asarray(outputs[0]))
         else:
             result = scores("regression", test[dataset.target].to_numpy(dtype=float), np.asarray(outputs[0]))
         transform = FeatureTransform.model_validate_json(store.read_bytes("r1/tuning/preprocessing.json"))

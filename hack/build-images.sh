@@ -146,7 +146,8 @@ build_base() {
   mirror="$(debian_mirror)"
   remove_tree "$tmp"
   mkdir -p "$tmp"
-  trap 'remove_tree "$tmp"' EXIT
+  # Expanded now: $tmp is local, and the trap may run after this function has returned (set -e).
+  trap "remove_tree '$tmp'" EXIT
   say "base image: debootstrap $suite (minbase + $base_packages) from $mirror"
   umoci init --layout "$tmp/oci"
   umoci new --image "$tmp/oci:base"
@@ -196,8 +197,16 @@ build_target() {
   local target="$1" key="${keys[$1]}"
   local name="optiloop/$target:$key" dir="$root/$target-$key"
   local tmp="$dir/.$target.tar.tmp.$$" started seconds
+  # A torch image (jobs, drift) takes about 10 GB more while its layer and archive are written, the
+  # others about 2: refuse to start rather than fill a disk others share (OPTILOOP_IMAGES_MIN_FREE_GB).
+  local free_gb need_gb=2
+  [[ "$target" == jobs || "$target" == drift ]] && need_gb=12
+  need_gb="${OPTILOOP_IMAGES_MIN_FREE_GB:-$need_gb}"
+  free_gb=$(($(df -Pk "$root" | awk 'NR == 2 { print $4 }') / 1024 / 1024))
+  ((free_gb >= need_gb)) \
+    || die "$target: only ${free_gb} GB free under $root; building it needs ${need_gb} GB (OPTILOOP_IMAGES_MIN_FREE_GB)"
   mkdir -p "$dir"
-  trap 'rm -f "$tmp"' EXIT
+  trap "rm -f '$tmp'" EXIT
   say "$target: building $name"
   started=$(date +%s)
   # The host's CA bundle lets pip reach the package index through this network's TLS chain;

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,16 +131,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"optiloop: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     view.close()
-    path = root / f"r{outcome.revision}" / "report.html"
-    outcome.report_path = path
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(report.render(outcome), encoding="utf-8")
-    temporary.replace(path)
     lines = report.summary_lines(outcome)
     if args.json:
-        print(json.dumps({"event": "summary", "lines": lines, "report": str(path), "modelDir": str(outcome.model_dir)}))
+        summary = {
+            "event": "summary",
+            "lines": lines,
+            "report": str(outcome.report_path),
+            "modelDir": str(outcome.model_dir),
+        }
+        print(json.dumps(summary))
     elif args.quiet:
-        print(path)
+        print(outcome.report_path)
     else:
         print("\n".join(lines))
     fallback = outcome.compression is not None and outcome.compression.fallback
@@ -149,28 +149,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_drift_check(args: argparse.Namespace) -> int:
-    from .local.run import drift_python
+    from .local.drift import run_check
+    from .local.errors import DriftEnvironmentMissingError
 
-    python = drift_python()
-    if python is None:
-        raise UserError(
-            "the drift environment is missing: run `make install`, or point OPTILOOP_DRIFT_PYTHON at the python of an "
-            "environment installed from requirements/drift.lock (see README, Licensing)"
-        )
-    command = [
-        str(python),
-        "-m",
-        "optiloop.drift",
-        "check",
-        "--reference",
-        str(args.reference),
-        "--data",
-        *map(str, args.data),
-    ]
-    for detector in args.detector or []:
-        command += ["--detector", detector]
-    command += ["--p-value", str(args.p_value), "--correction", args.correction]
-    return subprocess.run(command, check=False).returncode
+    try:
+        return run_check(args.reference, args.data, args.detector or [], args.p_value, args.correction)
+    except DriftEnvironmentMissingError as exc:
+        raise UserError(str(exc)) from None
 
 
 def cmd_operator(args: argparse.Namespace) -> int:

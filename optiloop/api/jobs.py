@@ -230,6 +230,21 @@ class TrialRecord(ApiModel):
     smooth score trials are ranked on when the objective is a task metric."""
 
 
+class Decision(ApiModel):
+    """How a classifier's served graph turns logits into answers (see ``optiloop.jobs.decision``):
+    offsets that calibrate the probabilities after class-weighted training, and per-class scales
+    of the probabilities whose argmax is the answer (a threshold, for two classes)."""
+
+    metric: str
+    """The metric the threshold was chosen for (``accuracy``, ``f1`` or ``balancedAccuracy``)."""
+    logit_offsets: list[float]
+    """Added to the logits before the softmax (``-log`` of each class's training weight)."""
+    class_scales: list[float]
+    """The answer is the argmax of the calibrated probabilities times these."""
+    threshold: float | None = None
+    """Two classes: the second class is answered when its calibrated probability exceeds this."""
+
+
 class TuningResult(ApiModel):
     """The tuning stage's outcome: the winner, how it was found, and how well it does."""
 
@@ -270,7 +285,13 @@ class TuningResult(ApiModel):
     """Wall-clock time of the search on this worker."""
     warnings: list[str] = []
     """What a user should know before trusting the model (a class it never predicts, a test
-    accuracy below always answering the most frequent class)."""
+    score below always answering the most frequent class)."""
+    decision: Decision | None = None
+    """The classifier's decision rule, folded into every exported graph (None: the most
+    probable class, probabilities as trained)."""
+    primary_metric: Metric | None = None
+    """The metric the run judges models on (the user's first task metric, ROC AUC by default on
+    uneven classes, else the task's default); None in results of older versions."""
 
 
 # --- compression and export --------------------------------------------------

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .detectors import DETECTORS, Detector
+from .detectors import DETECTORS, make_detector
 from .events import EventError, request_rows
 from .features import RowError
 from .reference import ReferenceError, load_reference
@@ -85,7 +85,7 @@ def check(args: argparse.Namespace) -> int:
     space = reference.space
     results: dict[str, dict[str, Any]] = {}
     for detector_kind in args.detector or ["tabular"]:
-        detector = Detector(
+        detector = make_detector(
             detector_kind, reference.matrix, space.names, space.categorical, args.p_value, args.correction
         )
         for path, matrix in zip(args.data, batches, strict=True):

@@ -26,6 +26,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..formats.rows import RowError, instances, tensor_layout
+
 SPEC_VERSION = "1.0"
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
@@ -158,26 +160,16 @@ def _v2_rows(inputs: Any, names: list[str]) -> list[Any]:
         if len(values) != expected:
             raise EventError(f"input {name!r}: data does not fit shape {shape} ({len(values)} values)")
         tensors.append((name, shape, values))
-    if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][0] not in names:
-        _, (count, width), values = tensors[0]
-        if count == 0 or width == 0:
-            raise EventError(f"input {tensors[0][0]!r}: shape {[count, width]} holds no rows")
-        return [values[r * width : (r + 1) * width] for r in range(count)]
-    by_name: dict[str, list[Any]] = {}
-    for name, shape, values in tensors:
-        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-            raise EventError(f"input {name!r}: one feature's shape must be [N] or [N, 1], got {shape}")
-        by_name[name] = values
-    missing = [name for name in names if name not in by_name]
-    if missing:
-        raise EventError(f"v2 request lacks inputs {', '.join(map(repr, missing[:5]))}")
-    lengths = {len(by_name[name]) for name in names}
-    if len(lengths) != 1:
-        raise EventError(f"v2 inputs have different numbers of rows: {sorted(lengths)}")
-    count = lengths.pop()
-    if count == 0:
-        raise EventError("v2 inputs hold no rows")
-    return [[by_name[name][i] for name in names] for i in range(count)]
+    try:
+        layout = tensor_layout([(name, shape) for name, shape, _ in tensors], names)
+    except RowError as exc:
+        raise EventError(str(exc)) from None
+    if layout.matrix is not None:
+        values = tensors[layout.matrix][2]
+        width = len(names)
+        return [values[r * width : (r + 1) * width] for r in range(layout.rows)]
+    columns = [tensors[position][2] for position in layout.columns]
+    return [[column[i] for column in columns] for i in range(layout.rows)]
 
 
 def request_rows(document: Any, names: list[str]) -> list[Any]:
@@ -185,10 +177,10 @@ def request_rows(document: Any, names: list[str]) -> list[Any]:
     if not isinstance(document, Mapping):
         raise EventError('the request must be a JSON object with "instances" (v1) or "inputs" (v2)')
     if "instances" in document:
-        rows = document["instances"]
-        if not isinstance(rows, list) or not rows:
-            raise EventError('"instances" must be a non-empty list of rows')
-        return rows
+        try:
+            return instances(document["instances"])
+        except RowError as exc:
+            raise EventError(str(exc)) from None
     if "inputs" in document:
         return _v2_rows(document["inputs"], names)
     raise EventError('the request has neither "instances" (v1) nor "inputs" (v2)')

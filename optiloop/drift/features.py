@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +22,9 @@ import numpy as np
 
 from ..formats.categories import category_key
 from ..formats.metadata import FeatureColumn
+from ..formats.rows import RowError, row_values
 
 __all__ = ["FeatureSpace", "RowError", "category_key"]
-
-
-class RowError(ValueError):
-    """A row does not fit the model's features; the message names the row and feature."""
 
 
 @dataclass
@@ -92,17 +89,7 @@ class FeatureSpace:
         width = len(self.names)
         matrix = np.empty((len(rows), width), dtype=np.float64)
         for r, row in enumerate(rows):
-            if isinstance(row, Mapping):
-                unknown = sorted(set(row) - set(self.index))
-                if unknown:
-                    raise RowError(f"row {r}: unknown features {', '.join(map(repr, unknown[:5]))}")
-                values: Sequence[Any] = [row.get(name) for name in self.names]
-            elif isinstance(row, list | tuple):
-                if len(row) != width:
-                    raise RowError(f"row {r}: {len(row)} values, the model takes {width}")
-                values = row
-            else:
-                raise RowError(f"row {r}: expected a list of {width} values or an object")
+            values = row_values(r, row, self.names, self.index)
             for c, value in enumerate(values):
                 matrix[r, c] = self.value(r, c, value)
         return matrix

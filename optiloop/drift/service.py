@@ -31,7 +31,7 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .detectors import Detector, DriftResult
+from .detectors import DriftResult, make_detector
 from .events import EventError, ForbiddenEventError, loads, parse_event, request_rows
 from .features import RowError
 from .metrics import DriftMetrics
@@ -69,7 +69,7 @@ class Monitor:
         model = config.model or self.reference.model or "model"
         self.metrics = DriftMetrics(config.namespace, model, self.reference.revision)
         space = self.reference.space
-        self.detector = Detector(
+        self.detector = make_detector(
             config.detector, self.reference.matrix, space.names, space.categorical, config.p_value, config.correction
         )
         self.window = Window(config.window_size, len(space.names), config.window)

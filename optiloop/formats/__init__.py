@@ -5,6 +5,7 @@
 - :mod:`.metadata`: the parts of ``metadata.json`` every reader needs (features, lineage);
 - :mod:`.reference`: ``reference.json``, the drift monitor's training sample;
 - :mod:`.categories`: how category values are named;
+- :mod:`.rows`: v1 instances and v2 inputs read into rows in feature order (predictor and monitor);
 - :mod:`.metrics`: the drift metric the operator queries, and its default query;
 - :mod:`.onnx`: a structural check that a file is an ONNX model.
 

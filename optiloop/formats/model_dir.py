@@ -91,10 +91,10 @@ class LocalDirectory:
     root: Path
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        write_atomically(self.root / _relative(key, str(self.root)), data)
+        write_atomically(self.root / safe_relative_name(key, str(self.root)), data)
 
     def delete(self, key: str) -> None:
-        (self.root / _relative(key, str(self.root))).unlink(missing_ok=True)
+        (self.root / safe_relative_name(key, str(self.root))).unlink(missing_ok=True)
 
 
 def write_model_directory(
@@ -112,7 +112,7 @@ def write_model_directory(
     target.delete(key(COMPLETE_MARKER))
     entries: dict[str, Any] = {}
     for name, data in files.items():
-        _relative(name, "the model directory")
+        safe_relative_name(name, "the model directory")
         target.write_bytes(key(name), data)
         entries[name] = marker_entry(data)
     marker = {"files": entries, **(info or {})}
@@ -140,8 +140,9 @@ class ModelFiles:
         return self.contents[name]
 
 
-def _relative(name: str, where: str) -> PurePosixPath:
-    """``name`` as a relative path that stays inside; FormatError otherwise."""
+def safe_relative_name(name: str, where: str) -> PurePosixPath:
+    """``name`` (a marker entry) as a relative path that stays inside the model directory;
+    :class:`FormatError` naming ``where`` otherwise."""
     pure = PurePosixPath(name)
     if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name or "\x00" in name or not pure.parts:
         raise FormatError(f"{where}: entry {name!r} points outside the model directory")
@@ -171,6 +172,26 @@ def _scan(root: Path) -> list[str]:
     return skipped
 
 
+def parse_marker(data: bytes, where: str) -> dict[str, Any]:
+    """The completion marker in ``data`` (read from ``where``), checked: a JSON object listing at
+    least one file, each with a SHA-256 and a name that stays inside the directory."""
+    if len(data) > MAX_MARKER_BYTES:
+        raise FormatError(f"{where}: larger than {MAX_MARKER_BYTES} bytes, not a completion marker")
+    try:
+        marker = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{where}: not JSON ({exc})") from None
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise FormatError(f"{where}: not a completion marker (no files listed)")
+    for name, entry in files.items():
+        safe_relative_name(name, where)
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise FormatError(f"{where}: the entry of {name!r} has no SHA-256")
+    return dict(marker)
+
+
 def _marker(root: Path) -> dict[str, Any]:
     path = root / COMPLETE_MARKER
     if not path.is_file():
@@ -179,22 +200,11 @@ def _marker(root: Path) -> dict[str, Any]:
         )
     if path.stat().st_size > MAX_MARKER_BYTES:
         raise FormatError(f"{path}: larger than {MAX_MARKER_BYTES} bytes, not a completion marker")
-    try:
-        marker = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: not JSON ({exc})") from None
-    files = marker.get("files") if isinstance(marker, dict) else None
-    if not isinstance(files, dict) or not files:
-        raise FormatError(f"{path}: not a completion marker (no files listed)")
-    for name, entry in files.items():
-        digest = entry.get("sha256") if isinstance(entry, dict) else None
-        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise FormatError(f"{path}: the entry of {name!r} has no SHA-256")
-    return dict(marker)
+    return parse_marker(path.read_bytes(), str(path))
 
 
 def _verified(root: Path, name: str, expected: str) -> bytes:
-    path = root / _relative(name, str(root))
+    path = root / safe_relative_name(name, str(root))
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -224,7 +234,7 @@ def read_model_directory(path: str | Path, *, model: bool = True, reference: boo
     skipped = _scan(root)
     marker = _marker(root)
     listed: dict[str, str] = {
-        _relative(name, str(root)).as_posix(): entry["sha256"] for name, entry in marker["files"].items()
+        safe_relative_name(name, str(root)).as_posix(): entry["sha256"] for name, entry in marker["files"].items()
     }
     if METADATA_FILE not in listed:
         raise FormatError(f"{root}: {COMPLETE_MARKER} does not list {METADATA_FILE}")
@@ -240,7 +250,7 @@ def read_model_directory(path: str | Path, *, model: bool = True, reference: boo
     model_file = metadata.get("modelFile", MODEL_FILE)
     if not isinstance(model_file, str):
         raise FormatError(f"{root / METADATA_FILE}: modelFile must be a string")
-    model_name = _relative(model_file, str(root)).as_posix()
+    model_name = safe_relative_name(model_file, str(root)).as_posix()
     if PurePosixPath(model_name).suffix.lower() != ".onnx":
         raise FormatError(f"{root / METADATA_FILE}: modelFile {model_file!r} is not an ONNX file")
     if model_name not in listed:

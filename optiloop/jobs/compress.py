@@ -5,11 +5,13 @@ Run by the cluster's compression Job and by the local runner::
 
     python -m optiloop.jobs.compress --input stage-input.json   # or OPTILOOP_STAGE_INPUT='{...}'
 
-``spec.compression.steps`` run in order. A prune or distill step starts from the latest torch
-model (the previous prune or distill result, or the tuned model) and yields a new one; a
-quantize step turns the latest torch model into an ONNX candidate and leaves the chain where it
-was, so ``[prune, quantize, distill, quantize]`` quantizes the pruned model and then the
-student distilled from it. The uncompressed baseline is always a candidate.
+``spec.compression.steps`` run in order, each as the concrete steps it means for the model
+family the chain has reached (:mod:`optiloop.jobs.steps`: for a tree ensemble a prune step gives
+fewer trees and fewer leaves, and quantization is skipped with the reason). A prune or distill
+step starts from the latest model (the previous prune or distill result, or the tuned model) and
+yields a new one; a quantize step turns the latest model into an ONNX candidate and leaves the
+chain where it was, so ``[prune, quantize, distill, quantize]`` quantizes the pruned model and
+then the student distilled from it. The uncompressed baseline is always a candidate.
 
 Every candidate is measured as the ONNX graph that would be served: task metrics on the test
 split from ONNX Runtime's outputs, p50/p95 latency at batch size 1 and at
@@ -24,50 +26,42 @@ says so), 2 invalid input, 1 anything else.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
-from torch import nn
 
-from ..api.jobs import CandidateReport, CompressionReport, StageInput, TrainingConfig, TuningResult
-from ..api.spec import DEFAULT_METRIC, CompressionStep, Metric, ModelOptimizationSpec
+from ..api.jobs import CandidateReport, CompressionReport, Decision, StageInput, TrainingConfig, TuningResult
+from ..api.spec import DEFAULT_METRIC, Metric, ModelOptimizationSpec
 from ..errors import OptiloopError
-from . import distill as distillation
 from . import prune as pruning
 from .checkpoint import load_model
+from .decision import calibrate, fold_into_graph
 from .errors import CompressionError
 from .export import run_export
 from .gates import select
 from .latency import measure_round_robin, open_session
 from .metrics import task_metrics
-from .models import TabularModel, count_parameters
-from .onnx_export import export_onnx, quantize_dynamic_int8, quantize_static_int8, to_fp16_storage
+from .models import count_parameters
+from .onnx_export import export_onnx
 from .outcome import compression_outcome, failed_outcome, report_outcome
 from .prepare import PreparedData, prepare_data
 from .stage import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, configure_threads, stage_input_or_report
+from .steps import Precision, StepContext, steps_for
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
-from .training import EncodedSplit, train_model
+from .training import EncodedSplit
 from .trees import AnyModel, TreeModel, export_tree_onnx
-
-FINE_TUNE_LR_FACTOR = 0.3
-"""Fine-tuning after pruning starts from the tuned learning rate scaled down: the weights are
-already good, so large steps would undo more than they repair."""
-
-
-Precision = Literal["fp32", "fp16", "int8"]
 
 
 @dataclass
 class Candidate:
-    """A candidate before measurement: its ONNX graph and the torch model it came from."""
+    """A candidate before measurement: its ONNX graph and the model it came from."""
 
     name: str
     steps: list[str]
@@ -85,127 +79,59 @@ def primary_metric(spec: ModelOptimizationSpec) -> Metric:
     return DEFAULT_METRIC[spec.dataset.task]
 
 
-def _fine_tune_config(training: TrainingConfig, epochs: int) -> TrainingConfig:
-    patience = training.early_stopping_patience
-    return training.model_copy(
-        update={
-            "epochs": epochs,
-            "learning_rate": training.learning_rate * FINE_TUNE_LR_FACTOR,
-            "early_stopping_patience": None if patience is None else min(patience, epochs),
-        }
-    )
-
-
-def _fewer_trees(model: TreeModel, amount: float) -> TreeModel:
-    """A tree ensemble's pruning: its first boosting rounds only (``amount`` of them dropped);
-    the earliest trees carry the most signal, and the gates judge what the rest were worth."""
-    rounds = model.rounds()
-    keep = max(1, round(rounds * (1.0 - amount)))
-    if keep >= rounds:
-        raise CompressionError(f"pruning {amount:g} of {rounds} boosting rounds leaves all of them")
-    return model.truncated(keep)
-
-
-def _apply_torch_step(step: CompressionStep, model: AnyModel, data: PreparedData, training: TrainingConfig) -> AnyModel:
-    train, validation = data.splits["train"], data.splits["validation"]
-    if isinstance(model, TreeModel) and step.prune is not None:
-        return _fewer_trees(model, step.prune.amount)
-    if step.prune is not None:
-        assert isinstance(model, TabularModel)
-        settings = step.prune
-        masked: list[nn.Linear] = []
-        if settings.method == "structured":
-            result = pruning.prune_structured(model, settings.amount, settings.scope)
-        else:
-            result = copy.deepcopy(model)
-            masked = pruning.prune_unstructured(result, settings.amount, settings.scope)
-        if settings.fine_tune_epochs > 0:
-            train_model(
-                result,
-                train,
-                validation,
-                _fine_tune_config(training, settings.fine_tune_epochs),
-                class_weights=data.weights_for(training),
-            )
-        pruning.make_permanent(masked)
-        return result
-    assert step.distill is not None
-    outcome = distillation.distill(model, step.distill, train, validation, training, data.weights_for(training))
-    return outcome.model
-
-
-def _quantize(
-    step: CompressionStep, model: AnyModel, onnx_bytes: bytes, train: EncodedSplit, seed: int
-) -> tuple[bytes, Precision]:
-    assert step.quantize is not None
-    mode = step.quantize.mode
-    if isinstance(model, TreeModel):
-        # Trees compare and add; there is no matrix product for int8 or fp16 to speed up.
-        raise CompressionError(f"{mode} does not apply to a tree ensemble (it has no matrix products)")
-    if mode == "dynamicInt8":
-        return quantize_dynamic_int8(onnx_bytes), "int8"
-    if mode == "staticInt8":
-        rows = np.random.default_rng(seed).permutation(len(train.raw))[: step.quantize.calibration_samples]
-        return quantize_static_int8(onnx_bytes, train.raw[np.sort(rows)]), "int8"
-    return to_fp16_storage(onnx_bytes), "fp16"
-
-
-def _describe(step: CompressionStep) -> str:
-    if step.prune is not None:
-        return pruning.describe(step.prune)
-    if step.distill is not None:
-        return distillation.describe(step.distill)
-    assert step.quantize is not None
-    return f"quantize {step.quantize.mode}"
-
-
-def _name(index: int, step: CompressionStep) -> str:
-    if step.prune is not None:
-        return f"{index}-prune-{step.prune.method}"
-    if step.quantize is not None:
-        return f"{index}-quantize-{step.quantize.mode.lower()}"
-    return f"{index}-distill"
-
-
 def build_candidates(
     spec: ModelOptimizationSpec,
     baseline: AnyModel,
     data: PreparedData,
     training: TrainingConfig,
     on_candidate: Callable[[Candidate], None] | None = None,
+    decision: Decision | None = None,
 ) -> list[Candidate]:
-    """The baseline and one candidate per compression step, each exported to ONNX.
+    """The baseline and the candidates of every compression step, each exported to ONNX.
 
-    A step that fails (a student that diverges, a quantizer that rejects the graph) becomes a
-    candidate with its error instead of ending the stage: the other candidates still count.
+    A spec step becomes one or more concrete steps for the family the chain has reached
+    (:func:`~optiloop.jobs.steps.steps_for`); each gives one candidate. Later steps start from
+    the first candidate of a step that made a new model (a quantized graph leaves the chain where
+    it was). A step that fails or does not apply (a student that diverges, a quantizer that
+    rejects the graph, int8 for a tree ensemble) becomes a candidate with its error or reason
+    instead of ending the stage: the other candidates still count. A classifier's ``decision``
+    (calibration and threshold, from tuning) is folded into every graph before it is quantized
+    or measured, so each candidate is judged as it would answer.
     """
     exported: dict[int, bytes] = {}
 
     def onnx_of(model: AnyModel) -> bytes:
         if id(model) not in exported:
-            exported[id(model)] = export_tree_onnx(model) if isinstance(model, TreeModel) else export_onnx(model)
+            graph = export_tree_onnx(model) if isinstance(model, TreeModel) else export_onnx(model)
+            exported[id(model)] = fold_into_graph(graph, decision)
         return exported[id(model)]
 
+    context = StepContext(
+        train=data.splits["train"],
+        validation=data.splits["validation"],
+        training=training,
+        class_weights=data.weights_for(training),
+        seed=spec.dataset.seed,
+    )
     candidates = [Candidate("baseline", [], "fp32", baseline, onnx_of(baseline))]
     if on_candidate is not None:
         on_candidate(candidates[0])
     current, chain = baseline, list[str]()
-    for index, step in enumerate(spec.compression.steps, start=1):
-        name, steps = _name(index, step), [*chain, _describe(step)]
-        try:
-            if step.quantize is not None:
-                quantized, precision = _quantize(
-                    step, current, onnx_of(current), data.splits["train"], spec.dataset.seed
-                )
-                candidate = Candidate(name, steps, precision, current, quantized)
-            else:
-                current, chain = _apply_torch_step(step, current, data, training), steps
-                candidate = Candidate(name, steps, "fp32", current, onnx_of(current))
-        except (OptiloopError, RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
-            candidate = Candidate(name, steps, "fp32", current, error=f"{type(exc).__name__}: {exc}")
-        candidates.append(candidate)
-        if on_candidate is not None:
-            on_candidate(candidate)
+    for index, spec_step in enumerate(spec.compression.steps, start=1):
+        next_model, next_chain = current, chain
+        for step in steps_for(spec_step, current):
+            name, steps = f"{index}-{step.name}", [*chain, step.describe()]
+            try:
+                made = step.apply(current, onnx_of, context)
+                candidate = Candidate(name, steps, made.precision, made.model, made.onnx_bytes)
+                if made.continues_chain and next_model is current:
+                    next_model, next_chain = made.model, steps
+            except (OptiloopError, RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
+                candidate = Candidate(name, steps, "fp32", current, error=f"{type(exc).__name__}: {exc}")
+            candidates.append(candidate)
+            if on_candidate is not None:
+                on_candidate(candidate)
+        current, chain = next_model, next_chain
     return candidates
 
 
@@ -233,7 +159,9 @@ def evaluate_candidate(
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's pybind errors share no base class but Exception
         return report.model_copy(update={"error": f"ONNX Runtime could not run it: {exc}"}), None
     scores = np.asarray(outputs[1] if task == "classification" else outputs[0])
-    metrics = task_metrics(task, test.target, scores)  # type: ignore[arg-type]
+    # A classifier's answers are the graph's own predictions (they follow its decision threshold).
+    answers = np.asarray(outputs[0]) if task == "classification" else None
+    metrics = task_metrics(task, test.target, scores, answers)  # type: ignore[arg-type]
     return report.model_copy(update={"size_bytes": len(candidate.onnx_bytes), "test_metrics": metrics}), session
 
 
@@ -263,9 +191,16 @@ def parity_tolerance(expected: np.ndarray, rtol: float = PARITY_TOLERANCE) -> fl
     return rtol * scale
 
 
-def check_parity(model: AnyModel, onnx_bytes: bytes, rows: np.ndarray, rtol: float = PARITY_TOLERANCE) -> None:
+def check_parity(
+    model: AnyModel,
+    onnx_bytes: bytes,
+    rows: np.ndarray,
+    rtol: float = PARITY_TOLERANCE,
+    decision: Decision | None = None,
+) -> None:
     """Raise :class:`CompressionError` unless ONNX Runtime matches torch on ``rows`` (fp32 graphs),
-    within ``rtol`` of the outputs' scale (see :func:`parity_tolerance`)."""
+    within ``rtol`` of the outputs' scale (see :func:`parity_tolerance`); a classifier's
+    probabilities calibrated by ``decision`` as its graph's are."""
     import torch
 
     model.eval()
@@ -274,6 +209,8 @@ def check_parity(model: AnyModel, onnx_bytes: bytes, rows: np.ndarray, rtol: flo
     with torch.inference_mode():
         out = model(torch.from_numpy(rows))
         expected = (torch.softmax(out, dim=1) if model.task == "classification" else out).numpy()
+    if model.task == "classification" and decision is not None:
+        expected = calibrate(expected, decision.logit_offsets)
     got = exported[1] if model.task == "classification" else exported[0]
     worst = float(np.max(np.abs(np.asarray(got) - expected), initial=0.0))
     tolerance = parity_tolerance(expected, rtol)
@@ -303,17 +240,19 @@ def run_compression(
     data = prepare_data(stage, store)
     threads = configure_threads()
     test = data.splits["test"]
-    candidates = build_candidates(spec, baseline, data, tuning.training, on_candidate=on_candidate)
+    candidates = build_candidates(
+        spec, baseline, data, tuning.training, on_candidate=on_candidate, decision=tuning.decision
+    )
     for candidate in candidates:
         if candidate.precision == "fp32" and candidate.onnx_bytes is not None:
             try:
-                check_parity(candidate.model, candidate.onnx_bytes, test.raw[:256])
+                check_parity(candidate.model, candidate.onnx_bytes, test.raw[:256], decision=tuning.decision)
             except CompressionError as exc:
                 if candidate.name == "baseline":
                     raise
                 candidate.onnx_bytes, candidate.error = None, str(exc)
     measured = measure_candidates(candidates, test, spec.dataset.task, spec.compression.latency_batch_size, threads)
-    metric = primary_metric(spec)
+    metric = tuning.primary_metric or primary_metric(spec)
     if measured[0].error is not None:
         raise CompressionError(f"the uncompressed baseline could not be measured: {measured[0].error}")
     selection = select(measured, spec.compression.gates, metric, spec.compression.selection)

@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..api.categories import category_key
 from ..api.jobs import ColumnTransform, FeatureTransform
 from ..api.spec import DataQualitySpec, DatasetSpec, FeaturesSpec
+from ..formats.categories import category_key
 from .errors import DataError
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ..api.jobs import StageInput, TrialRecord
 from .choice import LOSS_ATTR, PARAMETERS_ATTR
+from .decision import run_objectives
 from .fitting import choose_folds, cross_validate, fit_and_score
 from .models import count_parameters
 from .prepare import PreparedData, train_and_validation
@@ -78,7 +79,7 @@ def make_objective(
 ) -> Callable[[dict[str, Any], Reporter], list[float]]:
     """The objective the search calls per trial (``progress`` hears of every epoch)."""
     spec = stage.spec
-    metrics = [o.metric for o in spec.objectives()]
+    metrics = [o.metric for o in run_objectives(spec, data.imbalanced)]
     train, validation = data.splits["train"], data.splits["validation"]
 
     folds = choose_folds(len(train) + len(validation), spec.model.folds)

@@ -88,6 +88,8 @@ class PreparedData:
     splits: dict[str, EncodedSplit]
     class_weights: list[float] | None
     raw_train: pd.DataFrame
+    imbalanced: bool = False
+    """Whether the data-quality stage found the classes more uneven than its rule allows."""
 
     def weights_for(self, training: TrainingConfig) -> list[float] | None:
         """The class weights a configuration trains with (none when it chose not to weigh)."""
@@ -106,7 +108,8 @@ def prepare_data(stage: StageInput, store: ArtifactStore) -> PreparedData:
     weights = None
     if report.class_weights:
         weights = [report.class_weights.get(label, 1.0) for label in transform.classes]
-    return PreparedData(transform, splits, weights, frames["train"])
+    imbalanced = any(r.rule == "classImbalance" and r.status != "passed" for r in report.rules)
+    return PreparedData(transform, splits, weights, frames["train"], imbalanced)
 
 
 def train_and_validation(data: PreparedData) -> EncodedSplit:

@@ -31,7 +31,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.jobs import PROBE_URL_ENV, STAGE_INPUT_ENV, StageInput, StageOutcome
-from ..formats.model_dir import REFERENCE_FILE
+from ..formats.errors import FormatError
+from ..formats.model_dir import COMPLETE_MARKER, REFERENCE_FILE
+from ..formats.reference import read_reference
 from .errors import StorageError
 from .outcome import failed_outcome, report_outcome
 from .storage import completion_marker, open_store
@@ -69,14 +71,13 @@ def reference_rows(stage: StageInput) -> list[dict[str, Any]]:
     store = open_store(stage.artifacts)
     prefix = f"r{stage.revision}/model"
     if completion_marker(store, prefix) is None:
-        raise StorageError(f"{stage.artifacts}/{prefix} is not a finished model directory (no valid _COMPLETE.json)")
+        raise StorageError(f"{stage.artifacts}/{prefix} is not a finished model directory (no valid {COMPLETE_MARKER})")
     try:
-        reference = json.loads(store.read_bytes(f"{prefix}/{REFERENCE_FILE}"))
-        columns, rows = list(reference["columns"]), list(reference["rows"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StorageError(f"{stage.artifacts}/{prefix}/{REFERENCE_FILE}: not a reference sample ({exc})") from None
-    if not rows:
-        raise StorageError(f"{stage.artifacts}/{prefix}/{REFERENCE_FILE} holds no rows")
+        columns, rows = read_reference(
+            store.read_bytes(f"{prefix}/{REFERENCE_FILE}"), f"{stage.artifacts}/{prefix}/{REFERENCE_FILE}"
+        )
+    except FormatError as exc:
+        raise StorageError(str(exc)) from None
     return [{c: _json_value(v) for c, v in zip(columns, row, strict=True)} for row in rows]
 
 

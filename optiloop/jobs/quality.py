@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..api.categories import category_key
 from ..api.jobs import DataQualityReport, RuleResult, RuleStatus
 from ..api.spec import DataQualitySpec, DatasetSpec
+from ..formats.categories import category_key
 
 ALWAYS_FATAL = ("rows", "target", "classes")
 """Rules that stop the run even when ``failOnViolation`` is false: nothing can be trained."""

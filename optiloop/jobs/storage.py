@@ -13,7 +13,6 @@ something that looks finished.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -22,12 +21,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..api.jobs import DATASET_CREDENTIALS_PREFIX, DATASET_URI_ENV
-from ..formats.model_dir import write_atomically
+from ..formats.model_dir import COMPLETE_MARKER, marker_entry, sha256, write_atomically
 from .errors import StorageError
 
 PVC_ROOT_ENV = "OPTILOOP_PVC_ROOT"
 DEFAULT_PVC_ROOT = "/mnt/pvc"
-COMPLETE_MARKER = "_COMPLETE.json"
 _ABSENT_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 """The only S3 answers that mean "no such object"; a 403 or a throttled request means "cannot tell"."""
 
@@ -270,10 +268,6 @@ def split_uri(uri: str) -> tuple[str, str]:
     return head, name
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class StageWriter:
     """Collects a stage's outputs under ``prefix`` and marks them complete only on success.
 
@@ -299,7 +293,7 @@ class StageWriter:
 
     def write_bytes(self, name: str, data: bytes) -> None:
         self.store.write_bytes(f"{self.prefix}/{name}", data)
-        self.files[name] = {"sha256": _sha256(data), "size": len(data)}
+        self.files[name] = marker_entry(data)
 
     def write_json(self, name: str, document: Any) -> None:
         self.write_bytes(name, json.dumps(document, indent=2, sort_keys=False).encode())
@@ -313,7 +307,7 @@ def completion_marker(store: ArtifactStore, prefix: str) -> dict[str, Any] | Non
     try:
         marker = json.loads(store.read_bytes(f"{prefix}/{COMPLETE_MARKER}"))
         for name, info in marker["files"].items():
-            if _sha256(store.read_bytes(f"{prefix}/{name}")) != info["sha256"]:
+            if sha256(store.read_bytes(f"{prefix}/{name}")) != info["sha256"]:
                 return None
     except (StorageError, ValueError, KeyError, TypeError):
         return None

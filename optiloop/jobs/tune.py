@@ -29,22 +29,32 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..api.jobs import (
     STAGE_INPUT_ENV,
     Architecture,
+    Decision,
     StageInput,
     StageOutcome,
     TrainingConfig,
     TrialRecord,
     TuningResult,
 )
-from ..api.spec import natural_direction
+from ..api.spec import ModelOptimizationSpec, natural_direction
 from ..errors import OptiloopError
 from ..formats.model_dir import REFERENCE_FILE
 from .checkpoint import MODEL_FILE, save_model
 from .choice import LOSS_ATTR, choose
+from .decision import (
+    choose_decision,
+    decision_metric,
+    delivered_warnings,
+    evaluate_decided,
+    held_out_probabilities,
+    is_identity,
+    primary_of,
+    run_objectives,
+    user_metric,
+)
 from .errors import DataQualityError, TuningError
 from .fitting import fit_and_score
 from .linear import fit_linear
@@ -64,7 +74,7 @@ from .stage import (
     stage_input_or_report,
 )
 from .storage import ArtifactStore, StageWriter, completion_marker, open_store
-from .training import build_model, evaluate, predict, train_model
+from .training import build_model, train_model
 from .trees import AnyModel, build_tree_model, settings_of
 
 STUDY_URL_ENV = "OPTILOOP_STUDY_STORAGE_URL"
@@ -195,27 +205,23 @@ def retrain_on_all(data: PreparedData, architecture: Architecture, training: Tra
     return model
 
 
-def model_warnings(model: AnyModel, data: PreparedData) -> list[str]:
-    """What the delivered model does on the test split that a user would not expect: a class it
-    never predicts, or an accuracy below always answering the most frequent training class."""
-    if model.task != "classification" or len(data.splits["test"]) == 0:
-        return []
-    test = data.splits["test"]
-    predicted = predict(model, test.raw).argmax(axis=1)
-    classes = data.transform.classes
-    warnings_: list[str] = []
-    never = [classes[i] for i in sorted(set(test.target.tolist()) - set(predicted.tolist()))]
-    if never:
-        warnings_.append(f"the model never predicts class {', '.join(map(str, never[:5]))} on the test split")
-    majority = int(np.bincount(data.splits["train"].target.astype(np.int64), minlength=len(classes)).argmax())
-    baseline = float(np.mean(test.target == majority))
-    accuracy = float(np.mean(predicted == test.target))
-    if accuracy < baseline:
-        warnings_.append(
-            f"test accuracy {accuracy:.4f} is below always answering the most frequent class "
-            f"{classes[majority]!s} ({baseline:.4f})"
-        )
-    return warnings_
+def choose_decision_for(
+    spec: ModelOptimizationSpec, data: PreparedData, architecture: Architecture, training: TrainingConfig, folds: int
+) -> Decision | None:
+    """The delivered classifier's decision rule (see :mod:`optiloop.jobs.decision`), chosen on
+    held-out predictions of the winning configuration; None when nothing calls for one (even
+    classes, no class weights, no f1 asked for): then the served graph answers the most probable
+    class, as trained."""
+    if spec.dataset.task != "classification":
+        return None
+    weights, chosen = data.weights_for(training), user_metric(spec)
+    if not (data.imbalanced or weights or chosen == "f1"):
+        return None
+    labels, probabilities = held_out_probabilities(
+        data.transform, architecture, training, data.splits["train"], data.splits["validation"], folds, weights
+    )
+    decision = choose_decision(labels, probabilities, weights, decision_metric(chosen, data.imbalanced))
+    return None if is_identity(decision) else decision
 
 
 def _trial_callback(progress: TuningProgress, direction: str) -> Callable[[Any, Any], None]:
@@ -239,7 +245,7 @@ def _search_and_finish(
 
     spec = stage.spec
     prefix = f"r{stage.revision}/tuning"
-    objectives = spec.objectives()
+    objectives = run_objectives(spec, data.imbalanced)
     metrics = [o.metric for o in objectives]
     directions = [o.direction or natural_direction(o.metric) for o in objectives]
     callbacks: list[Callable[[Any, Any], None]] = [storage.after_trial]
@@ -286,6 +292,8 @@ def _search_and_finish(
         )
         rounds, validation_metrics = scored.rounds, scored.scores
     model = retrain_on_all(data, architecture, training, max(rounds, 1))
+    primary = primary_of(objectives, spec.dataset.task)
+    decision = choose_decision_for(spec, data, architecture, training, int(best[0].user_attrs.get(FOLDS_ATTR, 1)))
     tuning = TuningResult(
         study_name=study_name,
         objectives=metrics,
@@ -299,11 +307,20 @@ def _search_and_finish(
         training=training,
         validation_metrics=validation_metrics,
         validation_folds=int(best[0].user_attrs.get(FOLDS_ATTR, 1)),
-        test_metrics=evaluate(model, data.splits["test"]),
+        test_metrics=evaluate_decided(model, data.splits["test"], decision),
         parameters=count_parameters(model),
         param_importances=_importances(result),
         elapsed_seconds=result.elapsed_seconds,
-        warnings=model_warnings(model, data),
+        warnings=delivered_warnings(
+            model,
+            data.splits["test"],
+            data.splits["train"].target,
+            [str(c) for c in data.transform.classes],
+            decision,
+            [primary] + ([decision.metric] if decision is not None else []),
+        ),
+        decision=decision,
+        primary_metric=primary,
     )
     with StageWriter(store, prefix, {"stage": "tuning"}) as out:
         out.write_bytes(MODEL_FILE, save_model(model))

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from ..api.jobs import CandidateReport
+from ..formats.model_dir import write_atomically
 from . import svg
-from .run import RunOutcome
+from .outcome import RunOutcome
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1000px;color:#111;padding:0 1rem}
@@ -227,3 +229,11 @@ def render(outcome: RunOutcome) -> str:
         + "\n".join(sections)
         + "</body></html>"
     )
+
+
+def write(outcome: RunOutcome) -> Path:
+    """Write ``r<revision>/report.html`` (whole or not at all) and record its path in the outcome."""
+    path = outcome.root / f"r{outcome.revision}" / "report.html"
+    outcome.report_path = path  # before rendering: the summary names the report
+    write_atomically(path, render(outcome).encode("utf-8"))
+    return path

@@ -1,7 +1,7 @@
 """The PromQL the operator runs (pure: strings in, strings out).
 
-The drift query must match the metric the drift monitor exports; the monitor cannot import
-this module (it lives in its own environment), so a test holds the two together.
+The default drift query is :func:`optiloop.formats.metrics.default_drift_query`, beside the
+metric name the drift monitor exports, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..api import ModelOptimization
+from ..formats.metrics import PREDICTOR_INFERENCE_SECONDS, PREDICTOR_REQUESTS, default_drift_query
 
 
 def _selector(namespace: str, name: str, revision: int) -> str:
@@ -26,7 +27,7 @@ def drift_query(resource: ModelOptimization, revision: int, templates: Mapping[s
     if template is not None and templates is not None and template in templates:
         text = templates[template]
         return text.replace("$namespace", namespace).replace("$name", name).replace("$revision", str(revision))
-    return f"max by (namespace, model, revision) (optiloop_drift_detected{{{_selector(namespace, name, revision)}}})"
+    return default_drift_query(namespace, name, revision)
 
 
 SERVED_OUTCOMES = ("ok", "error")
@@ -42,26 +43,26 @@ def canary_error_rate_query(resource: ModelOptimization, revision: int, window_s
     fail a canary nor water its real errors down."""
     selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
     served = "|".join(SERVED_OUTCOMES)
-    total = f'sum(rate(optiloop_predictor_requests_total{{{selector}, outcome=~"{served}"}}[{window_seconds}s]))'
-    errors = f'sum(rate(optiloop_predictor_requests_total{{{selector}, outcome="error"}}[{window_seconds}s]))'
+    total = f'sum(rate({PREDICTOR_REQUESTS}{{{selector}, outcome=~"{served}"}}[{window_seconds}s]))'
+    errors = f'sum(rate({PREDICTOR_REQUESTS}{{{selector}, outcome="error"}}[{window_seconds}s]))'
     return f"({errors} or vector(0)) / {total}"
 
 
 def canary_latency_query(resource: ModelOptimization, revision: int, window_seconds: int) -> str:
     """The canary's p95 inference latency in milliseconds over the analysis window."""
     selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
-    buckets = f"sum by (le) (rate(optiloop_predictor_inference_seconds_bucket{{{selector}}}[{window_seconds}s]))"
+    buckets = f"sum by (le) (rate({PREDICTOR_INFERENCE_SECONDS}_bucket{{{selector}}}[{window_seconds}s]))"
     return f"histogram_quantile(0.95, {buckets}) * 1000"
 
 
 def request_rate_query(resource: ModelOptimization, revision: int) -> str:
     """Requests per second to one revision's predictors (all replicas): KEDA's ``rps`` trigger."""
     selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
-    return f"sum(rate(optiloop_predictor_requests_total{{{selector}}}[1m]))"
+    return f"sum(rate({PREDICTOR_REQUESTS}{{{selector}}}[1m]))"
 
 
 def concurrency_query(resource: ModelOptimization, revision: int) -> str:
     """Requests in flight at one revision's predictors, averaged over a minute: the seconds spent
     in inference per second (Little's law), KEDA's ``concurrency`` trigger."""
     selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
-    return f"sum(rate(optiloop_predictor_inference_seconds_sum{{{selector}}}[1m]))"
+    return f"sum(rate({PREDICTOR_INFERENCE_SECONDS}_sum{{{selector}}}[1m]))"

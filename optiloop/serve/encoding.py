@@ -8,18 +8,22 @@ category). Anything else raises :class:`RequestError`, which the predictor answe
 v1 (``{"instances": [...]}``): each instance is a list in feature order or an object keyed by
 feature name (absent keys are missing values). v2 (Open Inference Protocol): one tensor of
 shape ``[N, features]``, or one tensor per feature named after it, of shape ``[N]`` or ``[N, 1]``.
+Which rows a request holds is decided by :mod:`optiloop.formats.rows`, which the drift monitor
+reads logged requests with too; this module turns their values into the model's numbers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..api.categories import category_key
 from ..api.jobs import FeatureInfo, ModelMetadata
+from ..formats import rows
+from ..formats.categories import category_key
+from ..formats.rows import RowError, preview
 
 MAX_ROWS = 100_000
 """Rows one request may carry unless ``OPTILOOP_MAX_ROWS`` says otherwise."""
@@ -40,7 +44,8 @@ class FeatureEncoder:
         self.metadata = metadata
         self.max_rows = max_rows
         self.features = metadata.features
-        self.index = {feature.name: position for position, feature in enumerate(self.features)}
+        self.names = [feature.name for feature in self.features]
+        self.index = {name: position for position, name in enumerate(self.names)}
         self.codes = [
             {category: float(code) for code, category in enumerate(feature.categories)} for feature in self.features
         ]
@@ -56,7 +61,7 @@ class FeatureEncoder:
             if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
                 raise RequestError(
                     f"row {row}, feature {feature.name!r}: expected a number or null, got {type(value).__name__} "
-                    f"{_preview(value)}"
+                    f"{preview(value)}"
                 )
             number = float(value)
             if math.isinf(number):
@@ -65,11 +70,11 @@ class FeatureEncoder:
         if isinstance(value, bytes):
             value = value.decode("utf-8", errors="replace")
         if isinstance(value, list | dict):
-            raise RequestError(f"row {row}, feature {feature.name!r}: expected a category value, got {_preview(value)}")
+            raise RequestError(f"row {row}, feature {feature.name!r}: expected a category value, got {preview(value)}")
         code = self.codes[column].get(category_key(value))
         if code is None:
             if self.refuse_unknown:
-                raise RequestError(f"row {row}, feature {feature.name!r}: unknown category {_preview(value)}")
+                raise RequestError(f"row {row}, feature {feature.name!r}: unknown category {preview(value)}")
             return -1.0
         return code
 
@@ -85,8 +90,10 @@ class FeatureEncoder:
         ``false`` literal; only then may rows of numbers take the fast path, because NumPy turns
         ``True`` into ``1`` without a word, where the checked path refuses it.
         """
-        if not isinstance(instances, list) or not instances:
-            raise RequestError('"instances" must be a non-empty list of rows')
+        try:
+            instances = rows.instances(instances)
+        except RowError as exc:
+            raise RequestError(str(exc)) from None
         self.check_rows(len(instances))
         width = len(self.features)
         if self.all_numeric and not may_hold_booleans and isinstance(instances[0], list):
@@ -103,19 +110,10 @@ class FeatureEncoder:
                 return matrix
         matrix = np.empty((len(instances), width), dtype=np.float32)
         for row, instance in enumerate(instances):
-            if isinstance(instance, Mapping):
-                unknown = sorted(set(instance) - set(self.index))
-                if unknown:
-                    raise RequestError(f"row {row}: unknown features {', '.join(map(repr, unknown[:5]))}")
-                values = [instance.get(feature.name) for feature in self.features]
-            elif isinstance(instance, list):
-                if len(instance) != width:
-                    raise RequestError(f"row {row}: {len(instance)} values, the model takes {width}")
-                values = instance
-            else:
-                raise RequestError(
-                    f"row {row}: expected a list of {width} values or an object, got {_preview(instance)}"
-                )
+            try:
+                values = rows.row_values(row, instance, self.names, self.index)
+            except RowError as exc:
+                raise RequestError(str(exc)) from None
             for column, value in enumerate(values):
                 matrix[row, column] = self.value(row, column, value)
         return matrix
@@ -123,42 +121,23 @@ class FeatureEncoder:
     def tensors(self, tensors: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
         """v2 input tensors (name, array) -> input matrix."""
         width = len(self.features)
-        if len(tensors) == 1 and tensors[0][1].ndim == 2 and tensors[0][0] not in self.index:
-            name, array = tensors[0]
-            if array.shape[1] != width:
-                raise RequestError(f"input {name!r} has shape {list(array.shape)}; the model takes [N, {width}]")
-            if self.all_numeric and array.dtype.kind in "iuf" and len(array):
+        try:
+            layout = rows.tensor_layout([(name, array.shape) for name, array in tensors], self.names)
+        except RowError as exc:
+            raise RequestError(str(exc)) from None
+        self.check_rows(layout.rows)
+        if layout.matrix is not None:
+            name, array = tensors[layout.matrix]
+            if self.all_numeric and array.dtype.kind in "iuf":
                 # The common case, one matrix of numbers: converted whole, checked whole.
-                self.check_rows(len(array))
                 matrix = np.ascontiguousarray(array, dtype=np.float32)
                 if np.isinf(matrix).any():
                     raise RequestError(f"input {name!r}: infinite or out-of-range values are not accepted")
                 return matrix
             columns = [array[:, column] for column in range(width)]
         else:
-            by_name = dict(tensors)
-            unknown = sorted(set(by_name) - set(self.index))
-            missing = [f.name for f in self.features if f.name not in by_name]
-            if unknown or missing:
-                raise RequestError(
-                    "send one [N, features] tensor or one tensor per feature; "
-                    + (f"unknown inputs {', '.join(map(repr, unknown[:5]))} " if unknown else "")
-                    + (f"missing inputs {', '.join(map(repr, missing[:5]))}" if missing else "")
-                )
-            columns = []
-            for feature in self.features:
-                array = by_name[feature.name]
-                if array.ndim == 2 and array.shape[1] == 1:
-                    array = array[:, 0]
-                if array.ndim != 1:
-                    raise RequestError(f"input {feature.name!r} has shape {list(array.shape)}; expected [N] or [N, 1]")
-                columns.append(array)
-        lengths = {len(column) for column in columns}
-        if len(lengths) != 1 or 0 in lengths:
-            raise RequestError(f"inputs must have the same, non-zero number of rows (got {sorted(lengths)})")
-        rows = lengths.pop()
-        self.check_rows(rows)
-        matrix = np.empty((rows, width), dtype=np.float32)
+            columns = [tensors[position][1].reshape(-1) for position in layout.columns]
+        matrix = np.empty((layout.rows, width), dtype=np.float32)
         for column, values in enumerate(columns):
             if self.features[column].kind == "numeric" and values.dtype.kind in "iuf":
                 matrix[:, column] = values
@@ -171,8 +150,3 @@ class FeatureEncoder:
             for row, value in enumerate(values.tolist()):
                 matrix[row, column] = self.value(row, column, value)
         return matrix
-
-
-def _preview(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

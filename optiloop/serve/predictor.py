@@ -20,18 +20,19 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter, Histogram
 
+from ..formats.metrics import PREDICTOR_INFERENCE_SECONDS, PREDICTOR_REQUESTS
 from .encoding import MAX_ROWS, FeatureEncoder, RequestError
 from .model_dir import ModelDirectory, load_model_directory
 from .settings import positive_env
 from .tensors import Output, Tensor
 
 REQUESTS = Counter(
-    "optiloop_predictor_requests_total",
+    PREDICTOR_REQUESTS,
     "Prediction requests by protocol and outcome (ok, invalid, error); the operator judges canaries on these.",
     ["model", "revision", "protocol", "outcome"],
 )
 LATENCY = Histogram(
-    "optiloop_predictor_inference_seconds",
+    PREDICTOR_INFERENCE_SECONDS,
     "Time to encode a request, run ONNX Runtime and build the response.",
     ["model", "revision", "protocol"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),

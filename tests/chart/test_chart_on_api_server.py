@@ -17,6 +17,7 @@ import pytest
 from optiloop.api import ModelOptimization
 from optiloop.operator.builders.jobs import probe_job
 from optiloop.operator.builders.routing import http_route
+from optiloop.operator.builders.serving import drift_monitor
 from optiloop.operator.config import OperatorConfig
 from optiloop.operator.topology import GatewayParent
 from tests.support.chart import apply, render
@@ -256,6 +257,20 @@ def forge_as_operator(control_plane: ControlPlane, kubeconfig: Path, namespace: 
     images = OperatorConfig(jobs_image=TEST_IMAGES["jobs"], predictor_image=TEST_IMAGES["predictor"])
     url = f"http://iris-r2-predictor.{namespace}.svc.cluster.local"
     operator.create_namespaced_job(namespace, probe_job(model, images, 2, url), dry_run="All")
+
+    # The drift monitor of s3:// artifacts: the drift image, and the jobs image as the init container
+    # that copies the model directory; no other image may ride in as an init container.
+    apps = client.AppsV1Api(operator.api_client)
+    images = OperatorConfig(jobs_image=TEST_IMAGES["jobs"], drift_image=TEST_IMAGES["drift"])
+    document = {k: resources.get("iris")[k] for k in ("metadata", "spec")}
+    document["spec"]["deployment"] = {**document["spec"]["deployment"], "storageUri": "s3://bucket/iris"}
+    on_s3 = ModelOptimization.model_validate(document)
+    monitor = drift_monitor(on_s3, images, 1, inference_services=["iris"])[0]
+    apps.create_namespaced_deployment(namespace, monitor, dry_run="All")
+    monitor["spec"]["template"]["spec"]["initContainers"][0]["image"] = "registry.example/miner:1"
+    with pytest.raises(ApiException) as refused:
+        apps.create_namespaced_deployment(namespace, monitor, dry_run="All")
+    assert "only the jobs image (childImages.jobs) as an init container" in (refused.value.body or "")
     routes = client.CustomObjectsApi(operator.api_client)
     route = http_route(model, GatewayParent("gateways", "inference", None), [("iris-r2", 100)])
     routes.create_namespaced_custom_object(*ROUTES, namespace, "httproutes", route, dry_run="All")

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from optiloop.drift.detectors import Detector
+from optiloop.drift.detectors import Detector, make_detector
 
 
 def rate(detector: Detector, windows: list[np.ndarray]) -> float:
@@ -34,7 +34,7 @@ def synthetic(references: int, windows: int, size: int, shift: float, seed: int)
     names = [f"x{i}" for i in range(10)]
     flags = []
     for _ in range(references):
-        detector = Detector("ks", rng.normal(size=(2000, 10)), names, [], p_value=0.05, correction="bonferroni")
+        detector = make_detector("ks", rng.normal(size=(2000, 10)), names, [], p_value=0.05, correction="bonferroni")
         batches = []
         for _ in range(windows):
             window = rng.normal(size=(size, 10))
@@ -53,7 +53,7 @@ def bundled(windows: int, size: int, seed: int) -> float:
     order = rng.permutation(len(data))
     reference, pool = data[order[: len(data) // 2]], data[order[len(data) // 2 :]]
     names = [f"f{i}" for i in range(data.shape[1])]
-    detector = Detector("tabular", reference, names, [], p_value=0.05, correction="bonferroni")
+    detector = make_detector("tabular", reference, names, [], p_value=0.05, correction="bonferroni")
     return rate(detector, [pool[rng.choice(len(pool), size, replace=False)] for _ in range(windows)])
 
 

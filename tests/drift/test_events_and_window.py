@@ -106,7 +106,7 @@ def test_logged_responses_are_acknowledged_without_rows() -> None:
         (BINARY, b'{"rows": []}', 'neither "instances" (v1) nor "inputs" (v2)'),
         (BINARY, b'{"instances": []}', "non-empty list"),
         (BINARY, b'{"inputs": [{"name": "a", "shape": [3], "data": [1, 2]}]}', "does not fit shape"),
-        (BINARY, b'{"inputs": [{"name": "a", "shape": [1], "data": [1]}]}', "lacks inputs 'b', 'city'"),
+        (BINARY, b'{"inputs": [{"name": "a", "shape": [1], "data": [1]}]}', "missing inputs 'b', 'city'"),
         (STRUCTURED, b'{"data": {}}', "attribute specversion is missing or empty"),
         (STRUCTURED, structured(V1).replace(b'"id": "abc", ', b""), "attribute id is missing"),
         (STRUCTURED, structured(V1).replace(b'"1.0"', b'"0.3"'), "attribute specversion must be '1.0'"),
@@ -136,9 +136,14 @@ def test_logged_responses_are_acknowledged_without_rows() -> None:
         (BINARY, b'{"inputs": [{"name": "a", "shape": [1], "data": [{"x": 1}]}]}', "data holds dict"),
         (BINARY, b'{"inputs": [{"name": "m", "shape": [1, 3], "data": [1, 2, [3]]}]}', "does not follow shape"),
         (BINARY, b'{"inputs": [{"name": "m", "shape": [2, 2], "data": [[1, 2, 3], [4]]}]}', "does not follow shape"),
-        (BINARY, b'{"inputs": [{"name": "a", "shape": [2, 2], "data": [1, 2, 3, 4]}]}', "one feature's shape must be"),
+        (
+            BINARY,
+            b'{"inputs": [{"name": "a", "shape": [2, 2], "data": [1, 2, 3, 4]}, {"name": "b", "shape": [2], '
+            b'"data": [1, 2]}, {"name": "city", "shape": [2], "data": ["x", "y"]}]}',
+            "input 'a' has shape",
+        ),
         (BINARY, b'{"inputs": [{"name": 7, "shape": [1], "data": [1]}]}', "name and datatype must be strings"),
-        (BINARY, b'{"inputs": [{"name": "m", "shape": [0, 3], "data": []}]}', "holds no rows"),
+        (BINARY, b'{"inputs": [{"name": "m", "shape": [0, 3], "data": []}]}', "non-zero number of rows"),
     ],
 )
 def test_malformed_events_give_a_reason(headers: dict[str, str], body: bytes, reason: str) -> None:

@@ -81,7 +81,7 @@ def test_no_drift_then_drift_across_windows(monitor: MonitorProcess) -> None:
         (b"{not json", BINARY, "not JSON"),
         (b'{"instances": [[1, 2]]}', BINARY, "row 0: 2 values, the model takes 11"),
         (b'{"instances": [[' + b'"a", ' * 10 + b'"red"]]}', BINARY, "feature 'x0': expected a number"),
-        (b'{"inputs": [{"name": "x0", "shape": [1], "data": [1]}]}', BINARY, "lacks inputs"),
+        (b'{"inputs": [{"name": "x0", "shape": [1], "data": [1]}]}', BINARY, "missing inputs 'x1'"),
         (b'{"data": 1}', {"content-type": "application/cloudevents+json"}, "attribute specversion is missing"),
         (b'{"instances": [[1, 2]]}', {"content-type": "application/json"}, "header ce-specversion is missing"),
     ],
@@ -241,6 +241,25 @@ def test_check_command_with_every_detector(drift_python: Path, drift_model_dir: 
         if detector != "mmd":
             p_values = results[str(shifted)][detector]["featurePValues"]
             assert min(p_values, key=p_values.get) == "x3", detector
+
+
+def test_tabular_with_fdr_reports_a_threshold_with_or_without_drift(
+    drift_python: Path, drift_model_dir: Path, tmp_path: Path
+) -> None:
+    # Alibi answers FDR without drift with every cut-off; the check once crashed on that array.
+    same, shifted = tmp_path / "same.csv", tmp_path / "shifted.csv"
+    tabular_frame(300, 53)[FEATURES].to_csv(same, index=False)
+    tabular_frame(300, 54, shift=1.0)[FEATURES].to_csv(shifted, index=False)
+    command = [str(drift_python), "-m", "optiloop.drift", "check", "--reference", str(drift_model_dir)]
+    command += ["--data", str(same), str(shifted), "--detector", "tabular", "--correction", "fdr"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr
+    results = json.loads(result.stdout)
+    quiet, drifted = results[str(same)]["tabular"], results[str(shifted)]["tabular"]
+    assert quiet["isDrift"] is False
+    assert quiet["threshold"] == pytest.approx(0.05 / len(FEATURES))
+    assert drifted["isDrift"] is True
+    assert drifted["pValue"] <= drifted["threshold"] <= 0.05
 
 
 def test_check_command_refuses_rows_that_do_not_fit(drift_python: Path, drift_model_dir: Path, tmp_path: Path) -> None:

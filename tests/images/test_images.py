@@ -76,7 +76,7 @@ def test_its_configuration_is_what_the_dockerfile_declares(image: UnpackedImage)
     assert config["User"] == instruction(stage, "USER") == "65532:65532"
     assert (image.process["user"]["uid"], image.process["user"]["gid"]) == (65532, 65532)
     entrypoint = instruction(stage, "ENTRYPOINT")
-    assert config.get("Entrypoint") == (json.loads(entrypoint) if entrypoint else None)
+    assert (config.get("Entrypoint") or None) == (json.loads(entrypoint) if entrypoint else None)
     assert config.get("Cmd") == json.loads(instruction(stage, "CMD") or "null")
     exposed = (instruction(stage, "EXPOSE") or "").split()
     assert sorted(config.get("ExposedPorts") or {}) == sorted(f"{port}/tcp" for port in exposed)

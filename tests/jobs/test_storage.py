@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from optiloop.api.spec import DatasetSpec
+from optiloop.formats.model_dir import COMPLETE_MARKER
 from optiloop.jobs.data import load_dataset
 from optiloop.jobs.errors import StorageError
 from optiloop.jobs.storage import (
-    COMPLETE_MARKER,
     LocalStore,
     StageWriter,
     completion_marker,

@@ -113,7 +113,7 @@ def test_a_run_pinned_to_lightgbm_serves_the_booster_it_trained(tmp_path: Path) 
     report = run_compression(stage, store)
     by_name = {c.name: c for c in report.candidates}
     assert by_name["baseline"].error is None
-    fewer = by_name["1-prune-structured"]
+    fewer = by_name["1-prune-trees"]
     assert fewer.error is None
     assert fewer.parameters < by_name["baseline"].parameters  # fewer trees, and measured
     assert "tree ensemble" in (by_name["2-quantize-dynamicint8"].error or "")

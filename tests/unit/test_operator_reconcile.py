@@ -295,7 +295,7 @@ def test_prometheus_unreachable_sets_drift_unknown_and_never_retrains() -> None:
     assert plan.actions == []
 
 
-def test_monitoring_off_removes_the_monitor_and_s3_storage_says_why_there_is_none() -> None:
+def test_monitoring_off_removes_the_monitor_and_s3_storage_gets_one_that_copies_its_model() -> None:
     final, observed, _ = serve_revision_one()
     off = resource(2, final.status, monitoring={"enabled": False})
     plan = reconcile(off, observed, CONFIG, T0 + timedelta(minutes=5))
@@ -307,7 +307,9 @@ def test_monitoring_off_removes_the_monitor_and_s3_storage_says_why_there_is_non
         deployment={"storageUri": "s3://bucket/iris", "storageCredentialsSecretRef": {"name": "s3"}},
     )  # fmt: skip
     plan = reconcile(s3, replace(observed, monitor={}), CONFIG, T0 + timedelta(minutes=5))
-    assert condition(plan, "DriftWithinBounds")[1] == "MonitorUnavailable"
+    [monitor] = [a.body for a in plan.actions if isinstance(a, Apply) and a.kind == "Deployment"]
+    assert [c["name"] for c in monitor["spec"]["template"]["spec"]["initContainers"]] == ["fetch-model"]
+    assert condition(plan, "DriftWithinBounds")[1] == "NotEvaluated"
 
 
 def test_history_keeps_the_latest_twenty_revisions() -> None:

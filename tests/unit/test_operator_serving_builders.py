@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from optiloop.api import ModelOptimization
 from optiloop.operator.builders.serving import drift_monitor, inference_service, model_uri
 from optiloop.operator.capabilities import Capabilities, KServeDefault
@@ -145,8 +143,27 @@ def test_only_the_inference_services_pods_of_every_revision_and_prometheus_reach
     ]
 
 
-def test_drift_monitor_needs_the_artifacts_on_a_claim() -> None:
-    with pytest.raises(ValueError, match="is not pvc://"):
-        drift_monitor(
-            resource(deployment={"storageUri": "s3://bucket/iris"}), CONFIG, revision=1, inference_services=["iris"]
-        )
+def test_drift_monitor_on_s3_copies_the_verified_model_directory_before_it_starts() -> None:
+    model = resource(deployment={"storageUri": "s3://bucket/iris", "storageCredentialsSecretRef": {"name": "store"}})
+    deployment = drift_monitor(model, CONFIG, revision=4, inference_services=["iris"])[0]
+    pod = deployment["spec"]["template"]["spec"]
+    [fetch] = pod["initContainers"]
+    [monitor] = pod["containers"]
+    assert fetch["image"] == CONFIG.jobs_image
+    assert fetch["command"] == ["python", "-m", "optiloop.jobs.fetch"]
+    assert fetch["args"] == ["--to", "/mnt/model"]
+    assert fetch["envFrom"] == [{"secretRef": {"name": "store"}}]
+    assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
+    stage = next(e["value"] for e in fetch["env"] if e["name"] == "OPTILOOP_STAGE_INPUT")
+    assert '"artifacts":"s3://bucket/iris"' in stage
+    assert '"revision":4' in stage
+    assert monitor["args"][monitor["args"].index("--model-dir") + 1] == "/mnt/model"
+    assert {"name": "model", "mountPath": "/mnt/model", "readOnly": True} in monitor["volumeMounts"]
+    assert "envFrom" not in monitor, "the monitor itself holds no storage credentials"
+    assert {"name": "model", "emptyDir": {}} in pod["volumes"]
+    assert not any("persistentVolumeClaim" in volume for volume in pod["volumes"])
+
+
+def test_drift_monitor_on_a_claim_needs_no_copy() -> None:
+    deployment = drift_monitor(resource(), CONFIG, revision=2, inference_services=["iris"])[0]
+    assert "initContainers" not in deployment["spec"]["template"]["spec"]

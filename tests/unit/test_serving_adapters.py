@@ -204,3 +204,24 @@ def test_the_probe_reads_only_a_finished_model_directory(tmp_path: Path) -> None
             "reference.json", {"columns": ["a", "b"], "kinds": ["numeric", "numeric"], "rows": [[1.5, float("nan")]]}
         )
     assert probe.reference_rows(stage) == [{"a": 1.5, "b": None}]
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ({"columns": ["a", "b"], "rows": []}, "it must hold rows"),
+        ({"columns": ["a", "b"], "rows": [[1.5]]}, "row 0 must be a list of 2 values"),
+        ({"rows": [[1.5]]}, "its columns must be a list of feature names"),
+    ],
+)
+def test_the_probe_names_the_reference_file_it_cannot_use(tmp_path: Path, document: object, reason: str) -> None:
+    from optiloop.api.jobs import StageInput
+    from optiloop.jobs.errors import StorageError
+    from optiloop.jobs.storage import StageWriter, open_store
+
+    spec = {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": "pvc://claim/iris"}}
+    stage = StageInput.model_validate({"name": "iris", "spec": spec, "artifacts": str(tmp_path), "revision": 1})
+    with StageWriter(open_store(str(tmp_path)), "r1/model") as out:
+        out.write_json("reference.json", document)
+    with pytest.raises(StorageError, match=f"r1/model/reference.json: {reason}"):
+        probe.reference_rows(stage)

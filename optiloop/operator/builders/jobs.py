@@ -29,6 +29,7 @@ PVC_ROOT = "/mnt/pvc"
 TUNE_MODULE = "optiloop.jobs.tune"
 COMPRESS_MODULE = "optiloop.jobs.compress"
 PROBE_MODULE = "optiloop.jobs.probe"
+FETCH_MODULE = "optiloop.jobs.fetch"
 PROBE_GRACE_SECONDS = 600
 """How much longer than the analysis window a probe Job may take (pod start, image pull) before
 Kubernetes stops it and the blue/green revision is rolled back."""
@@ -56,6 +57,13 @@ def _claim(uri: str) -> str | None:
     return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
 
 
+def artifact_credentials(resource: ModelOptimization) -> list[dict[str, Any]]:
+    """``envFrom`` entries giving a container the artifact store's S3 credentials (``AWS_*``)."""
+    if (store := resource.spec.deployment.storage_credentials_secret_ref) is None:
+        return []
+    return [{"secretRef": {"name": store.name}}]
+
+
 def _storage(resource: ModelOptimization) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Volumes, mounts and env-from entries that give the pod its artifact store and its data:
     the artifact claim read-write, a dataset on another claim read-only, and each store's S3
@@ -71,9 +79,7 @@ def _storage(resource: ModelOptimization) -> tuple[list[dict[str, Any]], list[di
     if dataset is not None and dataset != artifacts:
         volumes.append({"name": "dataset", "persistentVolumeClaim": {"claimName": dataset, "readOnly": True}})
         mounts.append({"name": "dataset", "mountPath": f"{PVC_ROOT}/{dataset}", "readOnly": True})
-    env_from: list[dict[str, Any]] = []
-    if (store := resource.spec.deployment.storage_credentials_secret_ref) is not None:
-        env_from.append({"secretRef": {"name": store.name}})
+    env_from = artifact_credentials(resource)
     if (reader := resource.spec.dataset.credentials_secret_ref) is not None:
         env_from.append({"prefix": DATASET_CREDENTIALS_PREFIX, "secretRef": {"name": reader.name}})
     return volumes, mounts, env_from

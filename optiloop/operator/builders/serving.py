@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...api import ModelOptimization
+from ...api.jobs import STAGE_INPUT_ENV
 from .. import names, queries
 from ..capabilities import (
     AUTOSCALER_CLASS_ANNOTATION,
@@ -38,7 +39,7 @@ from .common import (
     resources_or_default,
     scratch_volume,
 )
-from .jobs import PVC_ROOT, artifacts_root
+from .jobs import FETCH_MODULE, PVC_ROOT, artifact_credentials, artifacts_root, stage_input
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 DRIFT_PORT = 8080
@@ -209,19 +210,47 @@ def inference_service(
     }
 
 
-def _model_dir_mount(
-    resource: ModelOptimization, revision: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+FETCHED_MODEL_DIR = "/mnt/model"
+"""Where the drift monitor reads a model directory copied out of an ``s3://`` store."""
+
+
+def _model_dir_source(
+    resource: ModelOptimization, config: OperatorConfig, revision: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Volumes, the monitor's mounts, init containers, and the path of ``revision``'s model directory.
+
+    On a claim the directory is mounted read-only where it lies. On ``s3://`` an init container
+    (the jobs image, the artifact store's credentials, ``python -m optiloop.jobs.fetch``) copies the
+    finished directory into an emptyDir, hash by hash, before the monitor starts; the monitor holds
+    no credentials and verifies the copy again when it loads."""
     uri = artifacts_root(resource)
-    if not uri.startswith("pvc://"):
-        raise ValueError(
-            f"the drift monitor reads the model directory from the artifact claim; storageUri {uri} is not pvc://"
-        )
-    claim, _, path = uri.removeprefix("pvc://").partition("/")
-    volume = {"name": "artifacts", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-    mount = {"name": "artifacts", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
-    model_dir = "/".join(p for p in (PVC_ROOT, claim, path.strip("/"), f"r{revision}", "model") if p)
-    return [volume], [mount], model_dir
+    if uri.startswith("pvc://"):
+        claim, _, path = uri.removeprefix("pvc://").partition("/")
+        volume = {"name": "artifacts", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        mount = {"name": "artifacts", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
+        model_dir = "/".join(p for p in (PVC_ROOT, claim, path.strip("/"), f"r{revision}", "model") if p)
+        return [volume], [mount], [], model_dir
+    if not uri.startswith("s3://"):
+        raise ValueError(f"the drift monitor cannot read a model directory from storageUri {uri}")
+    volume = {"name": "model", "emptyDir": {}}
+    _, scratch_mount = scratch_volume()
+    fetch = {
+        "name": "fetch-model",
+        "image": config.jobs_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", FETCH_MODULE],
+        "args": ["--to", FETCHED_MODEL_DIR],
+        "env": [
+            {"name": STAGE_INPUT_ENV, "value": stage_input(resource, revision).model_dump_json(by_alias=True)},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "envFrom": artifact_credentials(resource),
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": container_security_context(),
+        "volumeMounts": [scratch_mount, {"name": "model", "mountPath": FETCHED_MODEL_DIR}],
+    }
+    mount = {"name": "model", "mountPath": FETCHED_MODEL_DIR, "readOnly": True}
+    return [volume], [mount], [fetch], FETCHED_MODEL_DIR
 
 
 def drift_monitor(
@@ -236,7 +265,7 @@ def drift_monitor(
         raise ValueError("the drift monitor needs the InferenceServices it accepts events from")
     name = names.drift_monitor(resource.metadata.name)
     monitoring = resource.spec.monitoring
-    volumes, mounts, model_dir = _model_dir_mount(resource, revision)
+    volumes, mounts, init_containers, model_dir = _model_dir_source(resource, config, revision)
     scratch, scratch_mount = scratch_volume()
     meta = metadata(resource, name, "drift-monitor", revision)
     selector = {k: v for k, v in meta["labels"].items() if k != "optiloop.dev/revision"}
@@ -279,6 +308,7 @@ def drift_monitor(
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(),
+                    **({"initContainers": init_containers} if init_containers else {}),
                     "containers": [container],
                     "volumes": [scratch, *volumes],
                 },
