@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import skip_or_fail
 from tests.support.control_plane import ControlPlaneUnavailableError
+from tests.support.kserve_node import KServeOnNode, install
+from tests.support.kserve_release import KServeUnavailableError
 from tests.support.namespaces import create_namespace, delete_namespace, stem_of
 from tests.support.node import Node, NodeUnavailableError
 from tests.support.node_leftovers import HostState
@@ -50,6 +52,16 @@ def node(host_before_node: HostState, tmp_path_factory: pytest.TempPathFactory) 
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture(scope="session")
+def kserve(node: Node) -> KServeOnNode:
+    """KServe installed on the session's node (once: its manager lives as long as the node)."""
+    try:
+        return install(node)
+    except KServeUnavailableError as exc:
+        skip_or_fail(f"KServe on the node: {exc}")
+        raise  # skip_or_fail never returns
 
 
 @pytest.fixture

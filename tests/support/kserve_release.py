@@ -27,7 +27,7 @@ import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -94,7 +94,17 @@ def _crds_in(paths: list[Path]) -> list[dict[str, Any]]:
     return [doc for doc in found if doc.get("kind") == "CustomResourceDefinition"]
 
 
-def install_crds(plane: ControlPlane, objects: list[dict[str, Any]]) -> None:
+class ApiServer(Protocol):
+    """What :func:`install_crds` needs of an API server: the test control plane or the real node."""
+
+    url: str
+    token: str
+    ca_file: Path
+
+    def api_client(self) -> Any: ...
+
+
+def install_crds(plane: ApiServer, objects: list[dict[str, Any]]) -> None:
     """Server-side apply (the InferenceService CRD is about 2 MB, too large for the annotation a
     client-side apply keeps), then wait until each is established."""
     from kubernetes import client
@@ -145,8 +155,8 @@ def manager_binary() -> Path:
     return Path(proc.stdout.strip()) / "kserve-manager"
 
 
-def _webhook_configurations(port: int, ca_bundle: str) -> list[dict[str, Any]]:
-    """KServe's webhook configurations, each webhook called at ``https://127.0.0.1:<port><path>``."""
+def webhook_configurations(base_url: str, ca_bundle: str) -> list[dict[str, Any]]:
+    """KServe's webhook configurations, each webhook called at ``<base_url><path>``."""
     path = module_dir(KSERVE) / "config" / "webhook" / "manifests.yaml"
     configurations = []
     for document in yaml.safe_load_all(path.read_text()):
@@ -156,7 +166,7 @@ def _webhook_configurations(port: int, ca_bundle: str) -> list[dict[str, Any]]:
         document["metadata"].pop("creationTimestamp", None)
         for webhook in document["webhooks"]:
             service = webhook["clientConfig"].pop("service")
-            webhook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{service['path']}", "caBundle": ca_bundle}
+            webhook["clientConfig"] = {"url": f"{base_url}{service['path']}", "caBundle": ca_bundle}
             webhook["timeoutSeconds"] = 10
         configurations.append(document)
     return configurations
@@ -238,7 +248,7 @@ def start_manager(plane: ControlPlane, workdir: Path, default_mode: str = "Stand
     try:
         ca_bundle = base64.b64encode(plane.ca_file.read_bytes()).decode()
         registration = client.AdmissionregistrationV1Api(api)
-        for configuration in _webhook_configurations(webhook_port, ca_bundle):
+        for configuration in webhook_configurations(f"https://127.0.0.1:{webhook_port}", ca_bundle):
             if configuration["kind"] == "MutatingWebhookConfiguration":
                 registration.create_mutating_webhook_configuration(configuration)
             else:

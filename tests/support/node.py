@@ -263,6 +263,11 @@ class Node:
         )
         self.timings["service_account"] = time.monotonic() - began
 
+    def spawn_inside(self, name: str, argv: list[str]) -> _Process:
+        """Start ``argv`` inside the node's namespaces, logging to ``<workdir>/<name>.log``; it dies
+        with the node (a cluster add-on that runs as a process, such as KServe's manager)."""
+        return self._spawn_inside(name, argv)
+
     def _spawn_inside(self, name: str, argv: list[str]) -> _Process:
         self._check_alive()
         proc = _spawn(name, argv, self.workdir, self.nsenter)

@@ -1,0 +1,375 @@
+"""KServe's real manager on the real node serves optiloop's predictor image as the operator asks:
+the InferenceService the operator builds (Standard mode, our serve image, a model directory on a
+PersistentVolume) becomes Ready, KServe's webhook injects its real agent as the payload logger, the
+predictor's Service answers exactly what ONNX Runtime computes on the same file, and every process
+of the predictor pod runs as uid 65532."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from optiloop.api import ModelOptimization
+from optiloop.operator import names
+from optiloop.operator.builders.serving import inference_service
+from optiloop.operator.capabilities import Capabilities, default_from_config
+from optiloop.operator.config import OperatorConfig
+from optiloop.operator.topology import Topology, resolve
+from tests.support.control_plane import wait_for
+from tests.support.kserve_node import KServeOnNode, import_our_image
+from tests.support.model_dirs import city_frame, city_model, write_model_directory
+from tests.support.namespaces import create_namespace, delete_namespace
+from tests.support.node import Node
+from tests.support.node_config import BUSYBOX_IMAGE
+
+pytestmark = pytest.mark.timeout(900)
+RUNTIME_UID = 65532
+"""The uid optiloop's images and pod security contexts run as."""
+CLAIM = "models"
+
+
+def _model_optimization(api: Any, namespace: str) -> ModelOptimization:
+    """A stored ModelOptimization (so the InferenceService's owner reference is real and the garbage
+    collector keeps it), Standard mode, artifacts on the ``models`` claim."""
+    from kubernetes import client
+
+    body = {
+        "apiVersion": "optiloop.dev/v1alpha1",
+        "kind": "ModelOptimization",
+        "metadata": {"name": "iris", "namespace": namespace},
+        "spec": {
+            "dataset": {"uri": "builtin://iris"},
+            "deployment": {"storageUri": f"pvc://{CLAIM}/iris", "mode": "auto"},
+        },
+    }
+    stored = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "optiloop.dev", "v1alpha1", namespace, "modeloptimizations", body
+    )
+    return ModelOptimization.model_validate(stored)
+
+
+def _topology(api: Any, model: ModelOptimization, config: OperatorConfig) -> Topology:
+    """How the operator resolves the resource's serving on this cluster: KServe's default mode read
+    from its real ConfigMap, as the operator reads it."""
+    from kubernetes import client
+
+    found = client.CoreV1Api(api).read_namespaced_config_map(config.kserve_config[1], config.kserve_config[0])
+    default = default_from_config(found.data, "/".join(config.kserve_config))
+    topology = resolve(model, Capabilities(kserve=True, gateway_api=True, keda=True, kserve_default=default), config)
+    assert isinstance(topology, Topology), topology
+    return topology
+
+
+def _artifact_volume(api: Any, namespace: str, folder: Path) -> None:
+    """A hostPath PersistentVolume on ``folder`` pre-bound to the ``models`` claim (no provisioner
+    runs on the node), and the claim, once Bound."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    volume = f"{namespace}-{CLAIM}"
+    access = ["ReadWriteOnce"]
+    core.create_persistent_volume({
+        "metadata": {"name": volume},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": access, "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": str(folder), "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": CLAIM},
+        },
+    })  # fmt: skip
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": CLAIM},
+            "spec": {
+                "accessModes": access, "storageClassName": "", "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )  # fmt: skip
+    wait_for(
+        lambda: core.read_namespaced_persistent_volume_claim(CLAIM, namespace).status.phase == "Bound",
+        60,
+        interval=0.25,
+        what=f"claim {CLAIM} to be Bound",
+    )
+
+
+RECORDER = (
+    "while true; do "
+    "{ printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n'; sleep 2; } "
+    "| nc -l -p 8080; echo; done"
+)
+"""One HTTP exchange at a time: what the client sent goes to the container's log, the answer is 200."""
+
+
+def _event_recorder(api: Any, namespace: str, name: str) -> str:
+    """A busybox pod behind a Service named ``name`` (port 80) that logs every request it gets; returns
+    the pod's name once it runs. It stands where the drift monitor would be, to see what KServe's
+    agent really posts to the operator's logger URL."""
+    from kubernetes import client, utils
+
+    labels = {"app": name}
+    container = {
+        "name": "recorder", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sh", "-c", RECORDER],
+        "ports": [{"containerPort": 8080}],
+    }  # fmt: skip
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [container], "terminationGracePeriodSeconds": 1, "automountServiceAccountToken": False},
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    for obj in (pod, service):
+        utils.create_from_dict(api, obj, namespace=namespace)
+    core = client.CoreV1Api(api)
+    wait_for(lambda: core.read_namespaced_pod_status(name, namespace).status.phase == "Running", 90, interval=0.25,
+             what=f"the recorder pod {name} to run")  # fmt: skip
+    # The agent posts each event once and never retries: the Service must lead to the pod first.
+    wait_for(lambda: (core.read_namespaced_endpoints(name, namespace).subsets or [None])[0], 30, interval=0.25,
+             what=f"the recorder Service {name} to have its endpoint")  # fmt: skip
+    return name
+
+
+def _written_as_the_jobs_write_it(root: Path) -> None:
+    """Hand the model directory to uid 65532, as the export Job (which runs as it) leaves it."""
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, RUNTIME_UID, RUNTIME_UID)
+
+
+def _condition(isvc: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((c for c in isvc.get("status", {}).get("conditions", []) if c["type"] == kind), None)
+
+
+def _read_isvc(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    from kubernetes import client
+
+    return dict(
+        client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", name
+        )
+    )
+
+
+def _ready(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    """The InferenceService once Ready; fails at once when KServe gave up reconciling it."""
+    isvc = _read_isvc(api, namespace, name)
+    ready = _condition(isvc, "Ready")
+    if ready is not None and ready.get("reason") == "ReconcileFailed":
+        raise AssertionError(f"KServe could not reconcile {name}: {ready.get('message')}")
+    return isvc if ready is not None and ready["status"] == "True" else None
+
+
+@pytest.fixture
+def short_namespace(node_api: Any) -> Iterator[str]:
+    """A namespace with a short name: KServe's Standard mode puts ``<isvc>-predictor-<namespace>``
+    in one DNS label (see the last test), so the tier's usual long test-named ones cannot serve."""
+    name = create_namespace(node_api, "isvc")
+    yield name
+    delete_namespace(node_api, name)
+
+
+def _pod_processes(pod_uid: str) -> dict[str, int]:
+    """``{command line: uid}`` of every process in the pod's cgroup, as the host kernel sees them."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if f"pod{pod_uid}" not in (entry / "cgroup").read_text():
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue  # the process has exited
+        uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
+        found[command] = uid
+    return found
+
+
+CLIENT = """
+import sys, time, urllib.request
+url, body = sys.argv[1], sys.argv[2].encode()
+for attempt in range(40):
+    try:
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            sys.stdout.write(answer.read().decode())
+            break
+    except OSError as exc:
+        sys.stderr.write(f"{exc}\\n")
+        time.sleep(0.5)
+else:
+    sys.exit(f"no answer from {url}")
+"""
+
+
+def _ask_through_the_service(node: Node, cluster_ip: str, model: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST ``body`` to the Service's ClusterIP from inside the node (kube-proxy's rules route it),
+    retrying briefly: a fresh Service's rules follow its endpoints within a second or two."""
+    url = f"http://{cluster_ip}:80/v2/models/{model}/infer"
+    try:
+        done = node.run_inside([sys.executable, "-c", CLIENT, url, json.dumps(body)], timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"{url} did not answer") from exc
+    return dict(json.loads(done.stdout))
+
+
+def _expected(model_dir: Path, a: np.ndarray, b: np.ndarray, city: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """ONNX Runtime's labels and probabilities on the model file the predictor serves."""
+    import onnxruntime as ort
+
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    categories = next(f["categories"] for f in metadata["features"] if f["name"] == "city")
+    matrix = np.stack([a, b, np.array([categories.index(v) for v in city], dtype=np.float32)], axis=1)
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    indices, probabilities = session.run(None, {metadata["inputName"]: matrix.astype(np.float32)})
+    return [metadata["classes"][int(i)] for i in np.ravel(indices)], probabilities
+
+
+def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference_service(
+    kserve: KServeOnNode, node_api: Any, short_namespace: str, tmp_path: Path, record_property: Any
+) -> None:
+    from kubernetes import client
+
+    node_namespace = short_namespace
+    node = kserve.node
+    serve_image = import_our_image(node, "serve")
+    artifacts = tmp_path / "artifacts"
+    model_dir = write_model_directory(artifacts / "iris" / "r1" / "model", city_model(), name="iris")
+    _written_as_the_jobs_write_it(artifacts)
+    _artifact_volume(node_api, node_namespace, artifacts)
+    recorder = _event_recorder(node_api, node_namespace, names.drift_monitor("iris"))
+
+    config = OperatorConfig(predictor_image=serve_image, image_pull_policy="IfNotPresent")
+    model = _model_optimization(node_api, node_namespace)
+    topology = _topology(node_api, model, config)
+    assert (topology.mode, topology.source) == ("standard", "kserveConfig")
+    body = inference_service(model, config, 1, topology)
+    name = body["metadata"]["name"]
+    objects = client.CustomObjectsApi(node_api)
+    began = time.monotonic()
+    objects.create_namespaced_custom_object("serving.kserve.io", "v1beta1", node_namespace, "inferenceservices", body)
+    isvc = wait_for(
+        lambda: _ready(node_api, node_namespace, name),
+        600,
+        interval=0.5,
+        what=f"InferenceService {name} to be Ready ({kserve.manager.log}, {node.workdir}/kubelet.log)",
+    )
+    seconds = time.monotonic() - began
+    record_property("create_to_ready_seconds", round(seconds, 1))
+    print(f"\nInferenceService {name}: created to Ready in {seconds:.1f}s (load {os.getloadavg()[0]:.1f})")
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+
+    # KServe made one Deployment whose pod carries our predictor and the agent it injected as the
+    # payload logger, aimed at the drift monitor's URL.
+    core = client.CoreV1Api(node_api)
+    (pod,) = core.list_namespaced_pod(node_namespace, label_selector=f"serving.kserve.io/inferenceservice={name}").items
+    conditions = {c.type: c.status for c in pod.status.conditions}
+    assert conditions["Ready"] == "True", "KServe called the InferenceService Ready before its pod was"
+    containers = {c.name: c for c in pod.spec.containers}
+    assert containers["kserve-container"].image == serve_image
+    assert containers["agent"].image.startswith("optiloop.local/kserve-agent:")
+    logger_url = body["spec"]["predictor"]["logger"]["url"]
+    assert logger_url in containers["agent"].args, containers["agent"].args
+
+    # Every process of the pod (but the sandbox's pause) runs as 65532.
+    processes = {command: uid for command, uid in _pod_processes(pod.metadata.uid).items() if command != "/pause"}
+    assert any("optiloop.serve" in command for command in processes), processes
+    assert any("/ko-app/agent" in command for command in processes), processes
+    assert set(processes.values()) == {RUNTIME_UID}, processes
+
+    # Through the predictor's Service, the answers are ONNX Runtime's on the same file.
+    frame = city_frame(24, 9)
+    a = frame["a"].to_numpy(np.float32)
+    b = frame["b"].fillna(1.5).to_numpy(np.float32)
+    city = frame["city"].to_numpy(dtype=object)
+    request = {
+        "inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [len(a)], "data": a.tolist()},
+            {"name": "b", "datatype": "FP32", "shape": [len(b)], "data": b.tolist()},
+            {"name": "city", "datatype": "BYTES", "shape": [len(city)], "data": list(city)},
+        ]
+    }
+    service = core.read_namespaced_service(f"{name}-predictor", node_namespace)
+    args = body["spec"]["predictor"]["containers"][0]["args"]
+    answer = _ask_through_the_service(node, service.spec.cluster_ip, args[args.index("--model-name") + 1], request)
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    labels, probabilities = _expected(model_dir, a, b, city)
+    assert outputs["predictions"]["data"] == labels
+    got = np.array(outputs["probabilities"]["data"], dtype=np.float32).reshape(outputs["probabilities"]["shape"])
+    np.testing.assert_allclose(got, probabilities, rtol=1e-6, atol=1e-7)
+
+    # KServe's real agent posted the request, as a CloudEvent, to the URL the operator gave its
+    # logger: the drift monitor's Service name, resolved through the cluster's DNS.
+    def posted() -> str | None:
+        log = core.read_namespaced_pod_log(recorder, node_namespace)
+        return log if "\r\n\r\n{" in log or "\n\n{" in log else None
+
+    try:
+        event = wait_for(posted, 30, interval=0.5, what="the payload logger's event at the recorder")
+    except TimeoutError as exc:
+        agent = core.read_namespaced_pod_log(pod.metadata.name, node_namespace, container="agent", tail_lines=30)
+        seen = core.read_namespaced_pod_log(recorder, node_namespace)
+        raise AssertionError(f"no event reached the recorder\n--- agent\n{agent}\n--- recorder\n{seen}") from exc
+    head, _, payload = event.replace("\r\n", "\n").partition("\n\n")
+    headers = {
+        key.strip().lower(): value.strip()
+        for key, _, value in (line.partition(":") for line in head.splitlines()[1:] if ":" in line)
+    }
+    assert event.startswith("POST /revisions/1 HTTP/1.1"), event
+    assert headers["ce-type"] == "org.kubeflow.serving.inference.request", headers
+    assert headers["ce-inferenceservicename"] == name
+    assert headers["ce-namespace"] == node_namespace
+    assert headers["ce-component"] == "predictor"
+    # Not the pod's name, as KServe's injector means it to be: the webhook passes the pod's name as
+    # --source-uri, but a Deployment's pod has no name yet when it is admitted (only generateName),
+    # so the agent falls back to its own URL. Every replica's events carry the same source.
+    agent_args = containers["agent"].args
+    assert agent_args[agent_args.index("--source-uri") + 1] == ""
+    assert headers["ce-source"] == "http://localhost:9081/"
+    assert json.loads(payload) == request
+
+
+def test_kserve_refuses_a_predictor_host_name_over_63_characters_and_says_so_on_the_inference_service(
+    kserve: KServeOnNode, node_api: Any, node_namespace: str
+) -> None:
+    """What the operator does not check: a resource name (up to 40 characters) and a namespace (up
+    to 63) that optiloop accepts can still make an InferenceService KServe's Standard mode cannot
+    serve, because its default ``domainTemplate`` joins ``<name>-r<N>-predictor`` and the namespace
+    into one DNS label. The InferenceService then stays not Ready, and says why."""
+    from kubernetes import client
+
+    config = OperatorConfig(predictor_image="optiloop.local/unused:1")
+    model = _model_optimization(node_api, node_namespace)
+    body = inference_service(model, config, 1, _topology(node_api, model, config))
+    name = body["metadata"]["name"]
+    assert len(f"{name}-predictor-{node_namespace}") > 63
+    client.CustomObjectsApi(node_api).create_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", node_namespace, "inferenceservices", body
+    )
+
+    def refused() -> dict[str, Any] | None:
+        ready = _condition(_read_isvc(node_api, node_namespace, name), "Ready")
+        return ready if ready is not None and ready["status"] == "False" and ready.get("reason") else None
+
+    ready = wait_for(refused, 60, interval=0.5, what=f"KServe to refuse {name} ({kserve.manager.log})")
+    assert ready["reason"] == "ReconcileFailed"
+    assert f"{name}-predictor-{node_namespace}" in ready["message"]
+    assert "must be no more than 63 characters" in ready["message"]
+    assert client.AppsV1Api(node_api).list_namespaced_deployment(node_namespace).items == []
