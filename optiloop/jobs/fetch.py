@@ -9,7 +9,11 @@ Only a finished directory is copied, and a copy cut short is never taken for a f
 completion marker is read first, every file it lists is checked against its SHA-256 as it
 arrives, and the marker is written last. The monitor verifies the hashes again when it loads.
 
-    python -m optiloop.jobs.fetch --to /mnt/model   # the stage input (store, revision) in $OPTILOOP_STAGE_INPUT
+    python -m optiloop.jobs.fetch --source s3://bucket/iris/r3/model --to /mnt/model
+
+The store's credentials come from the environment as for the stage Jobs (``AWS_*``). Only the
+directory's URI is passed, not the stage input: the monitor's pod template then changes only when
+the revision does, so a serving-only change to the spec does not restart the monitor.
 
 Exit codes: 0 copied, 1 failed (the reason on stderr), 2 invalid input.
 """
@@ -31,19 +35,22 @@ from ..formats.model_dir import (
     write_atomically,
 )
 from .errors import StorageError
-from .stage import read_stage_input
 from .storage import ArtifactStore, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
 def fetch_model_directory(store: ArtifactStore, prefix: str, destination: Path) -> list[str]:
-    """Copy the finished model directory under ``prefix`` into ``destination``; returns the names
-    copied. Raises :class:`StorageError` when it is absent or unfinished, :class:`FormatError` when
-    a file differs from what its marker says."""
+    """Copy the finished model directory under ``prefix`` (``""``: the store's root) into
+    ``destination``; returns the names copied. Raises :class:`StorageError` when it is absent or
+    unfinished, :class:`FormatError` when a file differs from what its marker says."""
     base = prefix.strip("/")
-    where = f"{store.uri}/{base}"
-    marker_key = f"{base}/{COMPLETE_MARKER}"
+    where = f"{store.uri}/{base}".rstrip("/")
+
+    def key(name: str) -> str:
+        return f"{base}/{name}" if base else name
+
+    marker_key = key(COMPLETE_MARKER)
     if not store.exists(marker_key):
         raise StorageError(f"{where}: no {COMPLETE_MARKER}; the export did not finish, so there is nothing to monitor")
     marker_bytes = store.read_bytes(marker_key)
@@ -53,7 +60,7 @@ def fetch_model_directory(store: ArtifactStore, prefix: str, destination: Path) 
     (destination / COMPLETE_MARKER).unlink(missing_ok=True)
     for name, entry in sorted(files.items()):
         relative = safe_relative_name(name, where)
-        data = store.read_bytes(f"{base}/{relative.as_posix()}")
+        data = store.read_bytes(key(relative.as_posix()))
         if sha256(data) != entry["sha256"]:
             raise FormatError(f"{where}/{name}: content differs from what the export wrote (SHA-256 mismatch)")
         target = destination.joinpath(*relative.parts)
@@ -66,21 +73,22 @@ def fetch_model_directory(store: ArtifactStore, prefix: str, destination: Path) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m optiloop.jobs.fetch", description="Copy a revision's finished model directory to a path."
+        prog="python -m optiloop.jobs.fetch", description="Copy a finished model directory to a local path."
     )
+    parser.add_argument("--source", required=True, help="the model directory's URI (s3://bucket/.../r<N>/model)")
     parser.add_argument("--to", type=Path, required=True, help="the local directory to copy it into")
     args = parser.parse_args(argv)
     try:
-        stage = read_stage_input(None)
-    except (StorageError, ValueError) as exc:
-        print(f"invalid stage input: {exc}", file=sys.stderr)
+        store = open_store(args.source)
+    except StorageError as exc:
+        print(f"--source: {exc}", file=sys.stderr)
         return EXIT_INVALID
     try:
-        copied = fetch_model_directory(open_store(stage.artifacts), f"r{stage.revision}/model", args.to)
+        copied = fetch_model_directory(store, "", args.to)
     except (StorageError, FormatError) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILED
-    print(f"copied {len(copied)} files of r{stage.revision}/model from {stage.artifacts} to {args.to}")
+    print(f"copied {len(copied)} files of {args.source} to {args.to}")
     return EXIT_OK
 
 

@@ -35,19 +35,16 @@ def upload(endpoint: str, bucket: str, prefix: str, root: Path, skip: tuple[str,
             client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=path.read_bytes())
 
 
-def run_fetch(bucket: str, revision: int, to: Path) -> subprocess.CompletedProcess[str]:
-    spec = {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": f"s3://{bucket}/iris"}}
-    stage = {"name": "iris", "artifacts": f"s3://{bucket}/iris", "revision": revision, "spec": spec}
-    env = {**os.environ, "OPTILOOP_STAGE_INPUT": json.dumps(stage)}
-    command = [sys.executable, "-m", "optiloop.jobs.fetch", "--to", str(to)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+def run_fetch(source: str, to: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "optiloop.jobs.fetch", "--source", source, "--to", str(to)]
+    return subprocess.run(command, env=dict(os.environ), capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_a_finished_directory_is_copied_and_reads_as_the_export(
     s3_endpoint: str, bucket: str, exported: Path, tmp_path: Path
 ) -> None:
     upload(s3_endpoint, bucket, "iris/r3/model", exported)
-    done = run_fetch(bucket, 3, tmp_path / "model")
+    done = run_fetch(f"s3://{bucket}/iris/r3/model", tmp_path / "model")
     assert done.returncode == 0, done.stderr
     copy = read_model_directory(tmp_path / "model", reference=True)
     original = read_model_directory(exported, reference=True)
@@ -59,7 +56,7 @@ def test_an_unfinished_export_is_refused_and_nothing_passes_for_finished(
     s3_endpoint: str, bucket: str, exported: Path, tmp_path: Path
 ) -> None:
     upload(s3_endpoint, bucket, "iris/r1/model", exported, skip=(COMPLETE_MARKER,))
-    done = run_fetch(bucket, 1, tmp_path / "model")
+    done = run_fetch(f"s3://{bucket}/iris/r1/model", tmp_path / "model")
     assert done.returncode == 1
     assert "did not finish" in done.stderr
     assert not (tmp_path / "model" / COMPLETE_MARKER).exists()
@@ -98,7 +95,7 @@ def test_a_missing_revision_and_bad_input_are_told_apart(s3_endpoint: str, bucke
     store = open_store(f"s3://{bucket}/iris")
     with pytest.raises(StorageError, match=r"no _COMPLETE\.json"):
         fetch_model_directory(store, "r9/model", tmp_path / "model")
-    done = run_fetch(bucket, 0, tmp_path / "model")
+    done = run_fetch("ftp://elsewhere/model", tmp_path / "model")
     assert done.returncode == 2
-    assert "invalid stage input" in done.stderr
-    assert "revision" in done.stderr
+    assert "--source" in done.stderr
+    assert "unsupported artifact URI" in done.stderr

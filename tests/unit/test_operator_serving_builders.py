@@ -151,12 +151,14 @@ def test_drift_monitor_on_s3_copies_the_verified_model_directory_before_it_start
     [monitor] = pod["containers"]
     assert fetch["image"] == CONFIG.jobs_image
     assert fetch["command"] == ["python", "-m", "optiloop.jobs.fetch"]
-    assert fetch["args"] == ["--to", "/mnt/model"]
+    assert fetch["args"] == ["--source", "s3://bucket/iris/r4/model", "--to", "/mnt/model"]
     assert fetch["envFrom"] == [{"secretRef": {"name": "store"}}]
     assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
-    stage = next(e["value"] for e in fetch["env"] if e["name"] == "OPTILOOP_STAGE_INPUT")
-    assert '"artifacts":"s3://bucket/iris"' in stage
-    assert '"revision":4' in stage
+    # Only the revision's URI, never the spec: a serving-only spec change must not restart the monitor.
+    changed = resource(deployment={"storageUri": "s3://bucket/iris", "storageCredentialsSecretRef": {"name": "store"},
+                                   "minReplicas": 3})  # fmt: skip
+    again = drift_monitor(changed, CONFIG, revision=4, inference_services=["iris"])[0]
+    assert again["spec"]["template"] == deployment["spec"]["template"]
     assert monitor["args"][monitor["args"].index("--model-dir") + 1] == "/mnt/model"
     assert {"name": "model", "mountPath": "/mnt/model", "readOnly": True} in monitor["volumeMounts"]
     assert "envFrom" not in monitor, "the monitor itself holds no storage credentials"

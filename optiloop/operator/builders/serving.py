@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...api import ModelOptimization
-from ...api.jobs import STAGE_INPUT_ENV
 from .. import names, queries
 from ..capabilities import (
     AUTOSCALER_CLASS_ANNOTATION,
@@ -39,7 +38,7 @@ from .common import (
     resources_or_default,
     scratch_volume,
 )
-from .jobs import FETCH_MODULE, PVC_ROOT, artifact_credentials, artifacts_root, stage_input
+from .jobs import FETCH_MODULE, PVC_ROOT, artifact_credentials, artifacts_root
 
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 DRIFT_PORT = 8080
@@ -239,11 +238,8 @@ def _model_dir_source(
         "image": config.jobs_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", FETCH_MODULE],
-        "args": ["--to", FETCHED_MODEL_DIR],
-        "env": [
-            {"name": STAGE_INPUT_ENV, "value": stage_input(resource, revision).model_dump_json(by_alias=True)},
-            {"name": "HOME", "value": "/tmp"},
-        ],
+        "args": ["--source", f"{uri.rstrip('/')}/r{revision}/model", "--to", FETCHED_MODEL_DIR],
+        "env": [{"name": "HOME", "value": "/tmp"}],
         "envFrom": artifact_credentials(resource),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": container_security_context(),
