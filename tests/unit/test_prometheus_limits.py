@@ -21,7 +21,7 @@ Behaviour = Callable[[socket.socket], None]
 @pytest.fixture
 def hostile() -> Iterator[Callable[[Behaviour], str]]:
     """Start a loopback server that treats every connection with ``behaviour``; yields its URL."""
-    servers: list[tuple[socket.socket, threading.Event]] = []
+    servers: list[tuple[socket.socket, threading.Event, threading.Thread]] = []
 
     def start(behaviour: Behaviour) -> str:
         server = socket.create_server(("127.0.0.1", 0))
@@ -36,13 +36,15 @@ def hostile() -> Iterator[Callable[[Behaviour], str]]:
                     continue
                 threading.Thread(target=_guarded, args=(behaviour, client), daemon=True).start()
 
-        threading.Thread(target=serve, daemon=True).start()
-        servers.append((server, stop))
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        servers.append((server, stop, thread))
         return f"http://127.0.0.1:{server.getsockname()[1]}"
 
     yield start
-    for server, stop in servers:
+    for server, stop, thread in servers:
         stop.set()
+        thread.join(timeout=5)  # closing the socket under a pending accept() would raise in that thread
         server.close()
 
 
