@@ -29,7 +29,6 @@ from tests.support.kserve_node import KServeOnNode, import_our_image
 from tests.support.model_dirs import city_frame, city_model, write_model_directory
 from tests.support.namespaces import create_namespace, delete_namespace
 from tests.support.node import Node
-from tests.support.node_config import BUSYBOX_IMAGE
 
 pytestmark = pytest.mark.timeout(900)
 RUNTIME_UID = 65532
@@ -104,23 +103,36 @@ def _artifact_volume(api: Any, namespace: str, folder: Path) -> None:
     )
 
 
-RECORDER = (
-    "while true; do "
-    "{ printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n'; sleep 2; } "
-    "| nc -l -p 8080; echo; done"
-)
-"""One HTTP exchange at a time: what the client sent goes to the container's log, the answer is 200."""
+RECORDER = """
+import http.server, sys
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        sys.stdout.write(self.requestline + "\\n" + str(self.headers) + body.decode("utf-8", "replace") + "\\n")
+        sys.stdout.flush()
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("", 8080), Recorder).serve_forever()
+"""
+"""Answers 200 only after it has read the whole request (an answer sent before the request was read
+let Go's client close the connection before its body left), and writes each request to its log."""
 
 
-def _event_recorder(api: Any, namespace: str, name: str) -> str:
-    """A busybox pod behind a Service named ``name`` (port 80) that logs every request it gets; returns
-    the pod's name once it runs. It stands where the drift monitor would be, to see what KServe's
-    agent really posts to the operator's logger URL."""
+def _event_recorder(api: Any, namespace: str, name: str, image: str) -> str:
+    """A pod of ``image`` (any image with Python) behind a Service named ``name`` (port 80) that logs
+    every request it gets; returns the pod's name once it runs. It stands where the drift monitor
+    would be, to see what KServe's agent really posts to the operator's logger URL."""
     from kubernetes import client, utils
 
     labels = {"app": name}
     container = {
-        "name": "recorder", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sh", "-c", RECORDER],
+        "name": "recorder", "image": image, "imagePullPolicy": "Never", "command": ["python", "-c", RECORDER],
         "ports": [{"containerPort": 8080}],
     }  # fmt: skip
     pod = {
@@ -254,7 +266,7 @@ def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference
     model_dir = write_model_directory(artifacts / "iris" / "r1" / "model", city_model(), name="iris")
     _written_as_the_jobs_write_it(artifacts)
     _artifact_volume(node_api, node_namespace, artifacts)
-    recorder = _event_recorder(node_api, node_namespace, names.drift_monitor("iris"))
+    recorder = _event_recorder(node_api, node_namespace, names.drift_monitor("iris"), serve_image)
 
     config = OperatorConfig(predictor_image=serve_image, image_pull_policy="IfNotPresent")
     model = _model_optimization(node_api, node_namespace)
