@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..api.spec import ServingMode
 
@@ -56,6 +56,20 @@ class KServeDefault:
     problem: str = ""
 
 
+DEFAULT_DOMAIN_TEMPLATE = "{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}"
+DEFAULT_INGRESS_DOMAIN = "example.com"
+
+
+@dataclass(frozen=True)
+class KServeIngress:
+    """How KServe names an InferenceService's hosts: the ``domainTemplate`` and ``ingressDomain``
+    of the ``ingress`` key of its ConfigMap, with KServe's defaults for what is unset."""
+
+    domain_template: str = DEFAULT_DOMAIN_TEMPLATE
+    ingress_domain: str = DEFAULT_INGRESS_DOMAIN
+    source: str = ""
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the cluster offers for serving, from one discovery."""
@@ -65,6 +79,7 @@ class Capabilities:
     gateway_api: bool = False
     keda: bool = False
     kserve_default: KServeDefault = KServeDefault(None, "", "KServe's configuration has not been read")
+    kserve_ingress: KServeIngress = field(default_factory=lambda: KServeIngress())
 
 
 def kserve_mode(value: str) -> tuple[bool, ServingMode | None]:
@@ -105,6 +120,23 @@ def default_from_config(data: Mapping[str, str] | None, source: str) -> KServeDe
             None, source, f"ConfigMap {source}: KServe defaults to {value}, which optiloop does not use"
         )
     return KServeDefault(mode, source)
+
+
+def ingress_from_config(data: Mapping[str, str] | None, source: str) -> KServeIngress:
+    """KServe's host naming from the ``data`` of its ConfigMap: its defaults where the ``ingress``
+    key, or a field of it, is missing or unusable (as KServe fills them in ``NewIngressConfig``)."""
+    try:
+        ingress = json.loads((data or {}).get("ingress") or "{}")
+    except ValueError:
+        ingress = {}
+    if not isinstance(ingress, dict):
+        ingress = {}
+    template, domain = ingress.get("domainTemplate"), ingress.get("ingressDomain")
+    return KServeIngress(
+        domain_template=template if isinstance(template, str) and template else DEFAULT_DOMAIN_TEMPLATE,
+        ingress_domain=domain if isinstance(domain, str) and domain else DEFAULT_INGRESS_DOMAIN,
+        source=source,
+    )
 
 
 def serves(resources: Mapping[str, object] | None, kind: str) -> bool:

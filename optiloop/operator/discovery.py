@@ -22,7 +22,9 @@ from .capabilities import (
     KSERVE_API,
     Capabilities,
     KServeDefault,
+    KServeIngress,
     default_from_config,
+    ingress_from_config,
     serves,
 )
 from .k8s import Cluster, ForbiddenError, TransientApiError
@@ -72,19 +74,24 @@ class Discovery:
             api: serves(self.cluster.api_resources(api[0]), api[1])
             for api in (KSERVE_API, KNATIVE_API, GATEWAY_API, KEDA_API)
         }
+        default, ingress = self._kserve_config()
         return Capabilities(
             kserve=found[KSERVE_API],
             knative=found[KNATIVE_API],
             gateway_api=found[GATEWAY_API],
             keda=found[KEDA_API],
-            kserve_default=self._kserve_default(),
+            kserve_default=default,
+            kserve_ingress=ingress,
         )
 
-    def _kserve_default(self) -> KServeDefault:
+    def _kserve_config(self) -> tuple[KServeDefault, KServeIngress]:
+        """KServe's default mode and host naming, from its ConfigMap."""
         namespace, name = self.kserve_config
         source = f"{namespace}/{name}"
         try:
             config_map = self.cluster.get_config_map(namespace, name)
         except ForbiddenError:
-            return KServeDefault(None, source, f"the operator may not read ConfigMap {source} (403 Forbidden)")
-        return default_from_config(config_map.get("data") or {} if config_map is not None else None, source)
+            forbidden = f"the operator may not read ConfigMap {source} (403 Forbidden)"
+            return KServeDefault(None, source, forbidden), KServeIngress(source=source)
+        data = config_map.get("data") or {} if config_map is not None else None
+        return default_from_config(data, source), ingress_from_config(data, source)

@@ -12,6 +12,9 @@ in Standard mode an HTTPRoute with weights over one InferenceService per revisio
 Gateway API is served and a Gateway is named (by the spec or the operator); otherwise blue/green.
 ``canaryMethod: trafficSplit`` never falls back (a retrained revision then waits), and
 ``blueGreen`` is used wherever it is asked for.
+
+A topology whose InferenceService KServe would give a host it refuses (a name and namespace too
+long for one DNS label under KServe's domain template, :mod:`.kserve_hosts`) is unservable too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Literal
 from ..api import ModelOptimization
 from ..api.spec import ScaleMetric, ServingMode, effective_scale_metric, effective_scale_target
 from ..api.status import CanaryMethod, ServingStatus
+from . import kserve_hosts, names
 from .capabilities import DEPLOYMENT_MODE_ANNOTATION, KSERVE_MODE_NAMES, Capabilities, annotation_mode
 from .conditions import ConditionStatus
 from .config import OperatorConfig
@@ -33,6 +37,7 @@ UNSERVABLE_REASONS = (
     "UnsupportedInMode",
     "KnativeUnavailable",
     "KedaUnavailable",
+    "HostNameInvalid",
 )
 """Reasons of ``Deployed=False`` that need a person (they make ``Ready=False``)."""
 
@@ -67,6 +72,16 @@ class Topology:
     scale_metric: ScaleMetric
     scale_target: int
     gateway: GatewayParent | None = None
+
+    def inference_service(self, resource: str, revision: int) -> str:
+        """The InferenceService serving ``revision`` of ``resource``. With Knative's traffic split:
+        one named after the resource (Knative keeps its revisions and splits traffic between
+        them). Otherwise one per revision (Standard mode's Deployment can only roll; blue/green
+        needs the new revision apart), and an HTTPRoute or the switch after a probe chooses
+        which one answers."""
+        if self.canary_method == "KnativeTraffic":
+            return names.inference_service(resource)
+        return names.revision_service(resource, revision)
 
     def status(self, route: str | None) -> ServingStatus:
         """What ``status.serving`` says about it."""
@@ -124,7 +139,7 @@ def resolve(resource: ModelOptimization, capabilities: Capabilities, config: Ope
             "ScaledObjects: install KEDA, or use autoscalerClass hpa with cpu or memory",
         )
     method, split, gateway = _canary_method(resource, mode, capabilities, config)
-    return Topology(
+    topology = Topology(
         mode=mode,
         source=source,
         canary_method=method,
@@ -133,6 +148,29 @@ def resolve(resource: ModelOptimization, capabilities: Capabilities, config: Ope
         scale_metric=effective_scale_metric(deployment, mode),
         scale_target=effective_scale_target(deployment, mode),
         gateway=gateway,
+    )
+    return _refused_hosts(resource, topology, capabilities) or topology
+
+
+def _refused_hosts(resource: ModelOptimization, topology: Topology, capabilities: Capabilities) -> Unservable | None:
+    """Hosts KServe would refuse for the latest revision's InferenceService (checked before it
+    exists: KServe reports them only on the InferenceService, after it was created)."""
+    name, namespace = resource.metadata.name, resource.metadata.namespace or "default"
+    revision = (resource.status.revision if resource.status is not None else None) or 1
+    service = topology.inference_service(name, revision)
+    ingress = capabilities.kserve_ingress
+    found = kserve_hosts.problems(service, namespace, topology.mode == "standard", ingress)
+    if not found:
+        return None
+    first = found[0]
+    template = f"ingress.domainTemplate {ingress.domain_template!r}" + (
+        f" in ConfigMap {ingress.source}" if ingress.source else ""
+    )
+    return Unservable(
+        "HostNameInvalid",
+        f"KServe would name the {first.component} host of InferenceService {service} (revision {revision}) "
+        f"{first.host!r}, which it refuses: {first.problem}. KServe builds it from {template}: shorten "
+        f"metadata.name ({len(name)} characters) or the namespace ({len(namespace)}), or change the template",
     )
 
 

@@ -21,9 +21,9 @@ import pytest
 from optiloop.api import ModelOptimization
 from optiloop.operator import names
 from optiloop.operator.builders.serving import inference_service
-from optiloop.operator.capabilities import Capabilities, default_from_config
+from optiloop.operator.capabilities import Capabilities, default_from_config, ingress_from_config
 from optiloop.operator.config import OperatorConfig
-from optiloop.operator.topology import Topology, resolve
+from optiloop.operator.topology import Topology, Unservable, resolve
 from tests.support.control_plane import wait_for
 from tests.support.kserve_node import KServeOnNode, import_our_image
 from tests.support.model_dirs import city_frame, city_model, write_model_directory
@@ -56,14 +56,22 @@ def _model_optimization(api: Any, namespace: str) -> ModelOptimization:
     return ModelOptimization.model_validate(stored)
 
 
-def _topology(api: Any, model: ModelOptimization, config: OperatorConfig) -> Topology:
-    """How the operator resolves the resource's serving on this cluster: KServe's default mode read
-    from its real ConfigMap, as the operator reads it."""
+def _capabilities(api: Any, config: OperatorConfig) -> Capabilities:
+    """What the operator knows of this cluster's KServe: its default mode and host naming, read
+    from its real ConfigMap as the operator reads them."""
     from kubernetes import client
 
     found = client.CoreV1Api(api).read_namespaced_config_map(config.kserve_config[1], config.kserve_config[0])
-    default = default_from_config(found.data, "/".join(config.kserve_config))
-    topology = resolve(model, Capabilities(kserve=True, gateway_api=True, keda=True, kserve_default=default), config)
+    source = "/".join(config.kserve_config)
+    return Capabilities(
+        kserve=True, gateway_api=True, keda=True,
+        kserve_default=default_from_config(found.data, source), kserve_ingress=ingress_from_config(found.data, source),
+    )  # fmt: skip
+
+
+def _topology(api: Any, model: ModelOptimization, config: OperatorConfig) -> Topology:
+    """How the operator resolves the resource's serving on this cluster."""
+    topology = resolve(model, _capabilities(api, config), config)
     assert isinstance(topology, Topology), topology
     return topology
 
@@ -361,17 +369,27 @@ def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference
 def test_kserve_refuses_a_predictor_host_name_over_63_characters_and_says_so_on_the_inference_service(
     kserve: KServeOnNode, node_api: Any, node_namespace: str
 ) -> None:
-    """What the operator does not check: a resource name (up to 40 characters) and a namespace (up
-    to 63) that optiloop accepts can still make an InferenceService KServe's Standard mode cannot
-    serve, because its default ``domainTemplate`` joins ``<name>-r<N>-predictor`` and the namespace
-    into one DNS label. The InferenceService then stays not Ready, and says why."""
+    """Why the operator checks host names first: a resource name (up to 40 characters) and a
+    namespace (up to 63) that Kubernetes accepts can still make an InferenceService KServe's
+    Standard mode cannot serve, because its default ``domainTemplate`` joins
+    ``<name>-r<N>-predictor`` and the namespace into one DNS label. Created anyway, the
+    InferenceService stays not Ready with no Deployment; the operator refuses the same host, from
+    KServe's real ConfigMap, before creating anything."""
     from kubernetes import client
 
     config = OperatorConfig(predictor_image="optiloop.local/unused:1")
     model = _model_optimization(node_api, node_namespace)
-    body = inference_service(model, config, 1, _topology(node_api, model, config))
+    refused_first = resolve(model, _capabilities(node_api, config), config)
+    assert isinstance(refused_first, Unservable), refused_first
+    assert refused_first.reason == "HostNameInvalid"
+    # What KServe does with it had the operator created it: the topology of the same resource in a
+    # short namespace (the namespace only matters to the host), its InferenceService in the long one.
+    elsewhere = model.model_copy(update={"metadata": model.metadata.model_copy(update={"namespace": "ml"})})
+    body = inference_service(model, config, 1, _topology(node_api, elsewhere, config))
     name = body["metadata"]["name"]
-    assert len(f"{name}-predictor-{node_namespace}") > 63
+    host = f"{name}-predictor-{node_namespace}"
+    assert len(host) > 63
+    assert f"'{host}." in refused_first.message
     client.CustomObjectsApi(node_api).create_namespaced_custom_object(
         "serving.kserve.io", "v1beta1", node_namespace, "inferenceservices", body
     )

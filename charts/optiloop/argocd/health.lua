@@ -8,7 +8,7 @@
 local hs = {}
 local terminal = {InvalidSpec = true, JobFailed = true, DataQualityFailed = true, StageFailed = true, ChildNameTaken = true,
   KServeUnavailable = true, DeploymentModeUnknown = true, UnsupportedInMode = true, KnativeUnavailable = true,
-  KedaUnavailable = true}
+  KedaUnavailable = true, HostNameInvalid = true}
 if obj.metadata.deletionTimestamp ~= nil then
   hs.status = "Progressing"
   hs.message = "being deleted"

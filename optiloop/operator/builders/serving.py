@@ -126,17 +126,6 @@ def _predictor_model(resource: ModelOptimization, config: OperatorConfig, revisi
     }
 
 
-def inference_service_name(resource: ModelOptimization, topology: Topology, revision: int) -> str:
-    """With Knative's traffic split: one InferenceService named after the resource (Knative keeps
-    its revisions and splits traffic between them). Otherwise one per revision (Standard mode's
-    Deployment can only roll; blue/green needs the new revision apart), and an HTTPRoute or the
-    switch after a probe chooses which one answers."""
-    name = resource.metadata.name
-    if topology.canary_method == "KnativeTraffic":
-        return names.inference_service(name)
-    return names.revision_service(name, revision)
-
-
 def _autoscaling(
     resource: ModelOptimization, config: OperatorConfig, revision: int, topology: Topology
 ) -> tuple[dict[str, str], dict[str, Any]]:
@@ -199,7 +188,8 @@ def inference_service(
         predictor["logger"] = {"mode": "request", "url": drift_monitor_url(resource, revision)}
     if canary and topology.canary_method == "KnativeTraffic":
         predictor["canaryTrafficPercent"] = deployment.canary_traffic_percent
-    meta = metadata(resource, inference_service_name(resource, topology, revision), PREDICTOR_COMPONENT, revision)
+    name = topology.inference_service(resource.metadata.name, revision)
+    meta = metadata(resource, name, PREDICTOR_COMPONENT, revision)
     meta["annotations"] = annotations
     return {
         "apiVersion": ISVC_API_VERSION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...api.status import DriftStatus
 from .. import names
-from ..builders.serving import drift_monitor, inference_service_name
+from ..builders.serving import drift_monitor
 from ..conditions import find
 from ..topology import Topology
 from .draft import Draft
@@ -58,4 +58,4 @@ def monitored_services(draft: Draft) -> list[str]:
     topology = draft.topology
     if not isinstance(topology, Topology):
         return sorted(draft.observed.services)
-    return sorted({inference_service_name(draft.resource, topology, r) for r in still_wanted(draft)})
+    return sorted({topology.inference_service(draft.resource.metadata.name, r) for r in still_wanted(draft)})
