@@ -36,9 +36,10 @@ RUNTIME_UID = 65532
 CLAIM = "models"
 
 
-def _model_optimization(api: Any, namespace: str) -> ModelOptimization:
+def _model_optimization(api: Any, namespace: str, **deployment: Any) -> ModelOptimization:
     """A stored ModelOptimization (so the InferenceService's owner reference is real and the garbage
-    collector keeps it), Standard mode, artifacts on the ``models`` claim."""
+    collector keeps it), Standard mode, artifacts on the ``models`` claim, and ``deployment``'s
+    fields."""
     from kubernetes import client
 
     body = {
@@ -47,7 +48,7 @@ def _model_optimization(api: Any, namespace: str) -> ModelOptimization:
         "metadata": {"name": "iris", "namespace": namespace},
         "spec": {
             "dataset": {"uri": "builtin://iris"},
-            "deployment": {"storageUri": f"pvc://{CLAIM}/iris", "mode": "auto"},
+            "deployment": {"storageUri": f"pvc://{CLAIM}/iris", "mode": "auto", **deployment},
         },
     }
     stored = client.CustomObjectsApi(api).create_namespaced_custom_object(
@@ -403,3 +404,40 @@ def test_kserve_refuses_a_predictor_host_name_over_63_characters_and_says_so_on_
     assert f"{name}-predictor-{node_namespace}" in ready["message"]
     assert "must be no more than 63 characters" in ready["message"]
     assert client.AppsV1Api(node_api).list_namespaced_deployment(node_namespace).items == []
+
+
+@pytest.mark.parametrize(("metric", "target"), [("cpu", 60), ("memory", 75)])
+def test_kserves_hpa_scales_on_the_metric_target_and_replicas_the_spec_asked_for(
+    kserve: KServeOnNode, node_api: Any, short_namespace: str, metric: str, target: int
+) -> None:
+    """Standard mode: the HorizontalPodAutoscaler KServe's real manager makes for the operator's
+    InferenceService scales on exactly the metric, utilisation and replica bounds the spec asked
+    for (KServe would silently put CPU 80% in place of a metric it cannot use: the operator
+    refuses those in Standard mode, see the serving-mode unit tests)."""
+    from kubernetes import client
+
+    config = OperatorConfig(predictor_image="optiloop.local/unused:1")
+    model = _model_optimization(
+        node_api, short_namespace, scaleMetric=metric, scaleTarget=target, minReplicas=2, maxReplicas=5
+    )
+    topology = _topology(node_api, model, config)
+    assert (topology.autoscaler, topology.scale_metric, topology.scale_target) == ("hpa", metric, target)
+    body = inference_service(model, config, 1, topology)
+    name = body["metadata"]["name"]
+    client.CustomObjectsApi(node_api).create_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", short_namespace, "inferenceservices", body
+    )
+    autoscaling = client.AutoscalingV2Api(node_api)
+    hpa = wait_for(
+        lambda: autoscaling.read_namespaced_horizontal_pod_autoscaler(f"{name}-predictor", short_namespace),
+        60,
+        interval=0.5,
+        what=f"KServe to create the HorizontalPodAutoscaler of {name} ({kserve.manager.log})",
+    )
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 5)
+    assert hpa.spec.scale_target_ref.kind == "Deployment"
+    assert hpa.spec.scale_target_ref.name == f"{name}-predictor"
+    (source,) = hpa.spec.metrics
+    assert source.type == "Resource"
+    assert source.resource.name == metric
+    assert (source.resource.target.type, source.resource.target.average_utilization) == ("Utilization", target)
