@@ -311,6 +311,8 @@ class Walk:
     now: Any = T0
     monitor_args: list[str] = field(default_factory=list)
     """The drift monitor's arguments as last written."""
+    plans: list[Plan] = field(default_factory=list)
+    """Every plan made, in order."""
 
     def step(self, seconds: float = 10, drift: DriftDecision | None = None, **observed: Any) -> Plan:
         self.now += timedelta(seconds=seconds)
@@ -321,6 +323,7 @@ class Walk:
             model(status=status, **self.deployment), self.cluster.observed, self.config, self.now, drift
         )
         self.cluster.apply(self.plan)
+        self.plans.append(self.plan)
         for action in self.plan.actions:
             if isinstance(action, Apply) and action.kind == "Deployment":
                 self.monitor_args = action.body["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -331,7 +334,8 @@ class Walk:
         args = self.monitor_args
         return [args[i + 1] for i, arg in enumerate(args) if arg == "--inference-service"]
 
-    def serve_first_then_build_second(self) -> Plan:
+    def build_first(self) -> Plan:
+        """Reconcile until revision 1 is tuned and compressed; the plan made once it was built."""
         self.step()
         self.cluster.observed = replace(
             self.cluster.observed, jobs={("tuning", 1): job("tuning", 1, "Succeeded", TUNED)}
@@ -341,7 +345,10 @@ class Walk:
             self.cluster.observed,
             jobs={**self.cluster.observed.jobs, ("compression", 1): job("compression", 1, "Succeeded", COMPRESSED)},
         )
-        self.step()  # deploys revision 1
+        return self.step()
+
+    def serve_first_then_build_second(self) -> Plan:
+        self.build_first()  # deploys revision 1
         plan = self.step()  # revision 1 Ready: it serves
         assert plan.status.serving_revision == 1, plan.status.conditions
         evaluated = DriftStatus(retrains_triggered=1, last_retrain_time=self.now, last_evaluation_time=self.now)
@@ -549,16 +556,10 @@ def test_switching_from_standard_to_knative_removes_the_route_and_revisions_once
 
 def test_a_spec_the_cluster_cannot_serve_makes_ready_false_once_a_revision_is_built() -> None:
     walk = Walk(Cluster(cluster("Standard")), {"scaleMetric": "concurrency"})
-    first = walk.step()
+    built = walk.build_first()
+    first = walk.plans[0]
     assert condition(first, "Deployed") == ("False", "UnsupportedInMode")
     assert condition(first, "Ready")[0] == "Unknown", "tuning goes on meanwhile"
-    walk.cluster.observed = replace(walk.cluster.observed, jobs={("tuning", 1): job("tuning", 1, "Succeeded", TUNED)})
-    walk.step()
-    walk.cluster.observed = replace(
-        walk.cluster.observed,
-        jobs={**walk.cluster.observed.jobs, ("compression", 1): job("compression", 1, "Succeeded", COMPRESSED)},
-    )
-    built = walk.step()
     assert writes(built) == []
     assert condition(built, "Ready") == ("False", "UnsupportedInMode")
     ready = built.status.condition("Ready")
