@@ -1,5 +1,6 @@
 """Tearing the node down leaves nothing on the host: no mounts, no files in /run, /var/lib or /var/log,
-no links or iptables rules in the host's network namespace, no processes, no cgroups.
+no links or iptables rules in the host's network namespace, no processes, no cgroups, and none of
+containerd's images in the node's work folder.
 
 Runs after every other test of the session (tests/node/conftest.py orders it last): it stops the
 session's node.
@@ -21,6 +22,8 @@ def test_teardown_leaves_nothing_on_the_host(node: Node, host_before_node: HostS
     assert [word for word in ("kubelet", "containerd", "cni0", "KUBE-SERVICES") if word not in inside] == []
     cgroup_root = node.layout.cgroup_root
     assert any((hierarchy / cgroup_root.lstrip("/")).exists() for hierarchy in CGROUP_FS.iterdir())
+    images = node.layout.containerd_root
+    assert any((images / "io.containerd.content.v1.content" / "blobs").iterdir())
 
     began = time.monotonic()
     node.stop()
@@ -30,3 +33,4 @@ def test_teardown_leaves_nothing_on_the_host(node: Node, host_before_node: HostS
     assert processes_using([node.workdir, node_binaries()]) == []
     assert not Path(f"/proc/{node.holder_pid}").exists()
     assert [h.name for h in CGROUP_FS.iterdir() if (h / cgroup_root.lstrip("/")).exists()] == []
+    assert not images.exists()

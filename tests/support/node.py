@@ -3,7 +3,8 @@
 etcd, kube-apiserver, kube-controller-manager (every controller), kube-scheduler, containerd (runc,
 CNI bridge), kubelet, kube-proxy (iptables) and CoreDNS run inside one new network namespace, one
 private mount namespace (tmpfs on ``/run``, ``/var/lib`` and ``/var/log``) and one PID namespace,
-so the host's network, folders and process table are untouched. The node's address sits on a veth
+so the host's network, folders and process table are untouched; containerd keeps its images in the
+node's work folder, on disk (removed on teardown). The node's address sits on a veth
 pair inside the namespace. The host reaches the API server through a loopback relay; the
 kubeconfig it writes works from the host like any cluster's.
 
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import signal
 import ssl
 import subprocess
@@ -409,6 +411,10 @@ class Node:
             lambda: not Path(f"/proc/{self.holder_pid}").exists(), timeout, what="the node's first process to exit"
         )
         remove_cgroups(self.layout.cgroup_root, timeout)
+        # Gigabytes of image layers; nothing mounts them any more once the namespaces are gone.
+        shutil.rmtree(self.layout.containerd_root, ignore_errors=True)
+        if self.layout.containerd_root.exists():
+            raise NodeUnavailableError(f"could not remove the node's images in {self.layout.containerd_root}")
 
     def __enter__(self) -> Node:
         return self

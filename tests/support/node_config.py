@@ -48,6 +48,12 @@ class NodeLayout:
         return self.workdir / "cni"
 
     @property
+    def containerd_root(self) -> Path:
+        """containerd's image content and snapshots: on the host's disk, in the work folder, since
+        our jobs and drift images (5 GB each, torch) would not fit in memory; removed on teardown."""
+        return self.workdir / "containerd"
+
+    @property
     def node_kubeconfig(self) -> Path:
         """The kubeconfig the node's own components use (the API server on the namespace's loopback)."""
         return self.workdir / "kubeconfig-node"
@@ -61,7 +67,7 @@ def containerd_config(layout: NodeLayout) -> str:
     sandbox ("can't get final child's PID from pipe: EOF"). AppArmor is not available in the kernel.
     """
     return f"""version = 2
-root = "/var/lib/containerd"
+root = "{layout.containerd_root}"
 state = "/run/containerd"
 disabled_plugins = [
   "io.containerd.snapshotter.v1.aufs",
@@ -123,7 +129,7 @@ def cni_config() -> str:
 
 def kubelet_config(layout: NodeLayout) -> str:
     """The kubelet's configuration: cgroupfs under the node's own cgroup root, images never collected
-    (no registry can give them back), eviction only at the very edge (the node's disks are tmpfs)."""
+    (no registry can give them back), eviction only at the very edge (the node shares the host's disk and memory)."""
     return yaml.safe_dump(
         {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
