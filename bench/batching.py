@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from bench.serving import build_model, median, spread, start_server  # noqa: E402
+from bench.serving import build_model, median, spread, start_server, write_results  # noqa: E402
 
 PROCESSES = 2
 
@@ -225,17 +225,7 @@ def main() -> None:
         finally:
             predictor.terminate()
             predictor.wait(timeout=30)
-    load = os.getloadavg()
-    results = {
-        "clients": args.clients,
-        "seconds": seconds,
-        "runs": runs,
-        "cpus": os.cpu_count(),
-        "load_average_after": load,
-        "measured": measured,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    load = write_results(args.out, measured, clients=args.clients, seconds=seconds, runs=runs)
     print(
         f"{args.clients} single-row clients, closed loop, {seconds:.0f} s per run, median of {runs} run(s) "
         f"[min-max], 1 inference thread, {os.cpu_count()} CPUs, load average after: "

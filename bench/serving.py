@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,16 @@ def spread(runs: list[dict[str, float]], key: str) -> str:
     )
 
 
+def write_results(out: Path, measured: Mapping[str, Any], **settings: Any) -> tuple[float, float, float]:
+    """Write the runs and the settings they ran with to ``out`` as JSON, with the machine's CPU count
+    and its load average at the end (what the figures must be read beside); returns that load."""
+    load = os.getloadavg()
+    results = {**settings, "cpus": os.cpu_count(), "load_average_after": load, "measured": measured}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    return load
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one run of 3 seconds instead of 3 of 10")
@@ -295,18 +306,7 @@ def main() -> None:
         for batch in (1, 64):
             run = ceiling(artifacts, rows, batch, seconds, args.threads)
             measured.setdefault(f"ceiling b{batch}", []).append(run)
-    load = os.getloadavg()
-    results = {
-        "threads": args.threads,
-        "clients": CLIENTS,
-        "seconds": seconds,
-        "runs": runs,
-        "cpus": os.cpu_count(),
-        "load_average_after": load,
-        "measured": measured,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    load = write_results(args.out, measured, threads=args.threads, clients=CLIENTS, seconds=seconds, runs=runs)
     print(
         f"{CLIENTS} client processes, closed loop, {seconds:.0f} s per run, median of {runs} run(s) [min-max], "
         f"{args.threads} inference thread(s), {os.cpu_count()} CPUs, load average after: "
