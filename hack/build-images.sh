@@ -122,6 +122,12 @@ mkdir -p "$root"
 # below must never remove a layer that a build in progress is about to use.
 exec 9>"$root/.lock"
 flock 9
+# buildah writes every exported layer to its temporary folder first (gigabytes for the jobs and
+# drift images), and a killed build leaves that behind (/var/tmp by default): keep it in the cache,
+# emptied before each build, so no run can fill the disk with a previous run's remains.
+export TMPDIR="$root/tmp"
+rm -rf "$TMPDIR"
+mkdir -p "$TMPDIR"
 buildah_cmd=(buildah --root "$root/storage-$driver" --runroot "$root/run-$driver" --storage-driver "$driver")
 
 # --- 1. the base image -------------------------------------------------------------------
