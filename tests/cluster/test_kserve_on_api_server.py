@@ -273,8 +273,9 @@ def test_two_revisions_get_the_predictor_services_the_route_sends_to(
         service = wait_for(lambda b=backend: _read(plane, "v1", "Service", b["name"]), 60, interval=0.5,
                            what=f"KServe's Service {backend['name']} ({manager.log})")  # fmt: skip
         assert backend["port"] in [p["port"] for p in service["spec"]["ports"]]
-        deployment = _read(plane, "apps/v1", "Deployment", backend["name"])
-        assert deployment is not None
+        # KServe may write the Service before the Deployment; under load the gap is visible.
+        deployment = wait_for(lambda b=backend: _read(plane, "apps/v1", "Deployment", b["name"]), 60, interval=0.5,
+                              what=f"KServe's Deployment {backend['name']} ({manager.log})")  # fmt: skip
         revision = backend["name"].removeprefix("iris-r").removesuffix("-predictor")
         assert deployment["spec"]["template"]["metadata"]["labels"]["optiloop.dev/revision"] == revision
         assert predictors.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()

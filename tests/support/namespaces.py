@@ -13,8 +13,9 @@ RESTRICTED = {
 
 
 def stem_of(node_name: str) -> str:
-    """A DNS-label stem from a test's name (at most 40 characters)."""
-    return re.sub(r"[^a-z0-9]+", "-", node_name.lower()).strip("-")[:40].strip("-")
+    """A DNS-label stem from a test's name, at most 24 characters: KServe puts the namespace and
+    the predictor's name in one 63-character host label, and the operator refuses longer ones."""
+    return re.sub(r"[^a-z0-9]+", "-", node_name.lower()).strip("-")[:24].strip("-")
 
 
 def create_namespace(api: Any, stem: str, restricted: bool = False) -> str:
