@@ -1,7 +1,9 @@
 """A Prometheus that finds pods the way a cluster's Prometheus does: ``kubernetes_sd_configs`` with
 ``role: pod``, reading the API server with a ServiceAccount token of its own (list and watch pods,
-nothing else), run from Debian's binary inside the test node's network namespace so that it reaches
-pod addresses, and queried from the host through a forwarded port.
+nothing else), run inside the test node's network namespace so that it reaches pod addresses, and
+queried from the host through a forwarded port. Debian's Prometheus is built without the kubernetes
+discovery ("until dependencies are more reasonable", says its patch), so this one is upstream's,
+pinned and built by ``hack/build-prometheus.sh``.
 
 What it scrapes is what a Prometheus Operator ``PodMonitor`` asks for (its pod selector and its
 port name), turned into the relabelling rules the Prometheus Operator itself would write, so the
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -22,10 +25,23 @@ from tests.support.node_config import API_PORT
 from tests.support.node_forward import forwarded, net_namespace_of
 from tests.support.prometheus import Prometheus, prometheus_process
 
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "hack" / "build-prometheus.sh"
 PORT = 9090
 """Prometheus' port inside the node's network namespace (nothing of the node listens there)."""
 READER_RULES = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
 """All that pod discovery needs (what the Prometheus Operator's own ClusterRole grants for pods)."""
+
+
+class PrometheusUnavailableError(Exception):
+    """The Prometheus with the kubernetes discovery is not built; the message says how to build it."""
+
+
+def prometheus_binary() -> str:
+    """Upstream Prometheus with ``kubernetes_sd_configs`` (``hack/build-prometheus.sh``)."""
+    done = subprocess.run([str(BUILD_SCRIPT), "--print-dir"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise PrometheusUnavailableError(done.stderr.strip() or f"{BUILD_SCRIPT} --print-dir failed")
+    return str(Path(done.stdout.strip()) / "prometheus")
 
 
 def _label_name(label: str) -> str:
@@ -91,6 +107,7 @@ def prometheus_on_node(
     """Prometheus inside ``node`` scraping what ``pod_monitor`` selects, with its own ServiceAccount
     in ``namespace``; yields it reachable from the host. Prometheus, its relays and its RBAC are
     gone on exit."""
+    binary = prometheus_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         token_file = workdir / "token"
@@ -102,6 +119,6 @@ def prometheus_on_node(
         address = stack.enter_context(forwarded(node, PORT, workdir))
         prefix = net_namespace_of(node)
         server = stack.enter_context(
-            prometheus_process(json.dumps(config, indent=1), f"127.0.0.1:{PORT}", f"http://{address}", workdir, prefix)
+            prometheus_process(json.dumps(config), f"127.0.0.1:{PORT}", f"http://{address}", workdir, prefix, binary)
         )
         yield server

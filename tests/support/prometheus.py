@@ -74,12 +74,13 @@ def running_prometheus(
 
 @contextmanager
 def prometheus_process(
-    config: str, listen: str, url: str, workdir: Path, prefix: Sequence[str] = ()
+    config: str, listen: str, url: str, workdir: Path, prefix: Sequence[str] = (), binary: str | None = None
 ) -> Iterator[Prometheus]:
-    """Debian's Prometheus with the configuration ``config``, listening on ``listen`` and reached at
-    ``url``, its data and log in ``workdir``; ``prefix`` runs it elsewhere (an ``nsenter`` into a test
-    node's network namespace). Waits until it is ready, and stops it on exit."""
-    binary = prometheus_bin()
+    """Prometheus (Debian's unless ``binary`` names another) with the configuration ``config``,
+    listening on ``listen`` and reached at ``url``, its data and log in ``workdir``; ``prefix`` runs it
+    elsewhere (an ``nsenter`` into a test node's network namespace). Waits until it is ready, and
+    stops it on exit."""
+    binary = binary or prometheus_bin()
     if binary is None:
         raise FileNotFoundError("prometheus is not installed (make install installs Debian's package)")
     config_file = workdir / "prometheus.yml"
