@@ -45,8 +45,6 @@ EXAMPLE = REPO_ROOT / "examples" / "minimal.yaml"
 JOBS_IMAGE = "optiloop.local/optiloop/jobs:not-imported"
 """The jobs image the chart is told to use; it is not in the node (``pullPolicy: Never``)."""
 SELECTOR = "app.kubernetes.io/name=optiloop,app.kubernetes.io/component=operator"
-STANDBY_LINE = "Pausing operations in favour of"
-"""What Kopf logs on a replica that stands by because a peer has a higher priority."""
 PEERING = ("kopf.dev", "v1")
 
 
@@ -110,12 +108,25 @@ with urllib.request.urlopen(sys.argv[1], timeout=5) as answer:
 """
 
 
+def items(node: Node, *args: str) -> list[dict[str, Any]]:
+    """The objects ``kubectl get`` lists (it prints nothing at all when there are none)."""
+    return list((get(node, *args) or {}).get("items", []))
+
+
 def operator_pods(node: Node, namespace: str) -> list[dict[str, Any]]:
-    return list(get(node, "pods", "-n", namespace, "-l", SELECTOR)["items"])
+    return items(node, "pods", "-n", namespace, "-l", SELECTOR)
 
 
 def pod_log(node: Node, namespace: str, pod: str) -> str:
     return kubectl(node, "logs", "-n", namespace, pod)
+
+
+def peering_state(log: str) -> str:
+    """Whether the replica that wrote ``log`` is "active" or "standing by". With a peering name Kopf
+    starts paused and logs each change: "Resuming operations after the pause" when no live peer has
+    a higher priority, "Pausing operations in favour of [...]" when one appears. The last one holds."""
+    changes = [line for line in log.splitlines() if "Resuming operations" in line or "Pausing operations" in line]
+    return "active" if changes and "Resuming operations" in changes[-1] else "standing by"
 
 
 def peers(node: Node, mode: str, watched: str) -> dict[str, Any]:
@@ -192,8 +203,12 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
 
         recorded = wait_for(both_peers, 60, what=f"both replicas in the peering object ({mode} mode)")
         assert sorted(p["priority"] for p in recorded.values()) == sorted(host_priority(p) for p in (standby, active))
-        wait_for(lambda: STANDBY_LINE in pod_log(node, system, standby), 60, what=f"{standby} to stand by")
-        assert STANDBY_LINE not in pod_log(node, system, active)
+        try:
+            wait_for(lambda: peering_state(pod_log(node, system, active)) == "active", 60, what=f"{active} active")
+        except TimeoutError:
+            logs = {name: pod_log(node, system, name)[-3000:] for name in (standby, active)}
+            raise AssertionError(f"{active} never went active; peers {recorded}; logs {logs}") from None
+        assert peering_state(pod_log(node, system, standby)) == "standing by"
 
         # The active operator reconciles examples/minimal.yaml, applied as a user applies it.
         claim = yaml.safe_load(EXAMPLE.read_text())["spec"]["deployment"]["storageUri"].split("/")[2]
@@ -231,14 +246,15 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
 
         description = wait_for(described, 30, what="the TuningStarted Event in kubectl describe")
         assert f"created Job {job_name}" in description
-        events = get(node, "events", "-n", watched, "--field-selector", "reason=TuningStarted")["items"]
+        events = items(node, "events", "-n", watched, "--field-selector", "reason=TuningStarted")
         assert [e["reportingInstance"] for e in events] == [active], "the active replica reconciled"
+        assert peering_state(pod_log(node, system, standby)) == "standing by"
 
         # The Job's pod cannot start: the jobs image is not on the node. The operator does not read
         # a pending pod's waiting reason, so the resource cannot say so: what it says instead is
         # printed and recorded, not asserted (docs/real-node.md).
         def pod_waiting() -> str | None:
-            listed = get(node, "pods", "-n", watched, "-l", f"job-name={job_name}")["items"]
+            listed = items(node, "pods", "-n", watched, "-l", f"job-name={job_name}")
             statuses = [s for p in listed for s in p["status"].get("containerStatuses", [])]
             return next((s["state"]["waiting"]["reason"] for s in statuses if "waiting" in s["state"]), None)
 
@@ -282,7 +298,7 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
         seconds["uninstall"] = time.monotonic() - uninstalled
         assert remaining(node_api, objects) == []
         assert [r["name"] for r in releases(node.kubeconfig, tmp_path) if r["namespace"] == system] == []
-        assert get(node, "secrets", "-n", system)["items"] == [], "Helm's release record is gone"
+        assert items(node, "secrets", "-n", system) == [], "Helm's release record is gone"
         # The CRDs of the chart's crds/ folder stay: Helm never deletes them (resources would go with them).
         kubectl(node, "get", "crd", "modeloptimizations.optiloop.dev", "kopfpeerings.kopf.dev")
         seconds["total"] = time.monotonic() - began
