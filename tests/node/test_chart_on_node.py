@@ -156,10 +156,16 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
     release = f"optiloop-{mode}"
     values = chart_values(operator_image, mode, watched)
     installed = False
+    seconds: dict[str, float] = {}
+
+    def mark(step: str) -> None:
+        """Seconds from the test's start to the end of ``step`` (printed and recorded at the end)."""
+        seconds[step] = round(time.monotonic() - began, 1)
+
     try:
         install(node.kubeconfig, tmp_path, release, system, values)
         installed = True
-        seconds = {"install": time.monotonic() - began}
+        mark("installed")
         objects = manifest(node.kubeconfig, tmp_path, release, system)
         assert remaining(node_api, objects) == [describe(o) for o in objects]
 
@@ -209,6 +215,7 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
             logs = {name: pod_log(node, system, name)[-3000:] for name in (standby, active)}
             raise AssertionError(f"{active} never went active; peers {recorded}; logs {logs}") from None
         assert peering_state(pod_log(node, system, standby)) == "standing by"
+        mark("peering")
 
         # The active operator reconciles examples/minimal.yaml, applied as a user applies it.
         claim = yaml.safe_load(EXAMPLE.read_text())["spec"]["deployment"]["storageUri"].split("/")[2]
@@ -220,7 +227,8 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
         job_name = names.tuning_job("iris", 1)
         job = wait_for(lambda: get(node, "jobs", "-n", watched, job_name), 60,
                        what=f"the operator to create Job {job_name}")  # fmt: skip
-        seconds["apply_to_job"] = time.monotonic() - applied
+        apply_to_job = time.monotonic() - applied
+        mark("job")
         assert [c["image"] for c in job["spec"]["template"]["spec"]["containers"]] == [JOBS_IMAGE]
         owner = job["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"]) == ("ModelOptimization", "iris")
@@ -249,6 +257,7 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
         events = items(node, "events", "-n", watched, "--field-selector", "reason=TuningStarted")
         assert [e["reportingInstance"] for e in events] == [active], "the active replica reconciled"
         assert peering_state(pod_log(node, system, standby)) == "standing by"
+        mark("status and event")
 
         # The Job's pod cannot start: the jobs image is not on the node. The operator does not read
         # a pending pod's waiting reason, so the resource cannot say so: what it says instead is
@@ -265,6 +274,7 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
         print(f"\n{mode}: with the Job's pod in ErrImageNeverPull, the resource says phase={later['phase']}, "
               f"Tuned={tuned['status']} {tuned['reason']}: {tuned['message']}")  # fmt: skip
         record_property(f"{mode}_status_while_image_missing", f"{later['phase']}/{tuned['reason']}")
+        mark("image refused")
 
         # Prometheus finds the operator's pods through the API, as the chart's PodMonitor declares them.
         pod_monitor = next(
@@ -286,25 +296,24 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
             created = prometheus.query(f'optiloop_operator_children_created_total{{kind="Job", namespace="{system}"}}')
             assert [r["metric"]["pod"] for r in created] == [active], created
             assert float(created[0]["value"][1]) >= 1, created
+            mark("scraped")
 
         # Deleting the resource removes its Job (owner references, the garbage collector).
         kubectl(node, "delete", "-n", watched, "modeloptimization", "iris", "--wait=true", "--timeout=60s")
         wait_for(lambda: get(node, "jobs", "-n", watched, job_name) is None, 60, what=f"Job {job_name} collected")
-
-        uninstalled = time.monotonic()
+        mark("deleted")
         uninstall(node.kubeconfig, tmp_path, release, system)
         installed = False
         wait_for(lambda: not operator_pods(node, system), 60, what="the operator pods to go")
-        seconds["uninstall"] = time.monotonic() - uninstalled
+        mark("uninstalled")
         assert remaining(node_api, objects) == []
         assert [r["name"] for r in releases(node.kubeconfig, tmp_path) if r["namespace"] == system] == []
         assert items(node, "secrets", "-n", system) == [], "Helm's release record is gone"
         # The CRDs of the chart's crds/ folder stay: Helm never deletes them (resources would go with them).
         kubectl(node, "get", "crd", "modeloptimizations.optiloop.dev", "kopfpeerings.kopf.dev")
-        seconds["total"] = time.monotonic() - began
-        record_property(f"{mode}_seconds", {k: round(v, 1) for k, v in seconds.items()})
-        print(f"{mode}: " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()) +
-              f" (load {os.getloadavg()[0]:.1f})")  # fmt: skip
+        record_property(f"{mode}_seconds", seconds)
+        print(f"{mode}: apply to Job {apply_to_job:.1f}s; from the start: " +
+              ", ".join(f"{k} {v}s" for k, v in seconds.items()) + f" (load {os.getloadavg()[0]:.1f})")  # fmt: skip
     finally:
         if installed:
             with contextlib.suppress(HelmError):  # the test's own failure is the one to report
