@@ -86,11 +86,11 @@ def chart_values(image: str, mode: str, watched: str) -> dict[str, Any]:
 
 
 def kubectl(node: Node, *args: str) -> str:
-    """kubectl v1.34.4 against the node, as a user types it; raises with its output when it fails."""
+    """kubectl v1.34.4 against the node, as a user types it; raises with its output when it fails.
+    Its discovery cache goes to the node's work folder, not the user's home."""
     env = {**os.environ, "KUBECONFIG": str(node.kubeconfig)}
-    done = subprocess.run(
-        [str(node_binaries() / "kubectl"), *args], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
+    command = [str(node_binaries() / "kubectl"), f"--cache-dir={node.workdir / 'kubectl-cache'}", *args]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
     assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}{done.stdout}"
     return done.stdout
 
@@ -168,6 +168,7 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
         mark("installed")
         objects = manifest(node.kubeconfig, tmp_path, release, system)
         assert remaining(node_api, objects) == [describe(o) for o in objects]
+        mark("objects there")
 
         # The operator's two pods run from our image, Ready through the operator's own /healthz.
         pods = operator_pods(node, system)
@@ -190,6 +191,7 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
             processes = {c: uid for c, uid in pod_processes(pod["metadata"]["uid"]).items() if c != "/pause"}
             assert any("optiloop operator" in command for command in processes), processes
             assert set(processes.values()) == {pod_security["runAsUser"]} == {65532}, processes
+        mark("pods checked")
 
         # The RBAC objects of the mode are on the cluster (every object of the release is, above).
         rbac = sorted((o["kind"], o["metadata"].get("namespace", "")) for o in objects if "Role" in o["kind"])
@@ -207,7 +209,8 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
             found = peers(node, mode, watched)
             return found if len(found) == 2 else None
 
-        recorded = wait_for(both_peers, 60, what=f"both replicas in the peering object ({mode} mode)")
+        # A replica whose first keep-alive missed the peering object writes the next about 50 s later.
+        recorded = wait_for(both_peers, 90, what=f"both replicas in the peering object ({mode} mode)")
         assert sorted(p["priority"] for p in recorded.values()) == sorted(host_priority(p) for p in (standby, active))
         try:
             wait_for(lambda: peering_state(pod_log(node, system, active)) == "active", 60, what=f"{active} active")
