@@ -29,6 +29,8 @@ from tests.support.kserve_node import KServeOnNode, import_our_image
 from tests.support.model_dirs import city_frame, city_model, write_model_directory
 from tests.support.namespaces import create_namespace, delete_namespace
 from tests.support.node import Node
+from tests.support.node_pods import pod_processes
+from tests.support.node_storage import claim_on_host_folder
 
 pytestmark = pytest.mark.timeout(900)
 RUNTIME_UID = 65532
@@ -75,41 +77,6 @@ def _topology(api: Any, model: ModelOptimization, config: OperatorConfig) -> Top
     topology = resolve(model, _capabilities(api, config), config)
     assert isinstance(topology, Topology), topology
     return topology
-
-
-def _artifact_volume(api: Any, namespace: str, folder: Path) -> None:
-    """A hostPath PersistentVolume on ``folder`` pre-bound to the ``models`` claim (no provisioner
-    runs on the node), and the claim, once Bound."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(api)
-    volume = f"{namespace}-{CLAIM}"
-    access = ["ReadWriteOnce"]
-    core.create_persistent_volume({
-        "metadata": {"name": volume},
-        "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": access, "storageClassName": "",
-            "persistentVolumeReclaimPolicy": "Retain",
-            "hostPath": {"path": str(folder), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": CLAIM},
-        },
-    })  # fmt: skip
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {"name": CLAIM},
-            "spec": {
-                "accessModes": access, "storageClassName": "", "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )  # fmt: skip
-    wait_for(
-        lambda: core.read_namespaced_persistent_volume_claim(CLAIM, namespace).status.phase == "Bound",
-        60,
-        interval=0.25,
-        what=f"claim {CLAIM} to be Bound",
-    )
 
 
 RECORDER = """
@@ -205,24 +172,6 @@ def short_namespace(node_api: Any) -> Iterator[str]:
     delete_namespace(node_api, name)
 
 
-def _pod_processes(pod_uid: str) -> dict[str, int]:
-    """``{command line: uid}`` of every process in the pod's cgroup, as the host kernel sees them."""
-    found: dict[str, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if f"pod{pod_uid}" not in (entry / "cgroup").read_text():
-                continue
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue  # the process has exited
-        uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
-        found[command] = uid
-    return found
-
-
 CLIENT = """
 import sys, time, urllib.request
 url, body = sys.argv[1], sys.argv[2].encode()
@@ -274,7 +223,7 @@ def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference
     artifacts = tmp_path / "artifacts"
     model_dir = write_model_directory(artifacts / "iris" / "r1" / "model", city_model(), name="iris")
     _written_as_the_jobs_write_it(artifacts)
-    _artifact_volume(node_api, node_namespace, artifacts)
+    claim_on_host_folder(node_api, node_namespace, CLAIM, artifacts)
     recorder = _event_recorder(node_api, node_namespace, names.drift_monitor("iris"), serve_image)
 
     config = OperatorConfig(predictor_image=serve_image, image_pull_policy="IfNotPresent")
@@ -310,7 +259,7 @@ def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference
     assert logger_url in containers["agent"].args, containers["agent"].args
 
     # Every process of the pod (but the sandbox's pause) runs as 65532.
-    processes = {command: uid for command, uid in _pod_processes(pod.metadata.uid).items() if command != "/pause"}
+    processes = {command: uid for command, uid in pod_processes(pod.metadata.uid).items() if command != "/pause"}
     assert any("optiloop.serve" in command for command in processes), processes
     assert any("/ko-app/agent" in command for command in processes), processes
     assert set(processes.values()) == {RUNTIME_UID}, processes

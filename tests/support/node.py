@@ -451,6 +451,13 @@ def main(argv: list[str] | None = None) -> int:
     """Start a node, print how to reach it, and tear it down on Ctrl-C (or SIGTERM)."""
     parser = argparse.ArgumentParser(prog="python -m tests.support.node", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, help="folder for configuration and logs (default: a new temporary one)")
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        choices=("operator", "jobs", "serve", "drift"),
+        help="import this checkout's image of that target (hack/build-images.sh) into the node; repeatable",
+    )
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="optiloop-node-"))
     signal.signal(signal.SIGTERM, _interrupt)
@@ -462,7 +469,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         print(f"node {NODE_NAME} ({node.version}) Ready in {node.timings['node_ready']:.1f}s; logs in {workdir}")
-        print(f"pods get addresses in {POD_CIDR}; images: {BUSYBOX_IMAGE}")
+        from tests.support.images import ImagesMissingError
+        from tests.support.kserve_node import import_our_image  # it imports this module
+
+        try:
+            images = [BUSYBOX_IMAGE, *(import_our_image(node, target) for target in args.image)]
+        except ImagesMissingError as exc:
+            print(f"cannot import the images {args.image}: {exc}", file=sys.stderr)
+            return 1
+        print(f"pods get addresses in {POD_CIDR}; images: {', '.join(images)}")
         print(f"export KUBECONFIG={node.kubeconfig}")
         print(f'export PATH="{node_binaries()}:$PATH"  # kubectl v1.34.4')
         print("Ctrl-C tears the node down.", flush=True)

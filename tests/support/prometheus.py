@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +45,7 @@ def running_prometheus(
 ) -> Iterator[Prometheus]:
     """Prometheus scraping ``targets`` (``host:port``) at ``interval``, with ``labels`` on every series,
     plus the targets listed in ``file_sd`` (Prometheus re-reads it); stopped on exit."""
-    binary = prometheus_bin()
-    if binary is None:
-        raise FileNotFoundError("prometheus is not installed (make install installs Debian's package)")
-    workdir = Path(tempfile.mkdtemp(prefix="optiloop-prometheus-"))
-    config = workdir / "prometheus.yml"
-    config.write_text(
+    config = (
         "global:\n"
         f"  scrape_interval: {interval}\n"
         f"  evaluation_interval: {interval}\n"
@@ -68,21 +63,43 @@ def running_prometheus(
             else ""
         )
     )
-    port = port or free_port()
+    address = f"127.0.0.1:{port or free_port()}"
+    workdir = Path(tempfile.mkdtemp(prefix="optiloop-prometheus-"))
+    try:
+        with prometheus_process(config, address, f"http://{address}", workdir) as server:
+            yield server
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def prometheus_process(
+    config: str, listen: str, url: str, workdir: Path, prefix: Sequence[str] = (), binary: str | None = None
+) -> Iterator[Prometheus]:
+    """Prometheus (Debian's unless ``binary`` names another) with the configuration ``config``,
+    listening on ``listen`` and reached at ``url``, its data and log in ``workdir``; ``prefix`` runs it
+    elsewhere (an ``nsenter`` into a test node's network namespace). Waits until it is ready, and
+    stops it on exit."""
+    binary = binary or prometheus_bin()
+    if binary is None:
+        raise FileNotFoundError("prometheus is not installed (make install installs Debian's package)")
+    config_file = workdir / "prometheus.yml"
+    config_file.write_text(config)
     log = (workdir / "prometheus.log").open("w")
     process = subprocess.Popen(
         [
+            *prefix,
             binary,
-            f"--config.file={config}",
+            f"--config.file={config_file}",
             f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.listen-address={listen}",
             "--storage.tsdb.retention.time=1h",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,
     )
-    server = Prometheus(f"http://127.0.0.1:{port}")
+    server = Prometheus(url)
     try:
         wait_for(
             lambda: process.poll() is None and urllib.request.urlopen(f"{server.url}/-/ready", timeout=2).status == 200,
@@ -96,8 +113,8 @@ def running_prometheus(
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait(timeout=10)
         log.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class PrometheusStandIn:
