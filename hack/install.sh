@@ -6,8 +6,8 @@
 #   the test node's runtime (Debian's containerd, runc, CNI plugins, iptables, conntrack, socat, umoci,
 #   debootstrap, buildah, busybox-static) when missing
 #   the test control plane (kube-apiserver, kube-controller-manager, etcd), Helm, KServe's manager and
-#   agent, and the test node (kubelet, kube-scheduler, kube-proxy, CoreDNS, pause and busybox images),
-#   built from the Go module proxy into ~/.cache
+#   agent, the test node (kubelet, kube-scheduler, kube-proxy, CoreDNS, pause and busybox images) and
+#   its gateway (Traefik), built from the Go module proxy into ~/.cache
 #   optiloop's four images as archives for containerd (hack/build-images.sh, into ~/.cache)
 # Downloads and builds are cached outside the clone (uv's and Go's caches, ~/.cache/optiloop),
 # so running it again on a warm machine takes seconds. Safe to re-run at any time.
@@ -91,6 +91,9 @@ hack/build-kserve.sh
 
 say "test node (kubelet, kube-scheduler, kube-proxy, CoreDNS, the pause and busybox images)"
 hack/build-node.sh
+
+say "the node's gateway (Traefik, the Gateway API implementation that splits Standard-mode canaries)"
+hack/build-gateway.sh
 
 if [[ -n "$images_pid" ]]; then
   say "waiting for optiloop's images (log: $images_log)"
