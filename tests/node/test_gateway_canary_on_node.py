@@ -1,9 +1,11 @@
 """The Standard-mode canary split by a real Gateway API implementation on the real node: Traefik
 accepts the operator's own HTTPRoute (and the operator's reading of the route calls it ready only once
-the gateway reported on its current generation), sends the canary revision its 20% share of 500
-requests through the gateway and the serving revision the rest, and moves all of them on promotion
-and back on rollback. Each revision is its own InferenceService, made Ready by KServe's real manager
-from the operator's own builder, serving our predictor image."""
+the gateway reported on its current generation and resolved its backends), sends the canary revision
+its 20% share of 500 requests through the gateway and the serving revision the rest, and moves all of
+them on promotion and back on rollback. Each revision is its own InferenceService, made Ready by
+KServe's real manager from the operator's own builder, serving our predictor image. It also shows why
+the operator gives a canary no share before its InferenceService is Ready: a route naming a predictor
+Service KServe has not made yet makes the gateway fail requests."""
 
 from __future__ import annotations
 
@@ -257,19 +259,15 @@ def test_a_real_gateway_splits_the_canary_share_and_moves_all_traffic_on_promoti
     assert (topology.mode, topology.canary_method) == ("standard", "GatewayAPI"), topology.split
     assert topology.gateway is not None
     objects: Any = client.CustomObjectsApi(node_api)
-    services = {}
-    for revision in (1, 2):
-        body = inference_service(model, config, revision, topology)
-        services[revision] = body["metadata"]["name"]
-        objects.create_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices", body)
-    for name in services.values():
-        wait_for(lambda name=name: _ready(node_api, namespace, name), 600, interval=0.5,  # type: ignore[misc]
-                 what=f"InferenceService {name} to be Ready ({kserve.manager.log})")  # fmt: skip
-
-    found = _gateway(node_api, namespace, gateway.class_name)
-    address = found["status"]["addresses"][0]["value"]
+    bodies = {revision: inference_service(model, config, revision, topology) for revision in (1, 2)}
+    services = {revision: str(body["metadata"]["name"]) for revision, body in bodies.items()}
     stable, canary = (names.predictor_service(services[r]) for r in (1, 2))
     model_name = names.inference_service(model.metadata.name)
+
+    def create(revision: int) -> None:
+        objects.create_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", bodies[revision]
+        )
 
     def route(*backends: tuple[int, int]) -> dict[str, Any]:
         assert topology.gateway is not None
@@ -281,6 +279,54 @@ def test_a_real_gateway_splits_the_canary_share_and_moves_all_traffic_on_promoti
         seen = _send(node, address, model_name, count)
         counted = {r: _counted(node, node_api, namespace, services[r]) - before[r] for r in (1, 2)}
         return seen, counted
+
+    # Revision 1 serves alone: the operator's route sends it everything.
+    create(1)
+    wait_for(lambda: _ready(node_api, namespace, services[1]), 600, interval=0.5,
+             what=f"InferenceService {services[1]} to be Ready ({kserve.manager.log})")  # fmt: skip
+    found = _gateway(node_api, namespace, gateway.class_name)
+    address = found["status"]["addresses"][0]["value"]
+    _settle(gateway, node_api, namespace, owner_uid, route((1, 100)), {stable: 100})
+
+    # Why the canary gets no share before its InferenceService is Ready: a route naming its
+    # predictor Service before KServe made it is accepted, its backend is not resolved, and the
+    # gateway fails requests. The operator's reading of such a route says it is not taken.
+    early = _put_route(node_api, namespace, route((1, 100 - CANARY_PERCENT), (2, CANARY_PERCENT)))
+    generation = early["metadata"]["generation"]
+
+    def reported() -> Any:
+        found = _route(node_api, namespace, names.route(model.metadata.name))
+        parents = (found.get("status") or {}).get("parents") or []
+        conditions = {c["type"]: c for p in parents for c in p.get("conditions") or []}
+        current = conditions.get("Accepted", {}).get("observedGeneration") == generation
+        return (found, conditions) if current and "ResolvedRefs" in conditions else None
+
+    unresolved, conditions = wait_for(reported, 60, interval=0.1, what="Traefik to report on the early route")
+    assert conditions["Accepted"]["status"] == "True", conditions
+    assert (conditions["ResolvedRefs"]["status"], conditions["ResolvedRefs"]["reason"]) == ("False", "BackendNotFound")
+    taken = observe_route(unresolved, owner_uid)
+    assert taken is not None
+    assert not taken.ready, "a route whose canary backend does not exist is not taken"
+    early_weights = {stable: 100 - CANARY_PERCENT, canary: CANARY_PERCENT}
+    wait_for(lambda: _applied_weights(gateway, namespace, list(early_weights)) == early_weights, 30, interval=0.1,
+             what=f"Traefik's proxy to apply the weights {early_weights}")  # fmt: skip
+    failed = _send(node, address, model_name, 100)
+    record_property("early_route_answers", dict(failed))
+    print(f"\nthe canary's share routed before its Service exists: {dict(failed)} of 100 requests")
+    assert "2" not in failed, failed
+    assert sum(n for answer, n in failed.items() if answer.startswith("HTTP 5")) > 0, failed
+
+    # The operator's order: revision 2's InferenceService first, while the route still sends
+    # every request to revision 1, which answers all of them; the share once revision 2 is Ready.
+    _settle(gateway, node_api, namespace, owner_uid, route((1, 100)), {stable: 100})
+    create(2)
+    meanwhile: Counter[str] = Counter()
+    deadline = time.monotonic() + 600
+    while not _ready(node_api, namespace, services[2]):
+        assert time.monotonic() < deadline, f"InferenceService {services[2]} not Ready ({kserve.manager.log})"
+        meanwhile += _send(node, address, model_name, 20)
+    print(f"while revision 2 was being created: {dict(meanwhile)}")
+    assert set(meanwhile) <= {"1"}, meanwhile
 
     # The canary at 20%: the serving revision's weight is the rest.
     split = route((1, 100 - CANARY_PERCENT), (2, CANARY_PERCENT))
@@ -296,7 +342,7 @@ def test_a_real_gateway_splits_the_canary_share_and_moves_all_traffic_on_promoti
     record_property("route_accepted_seconds", round(accepted_s, 2))
     record_property("route_applied_seconds", round(applied_s, 2))
     print(
-        f"\n{REQUESTS} requests through Traefik at {CANARY_PERCENT}%: canary r2 {seen['2']} ({share:.1%}), "
+        f"{REQUESTS} requests through Traefik at {CANARY_PERCENT}%: canary r2 {seen['2']} ({share:.1%}), "
         f"r1 {seen['1']}; predictors' own counts {counted}; route Accepted {accepted_s:.2f}s and applied by the "
         f"proxy {applied_s:.2f}s after the write (load {os.getloadavg()[0]:.1f})"
     )
