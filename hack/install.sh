@@ -7,7 +7,8 @@
 #   debootstrap, buildah, busybox-static) when missing
 #   the test control plane (kube-apiserver, kube-controller-manager, etcd), Helm, KServe's manager and
 #   agent, the test node (kubelet, kube-scheduler, kube-proxy, CoreDNS, pause and busybox images) and
-#   Prometheus with its kubernetes discovery, built from the Go module proxy into ~/.cache
+#   Prometheus with its kubernetes discovery and the node's gateway (Traefik), built from the Go
+#   module proxy into ~/.cache
 #   optiloop's four images as archives for containerd (hack/build-images.sh, into ~/.cache)
 # Downloads and builds are cached outside the clone (uv's and Go's caches, ~/.cache/optiloop),
 # so running it again on a warm machine takes seconds. Safe to re-run at any time.
@@ -94,6 +95,9 @@ hack/build-node.sh
 
 say "Prometheus with kubernetes_sd_configs (the node tier's, which finds pods through the API; Debian's lacks it)"
 hack/build-prometheus.sh
+
+say "the node's gateway (Traefik, the Gateway API implementation that splits Standard-mode canaries)"
+hack/build-gateway.sh
 
 if [[ -n "$images_pid" ]]; then
   say "waiting for optiloop's images (log: $images_log)"

@@ -188,28 +188,37 @@ def observe_child(obj: Mapping[str, Any], owner_uid: str) -> ObservedChild | Non
 
 def observe_route(obj: Mapping[str, Any], owner_uid: str) -> ObservedChild | None:
     """An HTTPRoute as an :class:`ObservedChild`, or None when the resource ``owner_uid`` does
-    not own it: ``ready`` when every gateway that reported on it accepted its current generation;
-    ``updating`` while a gateway reported only on an older one. A route no gateway reported on is
-    neither (nothing implements it yet)."""
+    not own it: ``ready`` when every gateway that reported on it accepted its current generation
+    and none of them failed to resolve its backends; ``updating`` while a gateway reported only on
+    an older one. A route no gateway reported on is neither (nothing implements it yet).
+
+    An accepted route with ``ResolvedRefs=False`` does not carry its weights: a backend Service
+    that does not exist makes a gateway fail requests (the Gateway API asks for 500s on that
+    backend's share; Traefik on the real node answered every request of the route with 503)."""
     child = observe_child(obj, owner_uid)
     if child is None:
         return None
     generation = obj.get("metadata", {}).get("generation")
-    reports = [
+    conditions = [
         condition
         for parent in (obj.get("status") or {}).get("parents") or []
         for condition in parent.get("conditions") or []
-        if condition.get("type") == "Accepted"
     ]
-    current = [c for c in reports if c.get("observedGeneration") in (None, generation)]
+    reports = [c for c in conditions if c.get("type") == "Accepted"]
+    current_gen = (None, generation)
+    current = [c for c in reports if c.get("observedGeneration") in current_gen]
     accepted = bool(current) and len(current) == len(reports) and all(c.get("status") == "True" for c in current)
+    unresolved = any(
+        c.get("type") == "ResolvedRefs" and c.get("status") == "False" and c.get("observedGeneration") in current_gen
+        for c in conditions
+    )
     return ObservedChild(
         kind=child.kind,
         name=child.name,
         resource_version=child.resource_version,
         spec_hash=child.spec_hash,
         revision=child.revision,
-        ready=accepted,
+        ready=accepted and not unresolved,
         updating=bool(reports) and len(current) < len(reports),
         uid=child.uid,
     )

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import skip_or_fail
 from tests.support.control_plane import ControlPlaneUnavailableError
+from tests.support.gateway_node import GatewayOnNode, GatewayUnavailableError, start
 from tests.support.kserve_node import KServeOnNode, install
 from tests.support.kserve_release import KServeUnavailableError
 from tests.support.namespaces import create_namespace, delete_namespace, stem_of
@@ -62,6 +63,21 @@ def kserve(node: Node) -> KServeOnNode:
     except KServeUnavailableError as exc:
         skip_or_fail(f"KServe on the node: {exc}")
         raise  # skip_or_fail never returns
+
+
+@pytest.fixture(scope="module")
+def gateway(kserve: KServeOnNode) -> Iterator[GatewayOnNode]:
+    """Traefik serving the Gateway API on the node (KServe's installation brings the Gateway API's
+    CRDs), with its GatewayClass accepted; stopped after the module's tests."""
+    try:
+        started = start(kserve.node)
+    except GatewayUnavailableError as exc:
+        skip_or_fail(f"no gateway on the node: {exc}")
+        raise  # skip_or_fail never returns
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture

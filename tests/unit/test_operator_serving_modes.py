@@ -381,7 +381,12 @@ def test_gateway_api_canary_gets_its_share_then_all_traffic_and_the_old_revision
     walk.step()
     plan = walk.serve_first_then_build_second()
     assert ("Apply", "InferenceService", "iris-r2") in writes(plan)
-    assert route_weights(plan) == [("iris-r1-predictor", 80), ("iris-r2-predictor", 20)]
+    # No share before its InferenceService is Ready: a real gateway fails requests routed to a
+    # predictor Service that does not exist yet (tests/node/test_gateway_canary_on_node.py).
+    assert route_weights(plan) is None
+    split = walk.step()  # revision 2 is Ready
+    assert route_weights(split) == [("iris-r1-predictor", 80), ("iris-r2-predictor", 20)]
+    assert condition(split, "Deployed") == ("Unknown", "RouteNotAccepted")
     record = plan.status.history[-1]
     assert record.canary_method == "GatewayAPI"
     started = next(e for e in plan.events if e.reason == "CanaryStarted")
@@ -430,6 +435,7 @@ def test_gateway_api_canary_with_errors_gets_all_traffic_taken_away_and_is_delet
     walk = Walk(Cluster(cluster()), {"mode": "standard"})
     walk.step()
     walk.serve_first_then_build_second()
+    walk.step()  # revision 2 is Ready: the route gives it its share
     rolled = walk.step(canary=CanaryMetrics(0.3, 2.0))
     assert rolled.status.serving_revision == 1
     assert route_weights(rolled) == [("iris-r1-predictor", 100)]
@@ -535,6 +541,7 @@ def test_switching_from_standard_to_knative_removes_the_route_and_revisions_once
     walk = Walk(Cluster(cluster("Standard", knative=True)), {})
     walk.step()
     walk.serve_first_then_build_second()
+    walk.step()  # revision 2 is Ready: the route gives it its share
     walk.step(301, canary=CanaryMetrics(0.0, 1.0))  # revision 2 promoted behind the route
     walk.step()  # the gateway took the route: revision 1's InferenceService goes
     assert walk.cluster.observed.route is not None
@@ -583,6 +590,7 @@ def test_the_plan_asks_for_the_next_tick_while_traffic_moves_and_not_after() -> 
     walk = Walk(Cluster(cluster()), {"mode": "standard"})
     walk.step()
     walk.serve_first_then_build_second()
+    walk.step()  # revision 2 is Ready: the route gives it its share
     promoted = walk.step(300, canary=CanaryMetrics(0.0, 2.0))
     assert promoted.status.serving_revision == 2
     assert promoted.requeue_at == walk.now, "the old revision waits for the gateway: look again at the next tick"

@@ -64,6 +64,25 @@ def test_a_route_counts_as_taken_only_when_every_gateway_accepted_its_current_ge
     assert observe_route(route(2, *parents), "u-2") is None, "another resource's route is not ours"
 
 
+def test_an_accepted_route_whose_backends_the_gateway_cannot_resolve_is_not_taken() -> None:
+    """Traefik on the real node accepts a route naming a Service that does not exist yet and
+    reports ``ResolvedRefs=False``; meanwhile it answers the route's requests with 503."""
+    unresolved = route(2, ("True", 2))
+    conditions = unresolved["status"]["parents"][0]["conditions"]
+    conditions.append({"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "observedGeneration": 2})
+    seen = observe_route(unresolved, "u-1")
+    assert seen is not None
+    assert (seen.ready, seen.updating) == (False, False)
+    conditions[-1] = {**conditions[-1], "observedGeneration": 1}  # about an older generation: no longer true
+    seen = observe_route(unresolved, "u-1")
+    assert seen is not None
+    assert seen.ready
+    conditions[-1] = {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "observedGeneration": 2}
+    seen = observe_route(unresolved, "u-1")
+    assert seen is not None
+    assert seen.ready
+
+
 def test_only_children_that_name_the_resource_as_owner_count_as_ours() -> None:
     ours = {"metadata": {"ownerReferences": [{"uid": "u-1", "kind": "ModelOptimization"}]}}
     copied_labels = {"metadata": {"labels": {"optiloop.dev/name": "iris"}}}

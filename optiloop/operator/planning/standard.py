@@ -108,7 +108,10 @@ def _try(draft: Draft, topology: Topology, record: RevisionRecord, stable: int, 
             route = names.route(draft.resource.metadata.name)
             message = f"revision {n} is Ready; waiting for the gateway to accept HTTPRoute {route} with its weights"
             draft.condition("Deployed", "Unknown", "RouteNotAccepted", message)
-        return split
+        # The canary gets its share only once its InferenceService is Ready: a route naming a
+        # predictor Service that does not exist yet, or has no ready pod, makes a gateway fail
+        # requests (Traefik on the real node failed every request of the route, not only the share).
+        return split if ready else [(stable, 100)]
     target = canary.conclude(draft, record, decision)
     if target == n:
         draft.status.url = _url(draft, topology, n) or draft.status.url
