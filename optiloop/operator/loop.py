@@ -274,6 +274,18 @@ class Reconciler:
         resource.status = previous
         return resource
 
+    def _job_pods(self, namespace: str, job: ObservedJob) -> list[dict[str, Any]]:
+        """A stage Job's pods. A running Job's are read on each pass too, since a pod that cannot
+        start (no image, no node) leaves the Job active and says so only on the pod; without the
+        grant to list them that is skipped (logged), and only a finished Job's outcome needs it."""
+        if job.state != "Running":
+            return self.cluster.list_job_pods(namespace, job.name)
+        try:
+            return self.cluster.list_job_pods(namespace, job.name)
+        except ForbiddenError as exc:
+            log.info("cannot tell whether Job %s/%s's pods start: %s", namespace, job.name, exc)
+            return []
+
     def _observe(self, resource: ModelOptimization, status: ModelOptimizationStatus | None) -> Observed:
         """The resource's children: only objects it owns (another's of the same name is left alone)."""
         namespace, name = resource.metadata.namespace or "default", resource.metadata.name
@@ -288,8 +300,8 @@ class Reconciler:
             if seen is None:
                 continue
             # A finished Job's pods are read once: after its outcome is in status, never again.
-            if seen.state != "Running" and seen.revision == current and seen.component not in consumed:
-                seen = observe_job(job, self.cluster.list_job_pods(namespace, seen.name), uid) or seen
+            if seen.revision == current and seen.component not in consumed:
+                seen = observe_job(job, self._job_pods(namespace, seen), uid) or seen
             jobs[(seen.component, seen.revision)] = seen
         # Children that cannot exist yet are not read: the InferenceServices and the route come
         # after the first compression, the drift monitor after the first revision serves. A

@@ -42,6 +42,9 @@ class ObservedJob:
     outcome: StageOutcome | None = None
     uid: str | None = None
     """The Job's own uid: a delete is conditional on it (never another object of that name)."""
+    stuck: str = ""
+    """Why a running Job's pod cannot start (its image cannot be pulled, it cannot be scheduled),
+    empty while nothing holds it back: the Job itself says only that it is active."""
 
 
 @dataclass(frozen=True)
@@ -144,18 +147,45 @@ def pod_outcome(pods: Iterable[Mapping[str, Any]]) -> StageOutcome | None:
     return ranked[0] if ranked else None
 
 
+STUCK_WAITING_REASONS = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
+    "CreateContainerConfigError", "CreateContainerError",
+})  # fmt: skip
+"""A container's waiting reasons that the kubelet keeps retrying but that rarely clear without a
+person: a wrong or unreachable image, a missing Secret or ConfigMap. The Job stays active and never
+fails on its own (its backoff counts failed pods, and this pod never runs)."""
+
+
+def pod_stuck(pods: Iterable[Mapping[str, Any]]) -> str:
+    """Why the first of ``pods`` that cannot start is held back, as ``"<reason>: <message>"``
+    (a container's stuck waiting reason, or the scheduler's ``Unschedulable``); empty when none is."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_WAITING_REASONS:
+                detail = str(waiting.get("message") or f"container {container.get('name')}").strip()
+                return f"{waiting['reason']}: {detail}"[:512]
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+                return f"Unschedulable: {str(condition.get('message') or '').strip()}"[:512]
+    return ""
+
+
 def observe_job(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], owner_uid: str) -> ObservedJob | None:
     """An :class:`ObservedJob` from a Job of the resource ``owner_uid`` carrying our labels; None
-    for any other Job."""
+    for any other Job. A finished Job's ``pods`` give its outcome, a running one's why it is stuck."""
     meta = job.get("metadata", {})
     labels = meta.get("labels") or {}
     revision = _revision(job)
     if revision is None or LABEL_COMPONENT not in labels or not owned_by(job, owner_uid):
         return None
     state, reason, message = job_state(job)
+    pods = list(pods)
     outcome = pod_outcome(pods) if state != "Running" else None
+    stuck = pod_stuck(pods) if state == "Running" else ""
     component = labels[LABEL_COMPONENT]
-    return ObservedJob(meta["name"], component, revision, state, reason, message, outcome, meta.get("uid"))
+    return ObservedJob(meta["name"], component, revision, state, reason, message, outcome, meta.get("uid"), stuck)
 
 
 def observe_child(obj: Mapping[str, Any], owner_uid: str) -> ObservedChild | None:

@@ -8,7 +8,7 @@ applied with kubectl (the tuning Job with the configured jobs image, the status,
 the chart's PodMonitor declares them; and ``helm uninstall`` leaves nothing of the release behind.
 
 The jobs image is not imported into the node (it is 5 GB): the tuning Job's pod cannot start
-(``ErrImageNeverPull``), so the reconcile is followed up to the Job and what the resource says about it.
+(``ErrImageNeverPull``), and the resource says so (``Tuned`` Unknown ``JobPodNotStarting``, a Warning).
 """
 
 from __future__ import annotations
@@ -262,9 +262,7 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
         assert peering_state(pod_log(node, system, standby)) == "standing by"
         mark("status and event")
 
-        # The Job's pod cannot start: the jobs image is not on the node. The operator does not read
-        # a pending pod's waiting reason, so the resource cannot say so: what it says instead is
-        # printed and recorded, not asserted (docs/real-node.md).
+        # The Job's pod cannot start: the jobs image is not on the node, and the resource says so.
         def pod_waiting() -> str | None:
             listed = items(node, "pods", "-n", watched, "-l", f"job-name={job_name}")
             statuses = [s for p in listed for s in p["status"].get("containerStatuses", [])]
@@ -272,10 +270,21 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
 
         assert wait_for(lambda: pod_waiting() == "ErrImageNeverPull" or None, 60,
                         what=f"Job {job_name}'s pod to be refused its image")  # fmt: skip
-        later = get(node, "modeloptimizations", "-n", watched, "iris")["status"]
-        tuned = next(c for c in later["conditions"] if c["type"] == "Tuned")
+
+        def says_stuck() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            later = get(node, "modeloptimizations", "-n", watched, "iris")["status"]
+            tuned = next(c for c in later["conditions"] if c["type"] == "Tuned")
+            return (later, tuned) if tuned["reason"] == "JobPodNotStarting" else None
+
+        # A pod's waiting reason changes no Job: the operator looks at a running Job's pods every 30 s.
+        later, tuned = wait_for(says_stuck, 90, what="the resource to say the Job's pod cannot start")
         print(f"\n{mode}: with the Job's pod in ErrImageNeverPull, the resource says phase={later['phase']}, "
               f"Tuned={tuned['status']} {tuned['reason']}: {tuned['message']}")  # fmt: skip
+        assert tuned["status"] == "Unknown"
+        assert f"Job {job_name}'s pod cannot start: ErrImageNeverPull" in tuned["message"], tuned
+        assert later["phase"] == "Tuning", later
+        warnings = items(node, "events", "-n", watched, "--field-selector", "reason=JobPodNotStarting")
+        assert {(e["type"], e["involvedObject"]["name"]) for e in warnings} == {("Warning", "iris")}, warnings
         record_property(f"{mode}_status_while_image_missing", f"{later['phase']}/{tuned['reason']}")
         mark("image refused")
 

@@ -17,7 +17,7 @@ from optiloop.api.status import BestTrial, ParameterValue
 from optiloop.jobs.outcome import failed_outcome, termination_message
 from optiloop.operator import prometheus, queries
 from optiloop.operator.config import OperatorConfig, host_priority
-from optiloop.operator.observed import job_state, observe_child, observe_job, observe_route, pod_outcome
+from optiloop.operator.observed import job_state, observe_child, observe_job, observe_route, pod_outcome, pod_stuck
 from tests.conftest import skip_or_fail
 
 
@@ -91,6 +91,35 @@ def test_observe_job_ignores_jobs_without_our_labels_or_our_owner_and_reads_fini
     assert observe_job(body, [pod(outcome())], "u-2") is None
     assert observe_job({**body, "metadata": {**body["metadata"], "ownerReferences": []}}, [], "u-1") is None
     assert observe_job(body, [], "") is None
+
+
+def test_a_running_jobs_pod_that_cannot_pull_its_image_or_find_a_node_says_why() -> None:
+    def waiting(reason: str, message: str = "", init: bool = False) -> dict[str, Any]:
+        key = "initContainerStatuses" if init else "containerStatuses"
+        return {"status": {key: [{"name": "stage", "state": {"waiting": {"reason": reason, "message": message}}}]}}
+
+    never = waiting("ErrImageNeverPull", 'Container image "optiloop/jobs:1" is not present with pull policy of Never')
+    assert pod_stuck([never]) == (
+        'ErrImageNeverPull: Container image "optiloop/jobs:1" is not present with pull policy of Never'
+    )
+    assert pod_stuck([waiting("ImagePullBackOff", init=True)]) == "ImagePullBackOff: container stage"
+    assert pod_stuck([waiting("ContainerCreating"), waiting("PodInitializing")]) == "", "starting, not stuck"
+    scheduled = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    unschedulable = {"status": {"conditions": [{**scheduled, "message": "0/1 nodes: Insufficient memory."}]}}
+    assert pod_stuck([unschedulable]) == "Unschedulable: 0/1 nodes: Insufficient memory."
+    body = {
+        "metadata": {
+            "name": "iris-tune-r1",
+            "labels": {"optiloop.dev/component": "tuning", "optiloop.dev/revision": "1"},
+            "ownerReferences": OURS,
+        },
+        "status": {"active": 1},
+    }
+    seen = observe_job(body, [never], "u-1")
+    assert seen is not None
+    assert (seen.state, seen.stuck.split(":")[0]) == ("Running", "ErrImageNeverPull")
+    finished = {**body, "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
+    assert observe_job(finished, [never], "u-1").stuck == ""  # type: ignore[union-attr]
 
 
 def test_a_child_is_ready_only_for_its_current_generation() -> None:

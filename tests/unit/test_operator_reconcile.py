@@ -120,6 +120,23 @@ def test_a_new_resource_gets_revision_one_and_its_tuning_job() -> None:
     assert [e.reason for e in plan.events] == ["RevisionStarted", "TuningStarted"]
 
 
+def test_a_tuning_job_whose_pod_cannot_start_says_why_on_the_resource_and_warns_once() -> None:
+    created = reconcile(resource(), seen(), CONFIG, T0)
+    stuck = replace(job("tuning", 1, "Running"), stuck='ErrImageNeverPull: image "optiloop/jobs:1" is not present')
+    observed = seen(jobs={("tuning", 1): stuck})
+    plan = reconcile(resource(status=created.status), observed, CONFIG, T0 + timedelta(seconds=30))
+    assert condition(plan, "Tuned") == ("Unknown", "JobPodNotStarting")
+    tuned = plan.status.condition("Tuned")
+    assert tuned is not None
+    assert "Job iris-tune-r1's pod cannot start: ErrImageNeverPull" in tuned.message
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "JobPodNotStarting")]
+    again = reconcile(resource(status=plan.status), observed, CONFIG, T0 + timedelta(seconds=60))
+    assert again.events == [], "one Warning, not one per look"
+    started = seen(jobs={("tuning", 1): job("tuning", 1, "Running")})
+    pulled = reconcile(resource(status=again.status), started, CONFIG, T0 + timedelta(seconds=90))
+    assert condition(pulled, "Tuned") == ("Unknown", "JobRunning")
+
+
 def test_a_running_job_changes_nothing_and_a_repeat_reconcile_is_a_no_op() -> None:
     first = reconcile(resource(), seen(), CONFIG, T0)
     running = seen(jobs={("tuning", 1): job("tuning", 1, "Running")})

@@ -26,9 +26,14 @@ from tests.unit.test_operator_reconcile import (
 )
 
 
-def test_nothing_is_due_while_a_revision_is_built_and_nothing_serves() -> None:
+def test_while_a_revision_is_built_only_its_running_jobs_pods_are_looked_at_every_30_seconds() -> None:
     plan = reconcile(resource(), seen(), CONFIG, T0)
-    assert plan.requeue_at is None, "the Jobs' own events bring the next step"
+    assert plan.requeue_at == T0 + timedelta(seconds=30), "a pod that cannot start changes no Job"
+    running = seen(jobs={("tuning", 1): job("tuning", 1, "Running")})
+    later = T0 + timedelta(seconds=40)
+    assert reconcile(resource(status=plan.status), running, CONFIG, later).requeue_at == later + timedelta(seconds=30)
+    failed = seen(jobs={("tuning", 1): job("tuning", 1, "Failed")})
+    assert reconcile(resource(status=plan.status), failed, CONFIG, later).requeue_at is None, "nothing runs"
 
 
 def test_the_first_drift_evaluation_is_due_at_once_then_an_interval_after_each() -> None:
@@ -78,7 +83,8 @@ def test_a_schedule_is_due_at_its_next_fire_time_and_not_while_a_revision_is_bui
     assert plan.requeue_at == datetime(2026, 11, 27, 12, 30, tzinfo=UTC)
     fired = reconcile(resource(2, plan.status, monitoring=off), observed, CONFIG, plan.requeue_at)
     assert fired.status.history[-1].trigger == "Schedule"
-    assert fired.requeue_at is None, "revision 2's Jobs bring the next step; the schedule waits for it"
+    # The schedule waits for revision 2; only its tuning Job's pods are looked at meanwhile.
+    assert fired.requeue_at == plan.requeue_at + timedelta(seconds=30)
 
 
 def test_a_memory_is_due_on_its_requeue_time_its_retry_and_the_full_resync() -> None:

@@ -1,16 +1,23 @@
 """When the planner next needs to run with no event to prompt it (kubebuilder's
 ``RequeueAfter``): the next drift evaluation, the canary's next look at its metrics, the next
-scheduled retrain. Spec changes and children's changes come as events and need no time.
+scheduled retrain, the next look at a running stage Job's pods. Spec changes and children's
+changes come as events and need no time.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Final
 
 from ...api.cron import next_fire
 from ...api.spec import ModelOptimizationSpec, MonitoringSpec, RetrainingPolicy
 from ...api.status import ModelOptimizationStatus
 from .revisions import canary_revision, retraining_in_flight
+
+STAGE_POD_LOOK_SECONDS: Final = 30.0
+"""How often a running stage Job's pods are read for a reason they cannot start."""
+
+_JOB_UNDER_WAY = ("JobCreated", "JobRunning", "JobPodNotStarting")
 
 
 def requeue_at(spec: ModelOptimizationSpec, status: ModelOptimizationStatus, now: datetime) -> datetime | None:
@@ -18,7 +25,7 @@ def requeue_at(spec: ModelOptimizationSpec, status: ModelOptimizationStatus, now
     times = [
         t
         for t in (canary_look(status, now), drift_evaluation(spec.monitoring, status, now),
-                  scheduled_retrain(spec.monitoring.retraining, status))
+                  scheduled_retrain(spec.monitoring.retraining, status), stage_pod_look(status, now))
         if t is not None
     ]  # fmt: skip
     return min(times, default=None)
@@ -28,6 +35,16 @@ def canary_look(status: ModelOptimizationStatus, now: datetime) -> datetime | No
     """A canary under analysis is looked at on every tick: its metrics can break a bound at any
     time, and its window ends between two ticks."""
     return now if canary_revision(status) is not None else None
+
+
+def stage_pod_look(status: ModelOptimizationStatus, now: datetime) -> datetime | None:
+    """The next look at a running stage Job's pods: a pod that cannot start (no image, no node)
+    changes no Job, so no event would bring it to the resource."""
+    running = any(
+        c.type in ("Tuned", "Compressed") and c.status == "Unknown" and c.reason in _JOB_UNDER_WAY
+        for c in status.conditions
+    )
+    return now + timedelta(seconds=STAGE_POD_LOOK_SECONDS) if running else None
 
 
 def drift_evaluation(monitoring: MonitoringSpec, status: ModelOptimizationStatus, now: datetime) -> datetime | None:

@@ -115,7 +115,7 @@ def drive(draft: Draft, record: RevisionRecord, stage: Stage) -> bool:
         name = body["metadata"]["name"]
         # Created (or seen running) before and now missing: someone deleted it.
         previous = find(draft.status.conditions, stage.condition)
-        if previous is not None and previous.reason in ("JobCreated", "JobRunning"):
+        if previous is not None and previous.reason in ("JobCreated", "JobRunning", "JobPodNotStarting"):
             draft.event("JobRecreated", f"revision {n}: Job {name} was deleted; created it again", warning=True)
         else:
             draft.event(stage.started_reason, f"revision {n}: created Job {name}")
@@ -124,7 +124,14 @@ def drive(draft: Draft, record: RevisionRecord, stage: Stage) -> bool:
         return False
     if job.state == "Running":
         stage.waiting(draft, record, job.name, created=False)
-        draft.condition(stage.condition, "Unknown", "JobRunning", f"revision {n}: Job {job.name} is running")
+        if job.stuck:
+            message = f"revision {n}: Job {job.name}'s pod cannot start: {job.stuck}"
+            previous = find(draft.status.conditions, stage.condition)
+            if previous is None or previous.reason != "JobPodNotStarting":
+                draft.event("JobPodNotStarting", message, warning=True)
+            draft.condition(stage.condition, "Unknown", "JobPodNotStarting", message)
+        else:
+            draft.condition(stage.condition, "Unknown", "JobRunning", f"revision {n}: Job {job.name} is running")
         return False
     if job.state == "Failed" or (job.outcome is not None and not job.outcome.succeeded):
         fail(draft, record, job, stage.condition)
