@@ -8,7 +8,7 @@
 | ``optiloop_drift_threshold`` | gauge | p-value threshold after correction |
 | ``optiloop_drift_detected`` | gauge | 1 when the latest evaluation found drift |
 | ``optiloop_drift_window_samples`` | gauge | rows in the current window |
-| ``optiloop_drift_events_total{outcome}`` | counter | events accepted, ignored (responses) or rejected |
+| ``optiloop_drift_events_total{outcome}`` | counter | events accepted, ignored (responses, other revisions), rejected |
 | ``optiloop_drift_rows_total`` | counter | rows accepted into the window |
 | ``optiloop_drift_evaluations_total`` | counter | evaluations run |
 | ``optiloop_drift_evaluation_seconds`` | histogram | time per evaluation |

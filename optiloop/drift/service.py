@@ -2,7 +2,11 @@
 
 Endpoints:
 
-- ``POST /`` (and ``/events``): CloudEvents from KServe's payload logger; rows join the window.
+- ``POST /revisions/<N>``: CloudEvents from KServe's payload logger of revision ``N`` (the URL the
+  operator gives each revision's logger). Revision ``N`` is the monitor's own: rows join the window;
+  another revision's (a canary's, whose logger posts to the same Service) are answered and counted
+  as ignored, so they never move the served revision's window.
+- ``POST /`` (and ``/events``): the same for events that name no revision (the local runner).
   Only well-formed KServe request events are taken (see :mod:`optiloop.drift.events`); with
   ``inference_services`` set, only those naming one of them (others: 403).
 - ``POST /check``: a v1 or v2 request body checked at once against the reference (nothing is
@@ -173,6 +177,16 @@ async def handle_event(request: web.Request) -> web.Response:
     return web.json_response({"accepted": count, "window": len(monitor.window)})
 
 
+async def handle_revision_event(request: web.Request) -> web.Response:
+    monitor: Monitor = request.app["monitor"]
+    revision = int(request.match_info["revision"])
+    if revision != monitor.reference.revision:
+        monitor.metrics.event("ignored")
+        ignored = f"revision {revision}'s event; this monitor watches revision {monitor.reference.revision}"
+        return web.json_response({"accepted": 0, "ignored": ignored})
+    return await handle_event(request)
+
+
 async def handle_check(request: web.Request) -> web.Response:
     monitor: Monitor = request.app["monitor"]
     if (refusal := _too_large(monitor, request)) is not None:
@@ -217,6 +231,7 @@ def build_app(monitor: Monitor) -> web.Application:
     app.on_cleanup.append(stop_parsers)
     app.router.add_post("/", handle_event)
     app.router.add_post("/events", handle_event)
+    app.router.add_post(r"/revisions/{revision:\d{1,9}}", handle_revision_event)
     app.router.add_post("/check", handle_check)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_health)

@@ -8,13 +8,18 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
 
+from optiloop.api import ModelOptimization
 from optiloop.drift.metrics import default_query
+from optiloop.operator.builders.serving import drift_monitor_url
 from tests.conftest import skip_or_fail
 from tests.drift.conftest import MonitorProcess, start_monitor, stop, tabular_frame
 from tests.support.control_plane import wait_for
@@ -103,6 +108,37 @@ def test_logged_responses_are_ignored(monitor: MonitorProcess) -> None:
     )
     assert status == 200
     assert answer["accepted"] == 0
+
+
+def test_each_revisions_logger_url_from_the_operator_feeds_only_that_revisions_window(
+    drift_python: Path, drift_model_dir: Path, tmp_path: Path
+) -> None:
+    """The URL the operator gives revision N's payload logger reaches the monitor of revision N (3
+    here) and fills its window; a canary's logger (revision 4) posts to the same Service and is
+    answered but kept out of the window; a path that names no revision is not an endpoint."""
+    resource = ModelOptimization.model_validate(
+        {
+            "metadata": {"name": "shapes", "namespace": "team-a"},
+            "spec": {"dataset": {"uri": "builtin://iris"}, "deployment": {"storageUri": "pvc://models/shapes"}},
+        }
+    )
+    process, monitor = start_monitor(drift_python, drift_model_dir, tmp_path / "m.log", "--window-size", "100")
+    try:
+        served, canary = (urlsplit(drift_monitor_url(resource, n)).path for n in (3, 4))
+        status, answer = monitor.post(served, {"instances": rows(tabular_frame(7, 41))}, BINARY)
+        assert (status, answer["accepted"]) == (200, 7)
+        status, answer = monitor.post(canary, {"instances": rows(tabular_frame(5, 42))}, BINARY)
+        assert (status, answer["accepted"]) == (200, 0)
+        assert "revision 4" in answer["ignored"]
+        assert monitor.sample("optiloop_drift_window_samples", **LABELS) == 7
+        assert monitor.sample("optiloop_drift_events_total", **LABELS, outcome="accepted") == 1
+        assert monitor.sample("optiloop_drift_events_total", **LABELS, outcome="ignored") == 1
+        request = urllib.request.Request(monitor.url + "/revisions/latest", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 404
+    finally:
+        stop(process)
 
 
 def test_check_endpoint_compares_a_batch_at_once(monitor: MonitorProcess) -> None:

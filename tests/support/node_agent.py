@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tests.support.control_plane import ControlPlane, _die_with_parent, free_port, wait_for
 from tests.support.operator import Finish, StandIn
@@ -115,6 +116,9 @@ class NodeAgent(StandIn):
         self.monitor_ready = threading.Event()
         self.requests_logged = 0
         self.inference_service = ""
+        self.logger_paths: dict[int, str] = {}
+        """Each revision's payload-logger path, from the spec it was served with (as each Knative
+        revision's agent keeps the logger URL of its own spec)."""
         self._route_lock = threading.Lock()
         self.router = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._router_handler())
         self.router_url = f"http://127.0.0.1:{self.router.server_address[1]}"
@@ -190,6 +194,8 @@ class NodeAgent(StandIn):
         if (isvc.get("status") or {}).get("observedGeneration") == meta["generation"]:
             return
         revision = int(meta["labels"]["optiloop.dev/revision"])
+        if "logger" in predictor:
+            self.logger_paths[revision] = urlsplit(predictor["logger"]["url"]).path or "/"
         env = {e["name"]: e.get("value") for e in predictor["containers"][0].get("env", [])}
         self._ensure_predictor(revision, self.local_path(env["STORAGE_URI"]))
         percent = predictor.get("canaryTrafficPercent")
@@ -271,16 +277,18 @@ class NodeAgent(StandIn):
                 self.send_header("X-Revision", str(backend.revision))
                 self.end_headers()
                 self.wfile.write(answer)
-                agent.log_payload(body)
+                agent.log_payload(body, backend.revision)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         return Router
 
-    def log_payload(self, body: bytes) -> None:
-        """Post the request to the drift monitor as a binary-mode CloudEvent, as KServe's logger does."""
-        if self.monitor is None or not self.monitor_ready.is_set():
+    def log_payload(self, body: bytes, revision: int) -> None:
+        """Post the request to the drift monitor as a binary-mode CloudEvent, as KServe's logger
+        does: to the path of the logger URL that ``revision``'s spec named, none without one."""
+        path = self.logger_paths.get(revision)
+        if path is None or self.monitor is None or not self.monitor_ready.is_set():
             return
         headers = {
             "Content-Type": "application/json",
@@ -292,7 +300,7 @@ class NodeAgent(StandIn):
             "ce-namespace": self.namespace,
             "ce-component": "predictor",
         }
-        request = urllib.request.Request(f"http://127.0.0.1:{self.drift_port}/", data=body, headers=headers)
+        request = urllib.request.Request(f"http://127.0.0.1:{self.drift_port}{path}", data=body, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=10):
                 self.requests_logged += 1
