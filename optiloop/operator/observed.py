@@ -224,7 +224,7 @@ def observe_route(obj: Mapping[str, Any], owner_uid: str) -> ObservedChild | Non
 
     An accepted route with ``ResolvedRefs=False`` does not carry its weights: a backend Service
     that does not exist makes a gateway fail requests (the Gateway API asks for 500s on that
-    backend's share; Traefik on the real node answered every request of the route with 503)."""
+    backend's share, as Traefik on the real node did; one run failed every request of the route)."""
     child = observe_child(obj, owner_uid)
     if child is None:
         return None

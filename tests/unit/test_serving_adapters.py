@@ -66,7 +66,7 @@ def test_a_route_counts_as_taken_only_when_every_gateway_accepted_its_current_ge
 
 def test_an_accepted_route_whose_backends_the_gateway_cannot_resolve_is_not_taken() -> None:
     """Traefik on the real node accepts a route naming a Service that does not exist yet and
-    reports ``ResolvedRefs=False``; meanwhile it answers the route's requests with 503."""
+    reports ``ResolvedRefs=False``; meanwhile it fails the requests routed to that backend."""
     unresolved = route(2, ("True", 2))
     conditions = unresolved["status"]["parents"][0]["conditions"]
     conditions.append({"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "observedGeneration": 2})

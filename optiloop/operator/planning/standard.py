@@ -110,7 +110,7 @@ def _try(draft: Draft, topology: Topology, record: RevisionRecord, stable: int, 
             draft.condition("Deployed", "Unknown", "RouteNotAccepted", message)
         # The canary gets its share only once its InferenceService is Ready: a route naming a
         # predictor Service that does not exist yet, or has no ready pod, makes a gateway fail
-        # requests (Traefik on the real node failed every request of the route, not only the share).
+        # requests (Traefik on the real node failed the canary's share, in one run every request).
         return split if ready else [(stable, 100)]
     target = canary.conclude(draft, record, decision)
     if target == n:
