@@ -20,7 +20,7 @@ import pytest
 
 from optiloop.api import ModelOptimization
 from optiloop.operator import names
-from optiloop.operator.builders.serving import inference_service
+from optiloop.operator.builders.serving import drift_monitor, inference_service
 from optiloop.operator.capabilities import Capabilities, default_from_config, ingress_from_config
 from optiloop.operator.config import OperatorConfig
 from optiloop.operator.topology import Topology, Unservable, resolve
@@ -166,8 +166,16 @@ def _ready(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
 @pytest.fixture
 def short_namespace(node_api: Any) -> Iterator[str]:
     """A namespace with a short name: KServe's Standard mode puts ``<isvc>-predictor-<namespace>``
-    in one DNS label (see the last test), so the tier's usual long test-named ones cannot serve."""
+    in one DNS label (see the host-name test), so a long test-named one may not serve."""
     name = create_namespace(node_api, "isvc")
+    yield name
+    delete_namespace(node_api, name)
+
+
+@pytest.fixture
+def long_namespace(node_api: Any) -> Iterator[str]:
+    """A namespace of 49 characters: KServe can name the InferenceService host in it, not the predictor's."""
+    name = create_namespace(node_api, "kserve-joins-predictor-and-namespace-label")
     yield name
     delete_namespace(node_api, name)
 
@@ -317,7 +325,7 @@ def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference
 
 
 def test_kserve_refuses_a_predictor_host_name_over_63_characters_and_says_so_on_the_inference_service(
-    kserve: KServeOnNode, node_api: Any, node_namespace: str
+    kserve: KServeOnNode, node_api: Any, long_namespace: str
 ) -> None:
     """Why the operator checks host names first: a resource name (up to 40 characters) and a
     namespace (up to 63) that Kubernetes accepts can still make an InferenceService KServe's
@@ -328,7 +336,7 @@ def test_kserve_refuses_a_predictor_host_name_over_63_characters_and_says_so_on_
     from kubernetes import client
 
     config = OperatorConfig(predictor_image="optiloop.local/unused:1")
-    model = _model_optimization(node_api, node_namespace)
+    model = _model_optimization(node_api, long_namespace)
     refused_first = resolve(model, _capabilities(node_api, config), config)
     assert isinstance(refused_first, Unservable), refused_first
     assert refused_first.reason == "HostNameInvalid"
@@ -337,22 +345,22 @@ def test_kserve_refuses_a_predictor_host_name_over_63_characters_and_says_so_on_
     elsewhere = model.model_copy(update={"metadata": model.metadata.model_copy(update={"namespace": "ml"})})
     body = inference_service(model, config, 1, _topology(node_api, elsewhere, config))
     name = body["metadata"]["name"]
-    host = f"{name}-predictor-{node_namespace}"
+    host = f"{name}-predictor-{long_namespace}"
     assert len(host) > 63
     assert f"'{host}." in refused_first.message
     client.CustomObjectsApi(node_api).create_namespaced_custom_object(
-        "serving.kserve.io", "v1beta1", node_namespace, "inferenceservices", body
+        "serving.kserve.io", "v1beta1", long_namespace, "inferenceservices", body
     )
 
     def refused() -> dict[str, Any] | None:
-        ready = _condition(_read_isvc(node_api, node_namespace, name), "Ready")
+        ready = _condition(_read_isvc(node_api, long_namespace, name), "Ready")
         return ready if ready is not None and ready["status"] == "False" and ready.get("reason") else None
 
     ready = wait_for(refused, 60, interval=0.5, what=f"KServe to refuse {name} ({kserve.manager.log})")
     assert ready["reason"] == "ReconcileFailed"
-    assert f"{name}-predictor-{node_namespace}" in ready["message"]
+    assert f"{name}-predictor-{long_namespace}" in ready["message"]
     assert "must be no more than 63 characters" in ready["message"]
-    assert client.AppsV1Api(node_api).list_namespaced_deployment(node_namespace).items == []
+    assert client.AppsV1Api(node_api).list_namespaced_deployment(long_namespace).items == []
 
 
 @pytest.mark.parametrize(("metric", "target"), [("cpu", 60), ("memory", 75)])
@@ -390,3 +398,89 @@ def test_kserves_hpa_scales_on_the_metric_target_and_replicas_the_spec_asked_for
     assert source.type == "Resource"
     assert source.resource.name == metric
     assert (source.resource.target.type, source.resource.target.average_utilization) == ("Utilization", target)
+
+
+def _metrics_of(node: Node, cluster_ip: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The samples a Service's pods expose on ``/metrics`` (port 80), read from inside the node."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://{cluster_ip}:80/metrics"
+    done = node.run_inside([sys.executable, "-c", FETCH, url], timeout=60)
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(done.stdout)
+        for sample in family.samples
+    }
+
+
+FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+
+
+def test_kserves_agent_posts_each_request_to_our_drift_monitor_pod_which_counts_it_for_its_revision(
+    kserve: KServeOnNode, node_api: Any, short_namespace: str, tmp_path: Path, record_property: Any
+) -> None:
+    """The drift monitor from our drift image, as the operator builds it (Deployment, Service,
+    NetworkPolicy, the revision's model directory from the artifact claim), takes the events
+    KServe's real agent posts for the operator's InferenceService: every request is accepted into
+    revision 1's window, none rejected."""
+    from kubernetes import client, utils
+
+    namespace, node = short_namespace, kserve.node
+    began = time.monotonic()
+    config = OperatorConfig(
+        predictor_image=import_our_image(node, "serve"),
+        drift_image=import_our_image(node, "drift"),
+        image_pull_policy="IfNotPresent",
+    )
+    record_property("image_imports_seconds", round(time.monotonic() - began, 1))
+    artifacts = tmp_path / "artifacts"
+    write_model_directory(artifacts / "iris" / "r1" / "model", city_model(), name="iris")
+    _written_as_the_jobs_write_it(artifacts)
+    claim_on_host_folder(node_api, namespace, CLAIM, artifacts)
+    model = _model_optimization(node_api, namespace)
+    body = inference_service(model, config, 1, _topology(node_api, model, config))
+    name = body["metadata"]["name"]
+    for part in drift_monitor(model, config, 1, inference_services=[name]):
+        utils.create_from_dict(node_api, part, namespace=namespace)
+    monitor = names.drift_monitor("iris")
+    apps = client.AppsV1Api(node_api)
+    wait_for(
+        lambda: (apps.read_namespaced_deployment_status(monitor, namespace).status.available_replicas or 0) >= 1,
+        300,
+        interval=0.5,
+        what=f"the drift monitor {monitor} to be available ({node.workdir}/kubelet.log)",
+    )
+    client.CustomObjectsApi(node_api).create_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", namespace, "inferenceservices", body
+    )
+    wait_for(lambda: _ready(node_api, namespace, name), 600, interval=0.5, what=f"InferenceService {name} to be Ready")
+
+    core = client.CoreV1Api(node_api)
+    predictor = core.read_namespaced_service(f"{name}-predictor", namespace).spec.cluster_ip
+    args = body["spec"]["predictor"]["containers"][0]["args"]
+    served_name = args[args.index("--model-name") + 1]
+    requests, rows = 5, 0
+    for seed in range(requests):
+        frame = city_frame(8 + seed, seed)
+        rows += len(frame)
+        request = {
+            "inputs": [
+                {"name": "a", "datatype": "FP32", "shape": [len(frame)], "data": frame["a"].tolist()},
+                {"name": "b", "datatype": "FP32", "shape": [len(frame)], "data": frame["b"].fillna(1.5).tolist()},
+                {"name": "city", "datatype": "BYTES", "shape": [len(frame)], "data": frame["city"].tolist()},
+            ]
+        }
+        _ask_through_the_service(node, predictor, served_name, request)
+
+    labels = {"namespace": namespace, "model": "iris", "revision": "1"}
+    monitor_ip = core.read_namespaced_service(monitor, namespace).spec.cluster_ip
+
+    def counted() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        samples = _metrics_of(node, monitor_ip)
+        accepted = samples.get(("optiloop_drift_events_total", frozenset({**labels, "outcome": "accepted"}.items())))
+        return samples if accepted == requests else None
+
+    samples = wait_for(counted, 60, interval=1, what=f"the drift monitor to count {requests} events")
+    assert samples[("optiloop_drift_events_total", frozenset({**labels, "outcome": "rejected"}.items()))] == 0
+    assert samples[("optiloop_drift_rows_total", frozenset(labels.items()))] == rows
+    assert samples[("optiloop_drift_window_samples", frozenset(labels.items()))] == rows
