@@ -475,6 +475,24 @@ def test_blue_green_gives_the_new_revision_no_traffic_and_switches_only_after_th
     assert ("Delete", "InferenceService", "iris-r1") in writes(promoted)
 
 
+def test_a_blue_green_probe_whose_pod_cannot_be_scheduled_is_named_on_the_resource_and_warned_once() -> None:
+    walk = Walk(Cluster(cluster(gateway_api=False)), {"mode": "standard"})
+    walk.step()
+    walk.serve_first_then_build_second()
+    walk.step(canary=CanaryMetrics(0.0, 2.0))  # the probe Job is created
+    probe = walk.cluster.observed.jobs[("probe", 2)]
+    stuck = replace(probe, stuck="Unschedulable: 0/1 nodes are available: 1 Insufficient cpu.")
+    walk.cluster.observed = replace(walk.cluster.observed, jobs={**walk.cluster.observed.jobs, ("probe", 2): stuck})
+    waiting = walk.step(400, canary=CanaryMetrics(0.0, 2.0))
+    assert waiting.status.serving_revision == 1
+    assert condition(waiting, "Deployed") == ("Unknown", "ProbePodNotStarting")
+    deployed = waiting.status.condition("Deployed")
+    assert deployed is not None
+    assert "probe Job iris-probe-r2's pod cannot start: Unschedulable: 0/1 nodes" in deployed.message
+    assert [(e.type, e.reason) for e in waiting.events] == [("Warning", "ProbePodNotStarting")]
+    assert walk.step(canary=CanaryMetrics(0.0, 2.0)).events == [], "one Warning, not one per look"
+
+
 def test_blue_green_rolls_back_as_soon_as_the_probe_fails_and_says_why() -> None:
     walk = Walk(Cluster(cluster(gateway_api=False)), {"mode": "standard"})
     walk.step()

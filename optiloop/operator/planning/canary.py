@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from ...api.status import RevisionRecord
 from ..builders.serving import ISVC_API_VERSION
+from ..conditions import find
 from ..observed import ObservedChild, ObservedJob
 from ..policy import CanaryDecision, judge_canary
 from ..topology import Topology
@@ -90,12 +91,24 @@ def conclude(draft: Draft, record: RevisionRecord, decision: CanaryDecision, det
     return target
 
 
-def waiting(draft: Draft, record: RevisionRecord, decision: CanaryDecision) -> None:
-    """The Deployed condition while the canary ``record`` is analysed."""
+def waiting(draft: Draft, record: RevisionRecord, decision: CanaryDecision, probe: ObservedJob | None = None) -> None:
+    """The Deployed condition while the canary ``record`` is analysed; a blue/green ``probe`` Job
+    whose pod cannot start (no room on any node, no image) is named, with one Warning, since the
+    revision then waits until someone makes room or the probe's deadline fails it."""
     previous = draft.status.serving_revision
     n = record.revision
     method = METHOD_WORDS.get(record.canary_method or "", "a canary")
-    draft.condition("Deployed", "Unknown", decision.reason, f"revision {n} is tried next to {previous} ({method})")
+    message = f"revision {n} is tried next to {previous} ({method})"
+    if probe is not None and probe.stuck:
+        message = f"{message}; its probe Job {probe.name}'s pod cannot start: {probe.stuck}"
+        # The stored status, not the draft's: this pass may already have reported the serving revision.
+        stored = draft.resource.status
+        earlier = find(stored.conditions, "Deployed") if stored is not None else None
+        if earlier is None or earlier.reason != "ProbePodNotStarting":
+            draft.event("ProbePodNotStarting", message, warning=True)
+        draft.condition("Deployed", "Unknown", "ProbePodNotStarting", message)
+        return
+    draft.condition("Deployed", "Unknown", decision.reason, message)
 
 
 def follow(

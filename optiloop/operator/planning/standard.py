@@ -128,7 +128,7 @@ def _blue_green(
         draft.actions.append(Apply(probe_job(draft.resource, draft.config, n, url)))
     decision = canary.judge(draft, record, ready, probe)
     if decision.action == "wait":
-        canary.waiting(draft, record, decision)
+        canary.waiting(draft, record, decision, probe)
         return [(stable, 100)]
     detail = ""
     if decision.reason == "ProbeFailed" and probe is not None:
