@@ -294,7 +294,7 @@ def test_helm_installs_the_operator_which_reconciles_is_scraped_and_uninstalls_c
             for o in render(release, system, {**values, "metrics": {"podMonitor": {"enabled": True}}}, tmp_path)
             if o["kind"] == "PodMonitor"
         )
-        with prometheus_on_node(node, node_api, pod_monitor, monitoring, tmp_path / "prometheus") as prometheus:
+        with prometheus_on_node(node, node_api, [pod_monitor], monitoring, tmp_path / "prometheus") as prometheus:
 
             def both_scraped() -> list[dict[str, Any]] | None:
                 query = f'count by (pod) ({{__name__=~"optiloop_operator_.+", namespace="{system}"}})'

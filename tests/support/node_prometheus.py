@@ -15,7 +15,7 @@ import json
 import re
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -102,11 +102,18 @@ def reader_token(api: Any, namespace: str, stack: ExitStack) -> str:
 
 @contextmanager
 def prometheus_on_node(
-    node: Node, api: Any, pod_monitor: dict[str, Any], namespace: str, workdir: Path, interval: str = "1s"
+    node: Node,
+    api: Any,
+    pod_monitors: Sequence[dict[str, Any]],
+    namespace: str,
+    workdir: Path,
+    interval: str = "1s",
+    for_pods: bool = False,
 ) -> Iterator[Prometheus]:
-    """Prometheus inside ``node`` scraping what ``pod_monitor`` selects, with its own ServiceAccount
-    in ``namespace``; yields it reachable from the host. Prometheus, its relays and its RBAC are
-    gone on exit."""
+    """Prometheus inside ``node`` scraping what each of ``pod_monitors`` selects, with its own
+    ServiceAccount in ``namespace``; yields it reachable from the host. ``for_pods``: it also
+    listens on the node's address, where pods reach it (``http://NODE_IP:9090``), as an operator
+    pod reaches a cluster's Prometheus. Prometheus, its relays and its RBAC are gone on exit."""
     binary = prometheus_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
@@ -114,11 +121,12 @@ def prometheus_on_node(
         token_file.write_text(reader_token(api, namespace, stack))
         config = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval},
-            "scrape_configs": [scrape_config(pod_monitor, token_file, node.ca_file, interval)],
+            "scrape_configs": [scrape_config(m, token_file, node.ca_file, interval) for m in pod_monitors],
         }
         address = stack.enter_context(forwarded(node, PORT, workdir))
         prefix = net_namespace_of(node)
+        listen = f"{'0.0.0.0' if for_pods else '127.0.0.1'}:{PORT}"
         server = stack.enter_context(
-            prometheus_process(json.dumps(config), f"127.0.0.1:{PORT}", f"http://{address}", workdir, prefix, binary)
+            prometheus_process(json.dumps(config), listen, f"http://{address}", workdir, prefix, binary)
         )
         yield server
