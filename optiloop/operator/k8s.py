@@ -190,7 +190,8 @@ class Cluster:
         return self._list(namespace, "Job", f"{LABEL_NAME}={name}")
 
     def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        """The pods of one Job (their termination messages carry the stage outcome). A refusal
+        """The pods of one Job (their termination messages carry the stage outcome, their waiting
+        reasons why a running Job's pod cannot start). A refusal
         raises :class:`ForbiddenError` saying which grant is missing: in cluster mode the chart
         may grant this only in the namespaces of ``rbac.jobPodsNamespaces``."""
         try:
@@ -198,7 +199,8 @@ class Cluster:
         except ApiException as exc:
             if exc.status == 403:
                 raise ForbiddenError(
-                    f"list pods in {namespace} (to read Job {job}'s outcome): 403 Forbidden; the chart grants it "
+                    f"list pods in {namespace} (to read Job {job}'s outcome, or why its pod cannot start): "
+                    "403 Forbidden; the chart grants it "
                     f"only in watch.namespaces, or in rbac.jobPodsNamespaces when set: add {namespace} there"
                 ) from exc
             raise

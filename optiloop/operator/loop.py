@@ -274,18 +274,6 @@ class Reconciler:
         resource.status = previous
         return resource
 
-    def _job_pods(self, namespace: str, job: ObservedJob) -> list[dict[str, Any]]:
-        """A stage Job's pods. A running Job's are read on each pass too, since a pod that cannot
-        start (no image, no node) leaves the Job active and says so only on the pod; without the
-        grant to list them that is skipped (logged), and only a finished Job's outcome needs it."""
-        if job.state != "Running":
-            return self.cluster.list_job_pods(namespace, job.name)
-        try:
-            return self.cluster.list_job_pods(namespace, job.name)
-        except ForbiddenError as exc:
-            log.info("cannot tell whether Job %s/%s's pods start: %s", namespace, job.name, exc)
-            return []
-
     def _observe(self, resource: ModelOptimization, status: ModelOptimizationStatus | None) -> Observed:
         """The resource's children: only objects it owns (another's of the same name is left alone)."""
         namespace, name = resource.metadata.namespace or "default", resource.metadata.name
@@ -299,9 +287,12 @@ class Reconciler:
             seen = observe_job(job, (), uid)
             if seen is None:
                 continue
-            # A finished Job's pods are read once: after its outcome is in status, never again.
+            # A finished Job's pods are read once: after its outcome is in status, never again. A
+            # running one's on each pass: a pod that cannot start (no image, no room on a node)
+            # leaves the Job active and says so only on the pod. The grant to list them is the one
+            # a finished Job needs, so a missing grant shows while the Job runs.
             if seen.revision == current and seen.component not in consumed:
-                seen = observe_job(job, self._job_pods(namespace, seen), uid) or seen
+                seen = observe_job(job, self.cluster.list_job_pods(namespace, seen.name), uid) or seen
             jobs[(seen.component, seen.revision)] = seen
         # Children that cannot exist yet are not read: the InferenceServices and the route come
         # after the first compression, the drift monitor after the first revision serves. A

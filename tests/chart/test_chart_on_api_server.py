@@ -348,6 +348,7 @@ def test_cluster_chart_can_grant_listing_pods_only_where_resources_live(
     with pytest.raises(ForbiddenError) as refused:
         cluster.list_job_pods(elsewhere, "iris-tune-r1")
     assert str(refused.value) == (
-        f"list pods in {elsewhere} (to read Job iris-tune-r1's outcome): 403 Forbidden; the chart grants it "
+        f"list pods in {elsewhere} (to read Job iris-tune-r1's outcome, or why its pod cannot start): "
+        "403 Forbidden; the chart grants it "
         f"only in watch.namespaces, or in rbac.jobPodsNamespaces when set: add {elsewhere} there"
     )
