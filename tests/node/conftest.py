@@ -15,6 +15,8 @@ from tests.support.kserve_node import KServeOnNode, install
 from tests.support.kserve_release import KServeUnavailableError
 from tests.support.namespaces import create_namespace, delete_namespace, stem_of
 from tests.support.node import Node, NodeUnavailableError
+from tests.support.node_config import CONTAINERD_DIR
+from tests.support.node_disk import remove_dead_nodes_images
 from tests.support.node_leftovers import HostState
 
 
@@ -45,6 +47,9 @@ def host_before_node() -> HostState:
 @pytest.fixture(scope="session")
 def node(host_before_node: HostState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """A whole single-node cluster for the session, torn down at its end."""
+    removed = remove_dead_nodes_images(tmp_path_factory.getbasetemp().parent, CONTAINERD_DIR)
+    if removed:
+        print(f"removed the images of nodes whose run was killed: {[str(path) for path in removed]}")
     try:
         started = Node.start(tmp_path_factory.mktemp("node"))
     except (NodeUnavailableError, ControlPlaneUnavailableError) as exc:

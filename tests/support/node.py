@@ -75,6 +75,7 @@ from tests.support.node_config import (
     kube_proxy_config,
     kubelet_config,
 )
+from tests.support.node_disk import import_needs, record_owner, require_free
 from tests.support.node_namespaces import (
     NodeUnavailableError,
     cgroup_root_for,
@@ -147,6 +148,7 @@ class Node:
         remove_stale_cgroups()
         ca, token = _write_pki(workdir, extra_ips=[NODE_IP, API_SERVICE_IP])
         holder, holder_pid = start_holder(workdir, node_bins, timeout)
+        record_owner(workdir, holder_pid)
         # The cgroup root names the namespaces' first process, so a later start can tell a dead
         # node's leftovers (after a killed run) from a live one's.
         layout = NodeLayout(workdir=workdir, cgroup_root=cgroup_root_for(holder_pid))
@@ -308,6 +310,7 @@ class Node:
         repository, _ = split_reference(name)
         if not archive.is_file():
             raise FileNotFoundError(f"no image archive at {archive}")
+        require_free(self.layout.containerd_root, import_needs(archive), f"importing {archive.name} as {name}")
         ctr = subprocess.Popen(
             [*self.nsenter, "ctr", "-n", "k8s.io", "images", "import", "--base-name", repository, "-"],
             stdin=subprocess.PIPE,

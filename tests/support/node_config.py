@@ -27,6 +27,8 @@ CLUSTER_DOMAIN = "cluster.local"
 API_PORT = 6443
 PAUSE_IMAGE = "optiloop.local/pause:1"
 """The sandbox image containerd is configured with (hack/build-node.sh's pause.oci.tar)."""
+CONTAINERD_DIR = "containerd"
+"""The folder of a node's work folder that holds containerd's images (gigabytes)."""
 BUSYBOX_IMAGE = "optiloop.local/busybox:1"
 """A shell for test pods: busybox httpd, nslookup, wget, sh (hack/build-node.sh's busybox.oci.tar)."""
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
@@ -51,7 +53,7 @@ class NodeLayout:
     def containerd_root(self) -> Path:
         """containerd's image content and snapshots: on the host's disk, in the work folder, since
         our jobs and drift images (5 GB each, torch) would not fit in memory; removed on teardown."""
-        return self.workdir / "containerd"
+        return self.workdir / CONTAINERD_DIR
 
     @property
     def node_kubeconfig(self) -> Path:
