@@ -41,6 +41,8 @@ from .builders.serving import ISVC_API_VERSION
 
 log = logging.getLogger(__name__)
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+ISVC_NAME_LABEL = "serving.kserve.io/inferenceservice"
+"""The label KServe puts on an InferenceService's pods, its name as the value."""
 COMPONENT = "optiloop-operator"
 CREDENTIALS_TTL_SECONDS = 60.0
 """How long credentials read from the configuration are reused (a projected service account
@@ -194,13 +196,24 @@ class Cluster:
         reasons why a running Job's pod cannot start). A refusal
         raises :class:`ForbiddenError` saying which grant is missing: in cluster mode the chart
         may grant this only in the namespaces of ``rbac.jobPodsNamespaces``."""
+        return self._list_pods(
+            namespace, f"{JOB_NAME_LABEL}={job}", f"to read Job {job}'s outcome, or why its pod cannot start"
+        )
+
+    def list_predictor_pods(self, namespace: str, service: str) -> list[dict[str, Any]]:
+        """The pods KServe runs for the InferenceService ``service`` (why one that is not Ready does
+        not serve: killed for memory, crash-looping, not starting). Refused as :meth:`list_job_pods`."""
+        return self._list_pods(
+            namespace, f"{ISVC_NAME_LABEL}={service}", f"to read why InferenceService {service} is not Ready"
+        )
+
+    def _list_pods(self, namespace: str, label_selector: str, why: str) -> list[dict[str, Any]]:
         try:
-            return self._list(namespace, "Pod", f"{JOB_NAME_LABEL}={job}")
+            return self._list(namespace, "Pod", label_selector)
         except ApiException as exc:
             if exc.status == 403:
                 raise ForbiddenError(
-                    f"list pods in {namespace} (to read Job {job}'s outcome, or why its pod cannot start): "
-                    "403 Forbidden; the chart grants it "
+                    f"list pods in {namespace} ({why}): 403 Forbidden; the chart grants it "
                     f"only in watch.namespaces, or in rbac.jobPodsNamespaces when set: add {namespace} there"
                 ) from exc
             raise

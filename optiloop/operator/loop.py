@@ -29,7 +29,17 @@ from .config import OperatorConfig
 from .discovery import Discovery
 from .k8s import Cluster, ConflictError, ForbiddenError, ForeignChildError, TransientApiError
 from .memory import ResourceMemory
-from .observed import CanaryMetrics, Observed, ObservedJob, observe_child, observe_job, observe_route
+from .observed import (
+    CanaryMetrics,
+    Observed,
+    ObservedChild,
+    ObservedJob,
+    observe_child,
+    observe_job,
+    observe_route,
+    predictor_trouble,
+    with_trouble,
+)
 from .planning.blocked import child_name_taken, invalid_spec
 from .planning.plan import Delete, Plan
 from .planning.revisions import canary_revision, retraining_in_flight
@@ -313,13 +323,22 @@ class Reconciler:
         return Observed(
             jobs=jobs,
             services={
-                str(o["metadata"]["name"]): child for o in services if (child := observe_child(o, uid)) is not None
+                child.name: self._with_trouble(namespace, child)
+                for o in services
+                if (child := observe_child(o, uid)) is not None
             },
             monitor={kind: child for kind, obj in monitor.items() if (child := observe_child(obj, uid)) is not None},
             canary=self._canary_metrics(resource, canary) if canary is not None else None,
             route=observe_route(route, uid) if route is not None else None,
             capabilities=capabilities,
         )
+
+    def _with_trouble(self, namespace: str, child: ObservedChild) -> ObservedChild:
+        """An InferenceService that is not Ready, with what its pods say is wrong: KServe's own
+        status says only that the predictor is unavailable, not that it was killed for memory."""
+        if child.ready:
+            return child
+        return with_trouble(child, predictor_trouble(self.cluster.list_predictor_pods(namespace, child.name)))
 
     def _query(self, resource: ModelOptimization, promql: str) -> prometheus.QueryResult:
         """Ask the resource's Prometheus: the operator's own, or the allowed one its spec names

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -47,6 +47,17 @@ class ObservedJob:
     empty while nothing holds it back: the Job itself says only that it is active."""
 
 
+PodTroubleReason = Literal["PredictorOOMKilled", "PredictorCrashLooping", "PredictorPodNotStarting"]
+
+
+@dataclass(frozen=True)
+class PodTrouble:
+    """What keeps a predictor's pod from serving, as a condition's reason and message."""
+
+    reason: PodTroubleReason
+    message: str
+
+
 @dataclass(frozen=True)
 class ObservedChild:
     """A child the operator keeps up to date: the InferenceService, or the drift monitor's parts."""
@@ -62,6 +73,9 @@ class ObservedChild:
     """Its controller has not yet acted on the latest spec (``status.observedGeneration`` lags)."""
     uid: str | None = None
     """The child's own uid: a delete is conditional on it (never another object of that name)."""
+    trouble: PodTrouble | None = None
+    """Why an InferenceService that is not Ready has no ready predictor, read from its pods (KServe
+    itself says only that its Deployment is unavailable); None while nothing is known to be wrong."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +184,61 @@ def pod_stuck(pods: Iterable[Mapping[str, Any]]) -> str:
             if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
                 return f"Unschedulable: {str(condition.get('message') or '').strip()}"[:512]
     return ""
+
+
+def _container_failure(pod: Mapping[str, Any], container: Mapping[str, Any]) -> PodTrouble | None:
+    """A container that was killed or keeps exiting: what its last end was, and how often."""
+    state = container.get("state") or {}
+    waiting = state.get("waiting") or {}
+    ended = state.get("terminated") or {}
+    if not ended and waiting.get("reason") == "CrashLoopBackOff":
+        ended = (container.get("lastState") or {}).get("terminated") or {}
+    elif not ended and not container.get("ready"):
+        # Between two crashes the container runs (not ready) and only its last state says why.
+        ended = (container.get("lastState") or {}).get("terminated") or {}
+        if ended.get("reason") != "OOMKilled":
+            return None
+    if not ended or (ended.get("exitCode") == 0 and ended.get("reason") != "OOMKilled"):
+        # A finished init container (KServe's storage initializer) ends with 0 and is fine.
+        return None
+    why = str(ended.get("reason") or "Exited")
+    pod_name = (pod.get("metadata") or {}).get("name", "")
+    message = (
+        f"pod {pod_name}: container {container.get('name')} {why} (exit code {ended.get('exitCode')}),"
+        f" restarted {container.get('restartCount', 0)} times"
+    )
+    if waiting.get("reason") == "CrashLoopBackOff":
+        message += ", CrashLoopBackOff"
+    detail = str(ended.get("message") or "").strip()
+    if detail:
+        message += f": {detail}"
+    reason: PodTroubleReason = "PredictorOOMKilled" if why == "OOMKilled" else "PredictorCrashLooping"
+    return PodTrouble(reason, message[:1024])
+
+
+def predictor_trouble(pods: Iterable[Mapping[str, Any]]) -> PodTrouble | None:
+    """Why an InferenceService's pods do not serve: a container killed for memory or crash-looping
+    (the first found, OOM first, since its message has no log to point at), else a pod that cannot
+    start; None when none of them says anything is wrong (they may still be starting)."""
+    pods = list(pods)
+    failures = [
+        failure
+        for pod in pods
+        for container in [
+            *((pod.get("status") or {}).get("initContainerStatuses") or []),
+            *((pod.get("status") or {}).get("containerStatuses") or []),
+        ]
+        if (failure := _container_failure(pod, container)) is not None
+    ]
+    if failures:
+        return sorted(failures, key=lambda f: f.reason != "PredictorOOMKilled")[0]
+    stuck = pod_stuck(pods)
+    return PodTrouble("PredictorPodNotStarting", stuck) if stuck else None
+
+
+def with_trouble(child: ObservedChild, trouble: PodTrouble | None) -> ObservedChild:
+    """``child`` with what its pods say is wrong."""
+    return replace(child, trouble=trouble)
 
 
 def observe_job(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], owner_uid: str) -> ObservedJob | None:

@@ -17,7 +17,16 @@ from optiloop.api.status import BestTrial, ParameterValue
 from optiloop.jobs.outcome import failed_outcome, termination_message
 from optiloop.operator import prometheus, queries
 from optiloop.operator.config import OperatorConfig, host_priority
-from optiloop.operator.observed import job_state, observe_child, observe_job, observe_route, pod_outcome, pod_stuck
+from optiloop.operator.observed import (
+    PodTrouble,
+    job_state,
+    observe_child,
+    observe_job,
+    observe_route,
+    pod_outcome,
+    pod_stuck,
+    predictor_trouble,
+)
 from tests.conftest import skip_or_fail
 
 
@@ -339,3 +348,64 @@ def test_replicas_get_distinct_priorities_from_their_host_names() -> None:
     priorities = {host_priority(f"optiloop-operator-5d9f-{i}") for i in range(50)}
     assert len(priorities) == 50
     assert OperatorConfig.from_env({"OPTILOOP_PRIORITY": "7"}).priority == 7
+
+
+def _predictor_pod(*containers: dict[str, Any], init: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "iris-r1-predictor-7d9"},
+        "status": {"containerStatuses": list(containers), "initContainerStatuses": list(init)},
+    }
+
+
+def _ended(reason: str, code: int, message: str = "") -> dict[str, Any]:
+    return {"reason": reason, "exitCode": code, **({"message": message} if message else {})}
+
+
+def test_a_predictor_pod_killed_for_memory_or_crash_looping_says_which_with_its_exit_and_restarts() -> None:
+    agent = {"name": "agent", "ready": True, "restartCount": 0, "state": {"running": {}}}
+    oom = {
+        "name": "kserve-container", "ready": False, "restartCount": 3,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+        "lastState": {"terminated": _ended("OOMKilled", 137)},
+    }  # fmt: skip
+    assert predictor_trouble([_predictor_pod(agent, oom)]) == PodTrouble(
+        "PredictorOOMKilled",
+        "pod iris-r1-predictor-7d9: container kserve-container OOMKilled (exit code 137), restarted 3 times,"
+        " CrashLoopBackOff",
+    )
+    # Between two crashes the container runs, not ready, and only its last state says why.
+    between = {**oom, "state": {"running": {}}}
+    assert predictor_trouble([_predictor_pod(between)]) is not None
+    crashing = {**oom, "lastState": {"terminated": _ended("Error", 1, "model directory incomplete: no _COMPLETE.json")}}
+    trouble = predictor_trouble([_predictor_pod(crashing)])
+    assert trouble is not None
+    assert trouble.reason == "PredictorCrashLooping"
+    assert trouble.message.endswith("Error (exit code 1), restarted 3 times, CrashLoopBackOff: model directory"
+                                    " incomplete: no _COMPLETE.json")  # fmt: skip
+    # A container that ran, exited with an error once and runs again is no trouble until it fails again.
+    recovered = {**crashing, "ready": True, "state": {"running": {}}}
+    assert predictor_trouble([_predictor_pod(recovered)]) is None
+    # OOM first: its message has no log to point at.
+    assert predictor_trouble([_predictor_pod(crashing), _predictor_pod(oom)]) == predictor_trouble(
+        [_predictor_pod(oom)]
+    )
+
+
+def test_a_predictor_pod_still_starting_or_done_initialising_is_no_trouble_and_one_that_cannot_start_is() -> None:
+    initialised = {"name": "storage-initializer", "state": {"terminated": _ended("Completed", 0)}}
+    creating = {"name": "kserve-container", "ready": False, "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}}}  # fmt: skip
+    assert predictor_trouble([_predictor_pod(creating, init=(initialised,))]) is None
+    assert predictor_trouble([]) is None
+    failed_init = {"name": "storage-initializer", "restartCount": 2,
+                   "state": {"terminated": _ended("Error", 1, "s3: AccessDenied")}}  # fmt: skip
+    trouble = predictor_trouble([_predictor_pod(creating, init=(failed_init,))])
+    assert trouble is not None
+    assert (trouble.reason, trouble.message.split(": ", 1)[1]) == (
+        "PredictorCrashLooping",
+        "container storage-initializer Error (exit code 1), restarted 2 times: s3: AccessDenied",
+    )
+    pulling = {"name": "kserve-container", "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "no image"}}}
+    assert predictor_trouble([_predictor_pod(pulling)]) == PodTrouble(
+        "PredictorPodNotStarting", "ErrImageNeverPull: no image"
+    )

@@ -13,7 +13,7 @@ import pytest
 
 from optiloop.api.spec import CanaryAnalysis
 from optiloop.api.status import DriftStatus
-from optiloop.operator.observed import CanaryMetrics, Observed, ObservedJob
+from optiloop.operator.observed import CanaryMetrics, Observed, ObservedJob, PodTrouble
 from optiloop.operator.planning.plan import Apply, Plan
 from optiloop.operator.policy import DriftDecision, judge_canary
 from optiloop.operator.reconcile import reconcile
@@ -114,6 +114,54 @@ def test_a_serving_predictor_that_stops_being_ready_makes_ready_unknown_with_its
         "the InferenceService is not Ready",
     )
     assert plan.status.phase == "Serving"
+
+
+OOM = PodTrouble("PredictorOOMKilled", "pod iris-predictor-7d9: container kserve-container OOMKilled (exit code 137)")
+
+
+def test_a_serving_predictor_killed_for_memory_makes_ready_false_naming_it_warns_once_and_recovers() -> None:
+    final, observed, _ = serve_revision_one()
+    [served] = observed.services.values()
+    down = replace(observed, services=one(replace(served, ready=False, trouble=OOM)))
+    plan = reconcile(final, down, CONFIG, T0 + timedelta(minutes=5))
+    message = f"revision 1's predictor does not serve: {OOM.message}"
+    assert condition(plan, "Deployed") == ("False", "PredictorOOMKilled")
+    ready = plan.status.condition("Ready")
+    assert ready is not None
+    assert (ready.status, ready.reason, ready.message) == ("False", "PredictorOOMKilled", message)
+    assert plan.status.phase == "Serving", "revision 1 is still the serving revision"
+    assert [(e.type, e.reason, e.message) for e in plan.events] == [("Warning", "PredictorOOMKilled", message)]
+    # Pod changes reach no watched object: the operator looks again.
+    assert plan.requeue_at is not None
+    assert plan.requeue_at <= T0 + timedelta(minutes=5, seconds=30)
+    again = reconcile(resource(status=plan.status), down, CONFIG, T0 + timedelta(minutes=6))
+    assert again.events == [], "one Warning, not one per look"
+    back = reconcile(resource(status=again.status), observed, CONFIG, T0 + timedelta(minutes=7))
+    assert condition(back, "Ready") == ("True", "Serving")
+
+
+def test_a_first_revision_whose_predictor_crash_loops_is_not_ready_with_the_pods_reason() -> None:
+    plan = reconcile(resource(), seen(), CONFIG, T0)
+    tuned = seen(jobs={("tuning", 1): job("tuning", 1, "Succeeded", TUNED)})
+    plan = reconcile(resource(status=plan.status), tuned, CONFIG, T0 + timedelta(minutes=1))
+    both = seen(jobs={**tuned.jobs, ("compression", 1): job("compression", 1, "Succeeded", COMPRESSED)})
+    plan = reconcile(resource(status=plan.status), both, CONFIG, T0 + timedelta(minutes=2))
+    starting = child_from(plan, "InferenceService", ready=False)
+    plan = reconcile(resource(status=plan.status), seen(jobs=both.jobs, services=one(starting)), CONFIG,
+                     T0 + timedelta(minutes=3))  # fmt: skip
+    assert condition(plan, "Ready") == ("Unknown", "Deploying"), "starting pods are no trouble yet"
+    crashing = PodTrouble("PredictorCrashLooping", "pod p: container kserve-container Error (exit code 1)")
+    observed = seen(jobs=both.jobs, services=one(replace(starting, trouble=crashing)))
+    plan = reconcile(resource(status=plan.status), observed, CONFIG, T0 + timedelta(minutes=4))
+    assert condition(plan, "Deployed") == ("False", "PredictorCrashLooping")
+    assert condition(plan, "Ready") == ("False", "PredictorCrashLooping")
+    assert plan.status.phase == "Deploying"
+    assert plan.status.serving_revision is None
+    assert [e.reason for e in plan.events] == ["PredictorCrashLooping"]
+    # Pods left from before the latest spec say nothing about it: KServe has not acted yet.
+    updating = seen(jobs=both.jobs, services=one(replace(starting, trouble=crashing, updating=True)))
+    plan = reconcile(resource(status=plan.status), updating, CONFIG, T0 + timedelta(minutes=5))
+    assert condition(plan, "Deployed") == ("Unknown", "Deploying")
 
 
 def test_ready_says_what_serves_and_what_is_being_built() -> None:

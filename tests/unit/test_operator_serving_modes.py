@@ -18,7 +18,14 @@ from optiloop.api.status import DriftStatus
 from optiloop.operator.builders.routing import http_route
 from optiloop.operator.builders.serving import inference_service
 from optiloop.operator.capabilities import Capabilities, default_from_config
-from optiloop.operator.observed import SPEC_HASH_ANNOTATION, CanaryMetrics, Observed, ObservedChild, ObservedJob
+from optiloop.operator.observed import (
+    SPEC_HASH_ANNOTATION,
+    CanaryMetrics,
+    Observed,
+    ObservedChild,
+    ObservedJob,
+    PodTrouble,
+)
 from optiloop.operator.planning.monitor import API_VERSIONS as MONITOR_PARTS
 from optiloop.operator.planning.plan import Apply, Delete, Plan
 from optiloop.operator.policy import DriftDecision
@@ -491,6 +498,25 @@ def test_a_blue_green_probe_whose_pod_cannot_be_scheduled_is_named_on_the_resour
     assert "probe Job iris-probe-r2's pod cannot start: Unschedulable: 0/1 nodes" in deployed.message
     assert [(e.type, e.reason) for e in waiting.events] == [("Warning", "ProbePodNotStarting")]
     assert walk.step(canary=CanaryMetrics(0.0, 2.0)).events == [], "one Warning, not one per look"
+
+
+def test_a_tried_revision_whose_predictor_is_killed_for_memory_is_named_while_the_old_one_serves() -> None:
+    walk = Walk(Cluster(cluster(gateway_api=False)), {"mode": "standard"})
+    walk.step()
+    walk.serve_first_then_build_second()
+    services = walk.cluster.observed.services
+    trouble = PodTrouble("PredictorOOMKilled", "pod iris-r2-predictor-5f: container kserve-container OOMKilled")
+    down = replace(services["iris-r2"], ready=False, trouble=trouble)
+    walk.cluster.observed = replace(walk.cluster.observed, services={**services, "iris-r2": down})
+    waiting = walk.step(canary=CanaryMetrics(0.0, 2.0))
+    assert waiting.status.serving_revision == 1
+    assert condition(waiting, "Deployed") == ("Unknown", "PredictorOOMKilled")
+    deployed = waiting.status.condition("Deployed")
+    assert deployed is not None
+    assert deployed.message.endswith(f"its predictor does not serve: {trouble.message}")
+    assert condition(waiting, "Ready") == ("True", "Serving"), "revision 1 still serves"
+    assert [(e.type, e.reason) for e in waiting.events] == [("Warning", "PredictorOOMKilled")]
+    assert ("Apply", "Job", "iris-probe-r2") not in writes(waiting), "no probe before it is Ready"
 
 
 def test_blue_green_rolls_back_as_soon_as_the_probe_fails_and_says_why() -> None:

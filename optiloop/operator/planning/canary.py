@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from ...api.status import RevisionRecord
 from ..builders.serving import ISVC_API_VERSION
 from ..conditions import find
-from ..observed import ObservedChild, ObservedJob
+from ..observed import ObservedChild, ObservedJob, PodTrouble
 from ..policy import CanaryDecision, judge_canary
 from ..topology import Topology
 from .draft import Draft
@@ -91,24 +91,47 @@ def conclude(draft: Draft, record: RevisionRecord, decision: CanaryDecision, det
     return target
 
 
-def waiting(draft: Draft, record: RevisionRecord, decision: CanaryDecision, probe: ObservedJob | None = None) -> None:
-    """The Deployed condition while the canary ``record`` is analysed; a blue/green ``probe`` Job
-    whose pod cannot start (no room on any node, no image) is named, with one Warning, since the
-    revision then waits until someone makes room or the probe's deadline fails it."""
+def waiting(
+    draft: Draft,
+    record: RevisionRecord,
+    decision: CanaryDecision,
+    probe: ObservedJob | None = None,
+    trouble: PodTrouble | None = None,
+) -> None:
+    """The Deployed condition while the canary ``record`` is analysed. What holds it back is named,
+    with one Warning: its predictor's ``trouble`` (killed for memory, crash-looping), or a blue/green
+    ``probe`` Job whose pod cannot start (no room on any node, no image), since the revision then
+    waits until someone acts or its deadline fails it. ``Unknown``: the serving revision still serves."""
     previous = draft.status.serving_revision
     n = record.revision
     method = METHOD_WORDS.get(record.canary_method or "", "a canary")
     message = f"revision {n} is tried next to {previous} ({method})"
-    if probe is not None and probe.stuck:
+    if trouble is not None:
+        message = f"{message}; its predictor does not serve: {trouble.message}"
+        _warn_once(draft, trouble.reason, message)
+        draft.condition("Deployed", "Unknown", trouble.reason, message)
+    elif probe is not None and probe.stuck:
         message = f"{message}; its probe Job {probe.name}'s pod cannot start: {probe.stuck}"
-        # The stored status, not the draft's: this pass may already have reported the serving revision.
-        stored = draft.resource.status
-        earlier = find(stored.conditions, "Deployed") if stored is not None else None
-        if earlier is None or earlier.reason != "ProbePodNotStarting":
-            draft.event("ProbePodNotStarting", message, warning=True)
+        _warn_once(draft, "ProbePodNotStarting", message)
         draft.condition("Deployed", "Unknown", "ProbePodNotStarting", message)
-        return
-    draft.condition("Deployed", "Unknown", decision.reason, message)
+    else:
+        draft.condition("Deployed", "Unknown", decision.reason, message)
+
+
+def _warn_once(draft: Draft, reason: str, message: str) -> None:
+    """A Warning Event, unless the stored ``Deployed`` condition already gives ``reason`` (the stored
+    status, not the draft's: this pass may already have reported on the serving revision)."""
+    stored = draft.resource.status
+    earlier = find(stored.conditions, "Deployed") if stored is not None else None
+    if earlier is None or earlier.reason != reason:
+        draft.event(reason, message, warning=True)
+
+
+def not_serving(draft: Draft, revision: int, trouble: PodTrouble) -> None:
+    """``Deployed=False`` naming why the revision that serves alone has no ready predictor."""
+    message = f"revision {revision}'s predictor does not serve: {trouble.message}"
+    _warn_once(draft, trouble.reason, message)
+    draft.condition("Deployed", "False", trouble.reason, message)
 
 
 def follow(
@@ -119,8 +142,11 @@ def follow(
     current: bool,
     observed: ObservedChild | None,
 ) -> None:
-    """The revision that serves alone: take over when it first becomes Ready, then report on it."""
+    """The revision that serves alone: take over when it first becomes Ready, then report on it.
+    A predictor that is not Ready and whose pods say why (killed for memory, crash-looping, not
+    starting) makes ``Deployed`` False with that reason, once KServe has acted on the latest spec."""
     url = draft.status.url
+    trouble = observed.trouble if observed is not None and not ready and not observed.updating else None
     if record is not None and record.outcome == "InProgress":
         if ready:
             draft.status.serving_revision = revision
@@ -128,12 +154,16 @@ def follow(
             draft.status.model = record.model
             draft.event("Serving", f"revision {revision} serves at {url}")
             draft.condition("Deployed", "True", "Serving", f"revision {revision} serves at {url}")
+        elif trouble is not None and current:
+            not_serving(draft, revision, trouble)
         else:
             draft.condition("Deployed", "Unknown", "Deploying", f"waiting for revision {revision} to be Ready")
     elif ready:
         draft.condition("Deployed", "True", "Serving", f"revision {revision} serves at {url}")
     elif not current or (observed is not None and observed.updating):
         draft.condition("Deployed", "Unknown", "Updating", f"applying serving settings to revision {revision}")
+    elif trouble is not None:
+        not_serving(draft, revision, trouble)
     else:
         draft.condition("Deployed", "Unknown", "PredictorNotReady", "the InferenceService is not Ready")
 

@@ -1,23 +1,26 @@
 """When the planner next needs to run with no event to prompt it (kubebuilder's
 ``RequeueAfter``): the next drift evaluation, the canary's next look at its metrics, the next
-scheduled retrain, the next look at a running stage Job's pods. Spec changes and children's
-changes come as events and need no time.
+scheduled retrain, the next look at a running stage Job's pods or at the pods of a predictor that
+is not Ready. Spec changes and children's changes come as events and need no time.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, get_args
 
 from ...api.cron import next_fire
 from ...api.spec import ModelOptimizationSpec, MonitoringSpec, RetrainingPolicy
 from ...api.status import ModelOptimizationStatus
+from ..conditions import find
+from ..observed import PodTroubleReason
 from .revisions import canary_revision, retraining_in_flight
 
 STAGE_POD_LOOK_SECONDS: Final = 30.0
-"""How often a running stage Job's pods are read for a reason they cannot start."""
+"""How often a running stage Job's pods, or a predictor's that is not Ready, are read for why."""
 
 _JOB_UNDER_WAY = ("JobCreated", "JobRunning", "JobPodNotStarting")
+_PREDICTOR_UNDER_WAY = frozenset({"Deploying", "PredictorNotReady", *get_args(PodTroubleReason)})
 
 
 def requeue_at(spec: ModelOptimizationSpec, status: ModelOptimizationStatus, now: datetime) -> datetime | None:
@@ -25,7 +28,8 @@ def requeue_at(spec: ModelOptimizationSpec, status: ModelOptimizationStatus, now
     times = [
         t
         for t in (canary_look(status, now), drift_evaluation(spec.monitoring, status, now),
-                  scheduled_retrain(spec.monitoring.retraining, status), stage_pod_look(status, now))
+                  scheduled_retrain(spec.monitoring.retraining, status), stage_pod_look(status, now),
+                  predictor_pod_look(status, now))
         if t is not None
     ]  # fmt: skip
     return min(times, default=None)
@@ -45,6 +49,14 @@ def stage_pod_look(status: ModelOptimizationStatus, now: datetime) -> datetime |
         for c in status.conditions
     )
     return now + timedelta(seconds=STAGE_POD_LOOK_SECONDS) if running else None
+
+
+def predictor_pod_look(status: ModelOptimizationStatus, now: datetime) -> datetime | None:
+    """The next look at the pods of a revision deployed alone and not Ready: a predictor killed for
+    memory, crash-looping, or recovering changes no InferenceService that KServe would tell us of."""
+    deployed = find(status.conditions, "Deployed")
+    waiting = deployed is not None and deployed.status != "True" and deployed.reason in _PREDICTOR_UNDER_WAY
+    return now + timedelta(seconds=STAGE_POD_LOOK_SECONDS) if waiting else None
 
 
 def drift_evaluation(monitoring: MonitoringSpec, status: ModelOptimizationStatus, now: datetime) -> datetime | None:

@@ -8,12 +8,17 @@ retrain does not (the serving revision is still fine). Transient progress never 
 
 from __future__ import annotations
 
+from typing import get_args
+
 from ...api.status import ConditionType, ModelOptimizationStatus, Phase, RevisionRecord
 from ..conditions import find
+from ..observed import PodTroubleReason
 from ..topology import UNSERVABLE_REASONS
 from .draft import Draft
 
 USER_TRIGGERS = ("Created", "SpecChanged")
+PREDICTOR_DOWN_REASONS = frozenset(get_args(PodTroubleReason))
+"""``Deployed`` reasons that say the revision serving alone has no ready predictor, and why."""
 STAGE_CONDITIONS: tuple[ConditionType, ...] = ("DataValidated", "Tuned", "Compressed")
 
 
@@ -26,6 +31,7 @@ def roll_up(draft: Draft) -> None:
     phase: Phase
     built = current is not None and current.compressed_at is not None
     unservable = deployed is not None and deployed.status == "False" and deployed.reason in UNSERVABLE_REASONS
+    predictor_down = deployed is not None and deployed.status == "False" and deployed.reason in PREDICTOR_DOWN_REASONS
     if user_failed and current is not None:
         reason = failure_reason(draft.status)
         draft.condition("Ready", "False", reason, f"revision {current.revision}: {current.message}")
@@ -37,10 +43,16 @@ def roll_up(draft: Draft) -> None:
     elif serving is not None:
         if deployed is not None and deployed.reason == "PredictorNotReady":
             draft.condition("Ready", "Unknown", "PredictorNotReady", deployed.message)
+        elif predictor_down and deployed is not None:
+            draft.condition("Ready", "False", deployed.reason, deployed.message)
         else:
             draft.condition("Ready", "True", "Serving", f"revision {serving} serves at {draft.status.url}")
         building = current is not None and current.outcome == "InProgress"
         phase = ("Canary" if current is not None and current.deployed_at else "Retraining") if building else "Serving"
+    elif predictor_down and deployed is not None and built:
+        # Built and deployed, but its pods keep failing: waiting would not end it.
+        phase = building_phase(current)
+        draft.condition("Ready", "False", deployed.reason, deployed.message)
     else:
         phase = building_phase(current)
         draft.condition("Ready", "Unknown", phase, f"revision {draft.status.revision}: {phase.lower()}")

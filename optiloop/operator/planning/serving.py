@@ -98,7 +98,7 @@ def _serve_knative(draft: Draft, topology: Topology) -> None:
     if is_canary and record is not None:
         decision = canary.judge(draft, record, ready)
         if decision.action == "wait":
-            canary.waiting(draft, record, decision)
+            canary.waiting(draft, record, decision, trouble=observed.trouble if observed and not ready else None)
         else:
             target = canary.conclude(draft, record, decision)
             # The canary's InferenceService was just planned; the final one replaces it.

@@ -21,7 +21,7 @@ from .. import names
 from ..builders.jobs import probe_job
 from ..builders.routing import ROUTE_API_VERSION, http_route
 from ..builders.serving import inference_service
-from ..observed import ObservedChild
+from ..observed import ObservedChild, PodTrouble
 from ..topology import GatewayParent, Topology
 from . import canary
 from .draft import Draft
@@ -103,7 +103,7 @@ def _try(draft: Draft, topology: Topology, record: RevisionRecord, stable: int, 
     taken = _route_taken(draft, topology.gateway, split)
     decision = canary.judge(draft, record, ready and taken)
     if decision.action == "wait":
-        canary.waiting(draft, record, decision)
+        canary.waiting(draft, record, decision, trouble=_trouble(draft, n, ready))
         if ready and not taken:
             route = names.route(draft.resource.metadata.name)
             message = f"revision {n} is Ready; waiting for the gateway to accept HTTPRoute {route} with its weights"
@@ -128,7 +128,7 @@ def _blue_green(
         draft.actions.append(Apply(probe_job(draft.resource, draft.config, n, url)))
     decision = canary.judge(draft, record, ready, probe)
     if decision.action == "wait":
-        canary.waiting(draft, record, decision, probe)
+        canary.waiting(draft, record, decision, probe, _trouble(draft, n, ready))
         return [(stable, 100)]
     detail = ""
     if decision.reason == "ProbeFailed" and probe is not None:
@@ -137,6 +137,12 @@ def _blue_green(
     if target == n:
         draft.status.url = _url(draft, topology, n) or draft.status.url
     return [(target, 100)]
+
+
+def _trouble(draft: Draft, revision: int, ready: bool) -> PodTrouble | None:
+    """What the pods of a revision being tried say is wrong, while it is not Ready."""
+    observed = draft.observed.services.get(_name(draft, revision))
+    return observed.trouble if observed is not None and not ready else None
 
 
 def _route_taken(draft: Draft, gateway: GatewayParent, backends: list[tuple[int, int]]) -> bool:
