@@ -126,6 +126,9 @@ class Node:
     holder_pid: int
     """The PID namespace's first process, as the host sees it (``nsenter --target``)."""
     processes: list[_Process] = field(default_factory=list)
+    imported: set[str] = field(default_factory=set)
+    """Image names imported so far: each test module asks for the images it needs, and an image is
+    imported once per node (the jobs and drift images take a minute each)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds from the start to each milestone: ``api``, ``node_ready``, ``service_account``."""
 
@@ -306,8 +309,11 @@ class Node:
         buildah and umoci write them) into the node's containerd as exactly ``name``
         (``registry/path:tag``), which pods then use with ``imagePullPolicy: IfNotPresent`` or
         ``Never``. The archive streams through a renaming filter (see tests/support/image_archive.py)
-        into ``ctr`` on stdin, so it may lie anywhere, even under a folder the node's tmpfs hides."""
+        into ``ctr`` on stdin, so it may lie anywhere, even under a folder the node's tmpfs hides.
+        A name this node already imported is not imported again (names carry their content's hash)."""
         repository, _ = split_reference(name)
+        if name in self.imported:
+            return
         if not archive.is_file():
             raise FileNotFoundError(f"no image archive at {archive}")
         require_free(self.layout.containerd_root, import_needs(archive), f"importing {archive.name} as {name}")
@@ -341,6 +347,7 @@ class Node:
             raise NodeUnavailableError(
                 f"importing {archive} as {name} failed ({ctr.returncode}), imported {imported}:\n{out}"
             )
+        self.imported.add(name)
 
     def _create_kube_dns(self) -> None:
         from kubernetes import client, utils
