@@ -4,9 +4,11 @@ a small ModelOptimization, and then everything as pods from our images: the tuni
 Jobs from the jobs image writing to a PersistentVolume, KServe's real manager turning the operator's
 InferenceService into a Deployment with its agent, our predictor answering through the predictor's
 Service, our drift monitor taking what the agent logs. Shifted traffic makes the monitor report
-drift, the operator retrains and recompresses as pods again and, with no gateway on the cluster,
-tries revision 2 blue/green (its probe Job) before it takes over. ``kubectl get`` and ``kubectl
-describe`` tell the story; deleting the resource removes every child."""
+drift, the operator retrains and recompresses as pods again, and tries revision 2 before it takes
+over: blue/green (its probe Job) with no gateway on the cluster, or, with Traefik serving the
+Gateway API, as a canary that the operator's HTTPRoute gives 20% of the requests sent through the
+gateway, analysed on its own predictor metrics in Prometheus and promoted. ``kubectl get`` and
+``kubectl describe`` tell the story; deleting the resource removes every child."""
 
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ import yaml
 
 from tests.conftest import skip_or_fail
 from tests.node.test_chart_on_node import chart_values, get, items, kubectl
+from tests.node.test_gateway_canary_on_node import GATEWAY, LISTENER, _counted, _gateway
 from tests.node.test_kserve_on_node import CLIENT
 from tests.support.chart_release import install, uninstall
 from tests.support.control_plane import wait_for
+from tests.support.gateway_node import LISTENER_PORT, GatewayOnNode
 from tests.support.images import ImagesMissingError
 from tests.support.kserve_node import KServeOnNode, import_our_image
 from tests.support.namespaces import create_namespace, delete_namespace
@@ -76,10 +80,21 @@ DRIFT_MONITORS = {
              "podMetricsEndpoints": [{"port": "http"}]},
 }  # fmt: skip
 """What a platform team's Prometheus scrapes of optiloop's drift monitors (their pods' ``http`` port)."""
+PREDICTORS = {
+    "apiVersion": "monitoring.coreos.com/v1",
+    "kind": "PodMonitor",
+    "metadata": {"name": "optiloop-predictors"},
+    "spec": {"selector": {"matchLabels": {"optiloop.dev/component": "serving"}},
+             "podMetricsEndpoints": [{"port": "http1"}]},
+}  # fmt: skip
+"""And of the predictors, whose metrics the canary analysis queries (KServe copies the
+InferenceService's labels onto its pods; the operator names the predictor's port)."""
+CANARY_PERCENT = 20
 
 TRAFFIC = """
 import json, sys, time, urllib.request
 url, body, count = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.2
 answered = 0
 for _ in range(count):
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
@@ -88,7 +103,7 @@ for _ in range(count):
             answered += answer.status == 200
     except OSError:
         pass
-    time.sleep(0.2)
+    time.sleep(pause)
 print(answered)
 """
 
@@ -123,6 +138,7 @@ def _status(node: Node, namespace: str) -> dict[str, Any]:
     return dict((get(node, "modeloptimizations", "-n", namespace, "iris") or {}).get("status") or {})
 
 
+@pytest.mark.parametrize("method", ["BlueGreen", "GatewayAPI"])
 def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_as_pods(
     kserve: KServeOnNode,
     images: dict[str, str],
@@ -130,11 +146,22 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
     node_api: Any,
     tmp_path: Path,
     record_property: Any,
+    request: pytest.FixtureRequest,
+    method: str,
 ) -> None:
     node = kserve.node
     system = create_namespace(node_api, "optiloop-system", restricted=True)
     watched = create_namespace(node_api, "ml")
     monitoring = create_namespace(node_api, "monitoring")
+    spec = json.loads(json.dumps(SPEC))
+    address = ""
+    if method == "GatewayAPI":
+        gateway: GatewayOnNode = request.getfixturevalue("gateway")
+        found = _gateway(node_api, watched, gateway.class_name)
+        address = f"{found['status']['addresses'][0]['value']}:{LISTENER_PORT}"
+        # A window the burst below fits in well before the canary is promoted.
+        spec["deployment"] |= {"canaryTrafficPercent": CANARY_PERCENT, "canaryAnalysis": {"windowSeconds": 60},
+                               "gateway": {"name": GATEWAY, "sectionName": LISTENER}}  # fmt: skip
     values = chart_values(images["operator"], "namespaced", watched)
     values["prometheus"] = {"url": f"http://{NODE_IP}:{PORT}"}
     values["childImages"] = {
@@ -145,8 +172,8 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
     artifacts.chmod(0o777)  # the Jobs write as the images' non-root user
     manifest = tmp_path / "iris.yaml"
     resource = {"apiVersion": "optiloop.dev/v1alpha1", "kind": "ModelOptimization", "metadata": {"name": "iris"}}
-    manifest.write_text(yaml.safe_dump({**resource, "spec": SPEC}))
-    monitors = {**DRIFT_MONITORS, "metadata": {**DRIFT_MONITORS["metadata"], "namespace": watched}}
+    manifest.write_text(yaml.safe_dump({**resource, "spec": spec}))
+    monitors = [{**m, "metadata": {**m["metadata"], "namespace": watched}} for m in (DRIFT_MONITORS, PREDICTORS)]
     seconds: dict[str, float] = {}
     phases: list[str] = []
 
@@ -172,7 +199,7 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
             raise AssertionError(f"timed out waiting for {what}; {story()}") from None
 
     installed = False
-    with prometheus_on_node(node, node_api, [monitors], monitoring, tmp_path / "prometheus", for_pods=True) as prom:
+    with prometheus_on_node(node, node_api, monitors, monitoring, tmp_path / "prometheus", for_pods=True) as prom:
         try:
             install(node.kubeconfig, tmp_path, "optiloop", system, values)
             installed = True
@@ -218,10 +245,11 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
             query = f'optiloop_drift_window_samples{{namespace="{watched}", model="iris", revision="1"}}'
             wait_for(lambda: prom.query(query), 60, interval=1, what=f"Prometheus to scrape {query}")
 
-            # Shifted traffic through the serving revision's Service: the monitor reports drift,
-            # the operator sees it twice in a row and starts revision 2.
+            # Shifted traffic (through the gateway when there is one, else the serving revision's
+            # Service): the monitor reports drift, the operator sees it twice in a row and starts
+            # revision 2.
             shifted = json.dumps({"instances": _shifted_rows()})
-            url = f"http://{predictor['spec']['clusterIP']}:80/v1/models/iris:predict"
+            url = f"http://{address or predictor['spec']['clusterIP'] + ':80'}/v1/models/iris:predict"
             began = time.monotonic()
             answered = 0
             while _status(node, watched).get("revision") != 2:
@@ -233,12 +261,39 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
             drift = prom.query(f'optiloop_drift_detected{{namespace="{watched}", model="iris", revision="1"}}')
             assert [r["value"][1] for r in drift] == ["1"], drift
 
-            # Revision 2 is built by pods again, tried blue/green, and takes over.
+            if method == "GatewayAPI":
+                # The canary gets its share once it is Ready and the gateway took the route: 20 of
+                # 100 requests through the gateway, counted by each revision's own predictors.
+                def analysed(s: dict[str, Any]) -> bool:
+                    deployed = {c["type"]: c for c in s.get("conditions", [])}.get("Deployed", {})
+                    return deployed.get("reason") == "CanaryAnalysing"
+
+                watch(analysed, 1200, "revision 2's canary analysis")
+                before = {r: _counted(node, node_api, watched, f"iris-r{r}") for r in (1, 2)}
+                done = node.run_inside([sys.executable, "-c", TRAFFIC, url, shifted, "100", "0"], timeout=300)
+                shares = {r: _counted(node, node_api, watched, f"iris-r{r}") - before[r] for r in (1, 2)}
+                print(f"\nthrough the gateway during the canary analysis: {shares} ({done.stdout.strip()} answered)")
+                record_property("canary_shares", shares)
+                assert sum(shares.values()) == 100, shares
+                assert 15 <= shares[2] <= 25, shares
+                # The analysis reads the canary's own series, which Prometheus has.
+                query = f'optiloop_predictor_requests_total{{namespace="{watched}", model="iris", revision="2"}}'
+                wait_for(lambda: prom.query(query), 60, interval=1, what=f"Prometheus to scrape {query}")
+
+            # Revision 2 is built by pods again, tried, and takes over.
             status = watch(lambda s: s.get("servingRevision") == 2, 1200, "revision 2 to serve")
             seconds["shifted traffic to revision 2 served"] = time.monotonic() - began
             history = {r["revision"]: r for r in status["history"]}
             assert history[2]["trigger"] == "Drift", history
-            assert status["serving"]["canaryMethod"] == "BlueGreen", status["serving"]
+            assert status["serving"]["canaryMethod"] == method, status["serving"]
+            if method == "GatewayAPI":
+                assert history[2]["outcome"] == "Promoted", history
+                route = get(node, "httproutes", "-n", watched, "iris")
+                backends = [(b["name"], b.get("weight", 1)) for b in route["spec"]["rules"][0]["backendRefs"]]
+                assert backends == [("iris-r2-predictor", 100)], backends
+                described = kubectl(node, "describe", "modeloptimization", "-n", watched, "iris")
+                for reason in ("CanaryStarted", "CanaryPromoted"):
+                    assert reason in described, (reason, described)
             described = kubectl(node, "describe", "modeloptimization", "-n", watched, "iris")
             for reason in ("DriftDetected", "RetrainStarted"):
                 assert reason in described, (reason, described)
@@ -253,13 +308,13 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
             kubectl(node, "delete", "modeloptimization", "-n", watched, "iris", "--wait=true", "--timeout=120s")
 
             def children() -> list[str]:
-                kinds = "jobs,deployments,services,inferenceservices,networkpolicies,pods"
+                kinds = "jobs,deployments,services,inferenceservices,networkpolicies,pods,httproutes"
                 return [f"{o['kind']}/{o['metadata']['name']}" for o in items(node, kinds, "-n", watched)]
 
             wait_for(lambda: children() == [], 180, interval=1, what="every child of iris to go")
             rounded = {step: round(value, 1) for step, value in seconds.items()}
             record_property("loop_seconds", rounded)
-            print(f"on the node, seconds: {rounded}; phases {phases} (load {os.getloadavg()[0]:.1f})")
+            print(f"on the node ({method}), seconds: {rounded}; phases {phases} (load {os.getloadavg()[0]:.1f})")
         finally:
             if installed:
                 uninstall(node.kubeconfig, tmp_path, "optiloop", system)

@@ -49,6 +49,9 @@ SERVICE_PORT = 80
 """The drift monitor Service's port (so the payload logger's URL needs none)."""
 PREDICTOR_CONTAINER_PORT = 8080
 """The port KServe routes to in its model server container (and optiloop's predictor listens on)."""
+PREDICTOR_PORT_NAME = "http1"
+"""The predictor port's name: what a ``PodMonitor`` names to scrape the predictors' metrics (the
+canary analysis queries them), and the one HTTP name Knative accepts on a serving container."""
 
 
 def predictor_probes() -> dict[str, Any]:
@@ -58,7 +61,7 @@ def predictor_probes() -> dict[str, Any]:
     forwards the readiness probe it is given. Liveness tolerates a minute of a slow model load."""
     port = PREDICTOR_CONTAINER_PORT
     return {
-        "ports": [{"containerPort": port, "protocol": "TCP"}],
+        "ports": [{"name": PREDICTOR_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": port},
             "periodSeconds": 5,
