@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, wait
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +39,6 @@ from .observed import (
     observe_job,
     observe_route,
     predictor_trouble,
-    with_trouble,
 )
 from .planning.blocked import child_name_taken, invalid_spec
 from .planning.plan import Delete, Plan
@@ -338,7 +338,7 @@ class Reconciler:
         status says only that the predictor is unavailable, not that it was killed for memory."""
         if child.ready:
             return child
-        return with_trouble(child, predictor_trouble(self.cluster.list_predictor_pods(namespace, child.name)))
+        return replace(child, trouble=predictor_trouble(self.cluster.list_predictor_pods(namespace, child.name)))
 
     def _query(self, resource: ModelOptimization, promql: str) -> prometheus.QueryResult:
         """Ask the resource's Prometheus: the operator's own, or the allowed one its spec names

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
@@ -48,6 +48,8 @@ class ObservedJob:
 
 
 PodTroubleReason = Literal["PredictorOOMKilled", "PredictorCrashLooping", "PredictorPodNotStarting"]
+POD_TROUBLE_REASONS = frozenset(get_args(PodTroubleReason))
+"""The condition reasons a predictor's pods can give for not serving."""
 
 
 @dataclass(frozen=True)
@@ -231,14 +233,9 @@ def predictor_trouble(pods: Iterable[Mapping[str, Any]]) -> PodTrouble | None:
         if (failure := _container_failure(pod, container)) is not None
     ]
     if failures:
-        return sorted(failures, key=lambda f: f.reason != "PredictorOOMKilled")[0]
+        return min(failures, key=lambda f: f.reason != "PredictorOOMKilled")
     stuck = pod_stuck(pods)
     return PodTrouble("PredictorPodNotStarting", stuck) if stuck else None
-
-
-def with_trouble(child: ObservedChild, trouble: PodTrouble | None) -> ObservedChild:
-    """``child`` with what its pods say is wrong."""
-    return replace(child, trouble=trouble)
 
 
 def observe_job(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], owner_uid: str) -> ObservedJob | None:

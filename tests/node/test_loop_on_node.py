@@ -134,8 +134,8 @@ def _in_order(seen: list[str], expected: tuple[str, ...]) -> bool:
     return all(phase in remaining for phase in expected)
 
 
-def _status(node: Node, namespace: str) -> dict[str, Any]:
-    return dict((get(node, "modeloptimizations", "-n", namespace, "iris") or {}).get("status") or {})
+def _status(node: Node, namespace: str, name: str = "iris") -> dict[str, Any]:
+    return dict((get(node, "modeloptimizations", "-n", namespace, name) or {}).get("status") or {})
 
 
 @pytest.mark.parametrize("method", ["BlueGreen", "GatewayAPI"])

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from tests.conftest import skip_or_fail
-from tests.node.test_chart_on_node import chart_values, get, items, kubectl, operator_pods
+from tests.node.test_chart_on_node import chart_values, items, kubectl, operator_pods
+from tests.node.test_loop_on_node import _status
 from tests.support.chart_release import install, uninstall
 from tests.support.control_plane import wait_for
 from tests.support.images import ImagesMissingError
@@ -67,10 +68,6 @@ def _starved(spec: dict[str, Any], memory: str) -> dict[str, Any]:
     starved["deployment"]["resources"] = {"requests": {"cpu": "100m", "memory": memory}, "limits": {"memory": memory}}
     starved["tuning"] = {"maxTrials": 1, "search": {"epochs": {"min": 5, "max": 5}}}
     return starved
-
-
-def _status(node: Node, namespace: str, name: str) -> dict[str, Any]:
-    return dict((get(node, "modeloptimizations", "-n", namespace, name) or {}).get("status") or {})
 
 
 def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -7,20 +7,20 @@ is not Ready. Spec changes and children's changes come as events and need no tim
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Final, get_args
+from typing import Final
 
 from ...api.cron import next_fire
 from ...api.spec import ModelOptimizationSpec, MonitoringSpec, RetrainingPolicy
 from ...api.status import ModelOptimizationStatus
 from ..conditions import find
-from ..observed import PodTroubleReason
+from ..observed import POD_TROUBLE_REASONS
 from .revisions import canary_revision, retraining_in_flight
 
 STAGE_POD_LOOK_SECONDS: Final = 30.0
 """How often a running stage Job's pods, or a predictor's that is not Ready, are read for why."""
 
 _JOB_UNDER_WAY = ("JobCreated", "JobRunning", "JobPodNotStarting")
-_PREDICTOR_UNDER_WAY = frozenset({"Deploying", "PredictorNotReady", *get_args(PodTroubleReason)})
+_PREDICTOR_UNDER_WAY = frozenset({"Deploying", "PredictorNotReady", *POD_TROUBLE_REASONS})
 
 
 def requeue_at(spec: ModelOptimizationSpec, status: ModelOptimizationStatus, now: datetime) -> datetime | None:

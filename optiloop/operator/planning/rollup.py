@@ -8,17 +8,13 @@ retrain does not (the serving revision is still fine). Transient progress never 
 
 from __future__ import annotations
 
-from typing import get_args
-
 from ...api.status import ConditionType, ModelOptimizationStatus, Phase, RevisionRecord
 from ..conditions import find
-from ..observed import PodTroubleReason
+from ..observed import POD_TROUBLE_REASONS
 from ..topology import UNSERVABLE_REASONS
 from .draft import Draft
 
 USER_TRIGGERS = ("Created", "SpecChanged")
-PREDICTOR_DOWN_REASONS = frozenset(get_args(PodTroubleReason))
-"""``Deployed`` reasons that say the revision serving alone has no ready predictor, and why."""
 STAGE_CONDITIONS: tuple[ConditionType, ...] = ("DataValidated", "Tuned", "Compressed")
 
 
@@ -31,7 +27,7 @@ def roll_up(draft: Draft) -> None:
     phase: Phase
     built = current is not None and current.compressed_at is not None
     unservable = deployed is not None and deployed.status == "False" and deployed.reason in UNSERVABLE_REASONS
-    predictor_down = deployed is not None and deployed.status == "False" and deployed.reason in PREDICTOR_DOWN_REASONS
+    predictor_down = deployed is not None and deployed.status == "False" and deployed.reason in POD_TROUBLE_REASONS
     if user_failed and current is not None:
         reason = failure_reason(draft.status)
         draft.condition("Ready", "False", reason, f"revision {current.revision}: {current.message}")
