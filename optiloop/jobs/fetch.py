@@ -1,19 +1,22 @@
 """Copy a revision's finished model directory out of the artifact store into a local directory.
 
-The drift monitor reads a revision's model directory from a path. On a ``pvc://`` store the claim
-is mounted; on ``s3://`` the operator runs this as the monitor's init container (the jobs image,
-with the artifact store's credentials), copying ``r<N>/model`` into an emptyDir that the monitor
-then reads, so monitoring works wherever the artifacts are.
+optiloop's predictor and the drift monitor read a revision's model directory from a path. On a
+``pvc://`` store the claim is mounted; on ``s3://`` the operator runs this as their pods' init
+container (the jobs image, with the artifact store's credentials), copying ``r<N>/model`` into an
+emptyDir that they then read, so serving and monitoring work wherever the artifacts are, with the
+resource's own credentials.
 
 Only a finished directory is copied, and a copy cut short is never taken for a finished one: the
 completion marker is read first, every file it lists is checked against its SHA-256 as it
-arrives, and the marker is written last. The monitor verifies the hashes again when it loads.
+arrives, and the marker is written last. The predictor and the monitor verify the hashes again
+when they load.
 
     python -m optiloop.jobs.fetch --source s3://bucket/iris/r3/model --to /mnt/model
 
 The store's credentials come from the environment as for the stage Jobs (``AWS_*``). Only the
 directory's URI is passed, not the stage input: the monitor's pod template then changes only when
-the revision does, so a serving-only change to the spec does not restart the monitor.
+the revision does, so a serving-only change to the spec does not restart the monitor, and the
+predictor's changes only with the revision and its serving settings.
 
 Exit codes: 0 copied, 1 failed (the reason on stderr), 2 invalid input.
 """
@@ -52,7 +55,7 @@ def fetch_model_directory(store: ArtifactStore, prefix: str, destination: Path) 
 
     marker_key = key(COMPLETE_MARKER)
     if not store.exists(marker_key):
-        raise StorageError(f"{where}: no {COMPLETE_MARKER}; the export did not finish, so there is nothing to monitor")
+        raise StorageError(f"{where}: no {COMPLETE_MARKER}; the export did not finish, so there is no model to read")
     marker_bytes = store.read_bytes(marker_key)
     files = parse_marker(marker_bytes, f"{where}/{COMPLETE_MARKER}")["files"]
     destination.mkdir(parents=True, exist_ok=True)

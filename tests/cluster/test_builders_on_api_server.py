@@ -135,21 +135,29 @@ def test_drift_monitor_passes_server_validation_and_restricted_admission(k8s: An
     core.create_namespaced_pod(restricted_namespace, pod, dry_run="All")
 
 
-def test_the_predictor_settings_we_control_pass_restricted_admission(k8s: Any, restricted_namespace: str) -> None:
+@pytest.mark.parametrize("deployment", [
+    {},
+    {"storageUri": "s3://models/iris", "storageCredentialsSecretRef": {"name": "model-store"}},
+], ids=["claim", "s3-init-container"])  # fmt: skip
+def test_the_predictor_settings_we_control_pass_restricted_admission(
+    k8s: Any, restricted_namespace: str, deployment: dict[str, Any]
+) -> None:
     from kubernetes import client
 
-    model = resource(restricted_namespace)
+    model = resource(restricted_namespace, deployment={"storageUri": "pvc://models/iris", **deployment})
     standard = Capabilities(kserve=True, kserve_default=KServeDefault("standard", "kserve/config"))
     topology = resolve(model, standard, OperatorConfig())
     assert isinstance(topology, Topology)
     isvc = inference_service(model, OperatorConfig(), 1, topology)
     predictor = isvc["spec"]["predictor"]
-    # KServe adds its storage initializer and, serverless, its queue proxy; the rest is ours.
+    # KServe adds its agent, on a claim its mount of the model and, serverless, its queue proxy;
+    # the rest (our copy of an s3:// model included) is ours.
+    ours = ("initContainers", "containers", "volumes", "securityContext")
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "predictor-pod", "namespace": restricted_namespace},
-        "spec": {k: predictor[k] for k in ("containers", "volumes", "securityContext")},
+        "spec": {k: v for k, v in predictor.items() if k in ours},
     }
     created = client.CoreV1Api(k8s).create_namespaced_pod(restricted_namespace, pod, dry_run="All")
     assert created.spec.containers[0].security_context.read_only_root_filesystem is True

@@ -209,6 +209,27 @@ def test_kserves_manager_keeps_the_predictors_own_health_probes_instead_of_a_tcp
     assert "tcpSocket" not in ready
 
 
+def test_kserves_manager_keeps_the_init_container_that_copies_an_s3_model_with_the_resources_secret(
+    plane: ControlPlane, owner: dict[str, Any], manager: Manager
+) -> None:
+    """On s3:// the predictor's model comes through our own init container, with the artifact store's
+    Secret; KServe's Deployment keeps it as written and gets no STORAGE_URI to start a storage
+    initializer of its own for."""
+    store = {"storageUri": "s3://models/iris", "storageCredentialsSecretRef": {"name": "store"}}
+    model = resource(owner, mode="standard", **store)
+    create(plane, inference_service(model, CONFIG, 10, topology(model)), dry_run=False)
+    name = "iris-r10-predictor"
+    deployment = wait_for(lambda: _read(plane, "apps/v1", "Deployment", name), 60, interval=0.5,
+                          what=f"KServe's Deployment {name} ({manager.log})")  # fmt: skip
+    pod = deployment["spec"]["template"]["spec"]
+    [fetch] = pod["initContainers"]
+    assert (fetch["name"], fetch["envFrom"]) == ("fetch-model", [{"secretRef": {"name": "store"}}])
+    assert fetch["args"] == ["--source", "s3://models/iris/r10/model", "--to", "/mnt/models"]
+    [container] = [c for c in pod["containers"] if c["name"] == "kserve-container"]
+    assert "STORAGE_URI" not in {e["name"] for e in container.get("env") or []}
+    assert {"name": "model", "mountPath": "/mnt/models", "readOnly": True} in container["volumeMounts"]
+
+
 @pytest.mark.parametrize("metric", ["rps", "concurrency"])
 def test_kserves_manager_gives_a_keda_predictor_a_trigger_on_this_revisions_own_metrics(
     plane: ControlPlane, owner: dict[str, Any], manager: Manager, metric: str

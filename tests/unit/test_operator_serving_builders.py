@@ -51,6 +51,31 @@ def test_optiloop_runtime_serves_the_revisions_model_directory_with_its_own_imag
     assert "canaryTrafficPercent" not in predictor
 
 
+def test_optiloop_runtime_on_s3_copies_the_model_with_the_resources_own_credentials_not_kserves() -> None:
+    """On s3:// the predictor's pod copies the verified model directory with the artifact store's
+    Secret (endpoint included) before the predictor starts; no STORAGE_URI, so KServe adds no
+    storage initializer of its own, which would have no credentials."""
+    model = resource(deployment={"storageUri": "s3://bucket/iris", "storageCredentialsSecretRef": {"name": "store"}})
+    predictor = inference_service(model, CONFIG, 3, knative(model))["spec"]["predictor"]
+    [container] = predictor["containers"]
+    [fetch] = predictor["initContainers"]
+    assert "STORAGE_URI" not in {e["name"] for e in container["env"]}
+    assert fetch["image"] == CONFIG.jobs_image
+    assert fetch["command"] == ["python", "-m", "optiloop.jobs.fetch"]
+    assert fetch["args"] == ["--source", "s3://bucket/iris/r3/model", "--to", "/mnt/models"]
+    assert fetch["envFrom"] == [{"secretRef": {"name": "store"}}]
+    assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "model", "mountPath": "/mnt/models"} in fetch["volumeMounts"]
+    assert fetch["terminationMessagePolicy"] == "FallbackToLogsOnError"  # why a copy failed, on the pod
+    assert container["args"][:2] == ["--model-dir", "/mnt/models"]
+    assert {"name": "model", "mountPath": "/mnt/models", "readOnly": True} in container["volumeMounts"]
+    assert "envFrom" not in container, "the predictor itself holds no storage credentials"
+    assert {"name": "model", "emptyDir": {}} in predictor["volumes"]
+    claim = inference_service(resource(), CONFIG, 3, knative(resource()))["spec"]["predictor"]
+    assert "initContainers" not in claim
+    assert [v["name"] for v in claim["volumes"]] == ["scratch"]
+
+
 def test_onnx_runtime_uses_kserves_onnx_format_and_the_triton_layout() -> None:
     model = resource(deployment={"runtime": "onnx", "storageUri": "s3://bucket/iris"})
     predictor = inference_service(model, CONFIG, 2, knative(model))["spec"]["predictor"]

@@ -1,9 +1,11 @@
 """The KServe InferenceService that serves a revision, and the drift monitor that watches it.
 
 The InferenceService (``serving.kserve.io/v1beta1``) runs either KServe's ONNX runtime
-(``modelFormat: onnx``, protocol v2, the model directory's Triton layout) or optiloop's
-predictor image (a custom container; KServe's storage initializer fetches ``STORAGE_URI``
-into ``/mnt/models``). Its payload logger sends every request to the drift monitor. It names
+(``modelFormat: onnx``, protocol v2, the model directory's Triton layout, loaded by KServe's
+storage initializer) or optiloop's predictor image (a custom container reading ``/mnt/models``).
+On a claim, KServe mounts the model directory there (``STORAGE_URI``); on ``s3://`` an init
+container of ours copies it there with the resource's own artifact credentials (see
+:func:`fetch_model_container`). Its payload logger sends every request to the drift monitor. It names
 its deployment mode and autoscaler explicitly (see :mod:`optiloop.operator.topology`). In
 Knative mode a retrained revision is rolled out as a canary with ``canaryTrafficPercent``;
 promotion drops the field (100% to the latest revision), rollback puts the previous revision
@@ -103,30 +105,30 @@ def _predictor_model(resource: ModelOptimization, config: OperatorConfig, revisi
             }
         }
     scratch, scratch_mount = scratch_volume()
-    return {
-        "containers": [
-            {
-                "name": "kserve-container",
-                "image": config.predictor_image,
-                "imagePullPolicy": config.image_pull_policy,
-                "command": ["python", "-m", "optiloop.serve"],
-                "args": ["--model-dir", "/mnt/models", "--model-name", names.inference_service(resource.metadata.name)],
-                "env": [
-                    {"name": "STORAGE_URI", "value": model_uri(resource, revision)},
-                    {
-                        "name": "OPTILOOP_THREADS",
-                        "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}},
-                    },
-                ],
-                "resources": resources,
-                **predictor_probes(),
-                "securityContext": container_security_context(),
-                "volumeMounts": [scratch_mount],
-            }
-        ],
-        "volumes": [scratch],
-        "securityContext": pod_security_context(),
+    cpus = {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}
+    threads = {"name": "OPTILOOP_THREADS", "valueFrom": cpus}
+    fetched = artifacts_root(resource).startswith("s3://")
+    # From a claim KServe mounts the directory (STORAGE_URI); from S3 our init container copies it,
+    # and without STORAGE_URI KServe adds no storage initializer of its own.
+    source = [] if fetched else [{"name": "STORAGE_URI", "value": model_uri(resource, revision)}]
+    model_mount = [{"name": FETCHED_VOLUME, "mountPath": PREDICTOR_MODEL_DIR, "readOnly": True}] if fetched else []
+    container = {
+        "name": "kserve-container",
+        "image": config.predictor_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", "optiloop.serve"],
+        "args": ["--model-dir", PREDICTOR_MODEL_DIR, "--model-name", names.inference_service(resource.metadata.name)],
+        "env": [*source, threads],
+        "resources": resources,
+        **predictor_probes(),
+        "securityContext": container_security_context(),
+        "volumeMounts": [scratch_mount, *model_mount],
     }
+    pod: dict[str, Any] = {"containers": [container], "volumes": [scratch], "securityContext": pod_security_context()}
+    if fetched:
+        pod["initContainers"] = [fetch_model_container(resource, config, revision, PREDICTOR_MODEL_DIR)]
+        pod["volumes"].append({"name": FETCHED_VOLUME, "emptyDir": {}})
+    return pod
 
 
 def _autoscaling(
@@ -204,6 +206,44 @@ def inference_service(
 
 FETCHED_MODEL_DIR = "/mnt/model"
 """Where the drift monitor reads a model directory copied out of an ``s3://`` store."""
+PREDICTOR_MODEL_DIR = "/mnt/models"
+"""Where optiloop's predictor reads its model directory (KServe's path for a custom container)."""
+FETCHED_VOLUME = "model"
+"""The emptyDir a model directory copied out of an ``s3://`` store lies in."""
+
+
+def fetch_model_container(
+    resource: ModelOptimization, config: OperatorConfig, revision: int, to: str
+) -> dict[str, Any]:
+    """An init container copying ``revision``'s finished model directory out of the ``s3://``
+    artifact store into the :data:`FETCHED_VOLUME` emptyDir at ``to`` (the jobs image,
+    ``python -m optiloop.jobs.fetch``): every file checked against the SHA-256 in its marker, the
+    marker written last.
+
+    It holds the artifact store's credentials, in the form the stage Jobs take them (the
+    resource's ``storageCredentialsSecretRef`` as ``AWS_*``, endpoint included), so a private or
+    S3-compatible store serves and is monitored with the tenant's own Secret; the container that
+    reads the copy never gets them. KServe's storage initializer would need the Secret in KServe's
+    own key names, through a ServiceAccount that tenants do not choose."""
+    uri = artifacts_root(resource)
+    if not uri.startswith("s3://"):
+        raise ValueError(f"only a model directory on s3:// is fetched, not one on {uri}")
+    _, scratch_mount = scratch_volume()
+    return {
+        "name": "fetch-model",
+        "image": config.jobs_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["python", "-m", FETCH_MODULE],
+        "args": ["--source", f"{uri.rstrip('/')}/r{revision}/model", "--to", to],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "envFrom": artifact_credentials(resource),
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": container_security_context(),
+        # Why a copy failed (a missing marker, a hash that differs) is the last line it wrote; the
+        # pod's status then carries it to `kubectl describe` and the resource's Ready condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [scratch_mount, {"name": FETCHED_VOLUME, "mountPath": to}],
+    }
 
 
 def _model_dir_source(
@@ -211,10 +251,9 @@ def _model_dir_source(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], str]:
     """Volumes, the monitor's mounts, init containers, and the path of ``revision``'s model directory.
 
-    On a claim the directory is mounted read-only where it lies. On ``s3://`` an init container
-    (the jobs image, the artifact store's credentials, ``python -m optiloop.jobs.fetch``) copies the
-    finished directory into an emptyDir, hash by hash, before the monitor starts; the monitor holds
-    no credentials and verifies the copy again when it loads."""
+    On a claim the directory is mounted read-only where it lies. On ``s3://``
+    :func:`fetch_model_container` copies the finished directory into an emptyDir before the
+    monitor starts; the monitor holds no credentials and verifies the copy again when it loads."""
     uri = artifacts_root(resource)
     if uri.startswith("pvc://"):
         claim, _, path = uri.removeprefix("pvc://").partition("/")
@@ -224,22 +263,9 @@ def _model_dir_source(
         return [volume], [mount], [], model_dir
     if not uri.startswith("s3://"):
         raise ValueError(f"the drift monitor cannot read a model directory from storageUri {uri}")
-    volume = {"name": "model", "emptyDir": {}}
-    _, scratch_mount = scratch_volume()
-    fetch = {
-        "name": "fetch-model",
-        "image": config.jobs_image,
-        "imagePullPolicy": config.image_pull_policy,
-        "command": ["python", "-m", FETCH_MODULE],
-        "args": ["--source", f"{uri.rstrip('/')}/r{revision}/model", "--to", FETCHED_MODEL_DIR],
-        "env": [{"name": "HOME", "value": "/tmp"}],
-        "envFrom": artifact_credentials(resource),
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": container_security_context(),
-        "volumeMounts": [scratch_mount, {"name": "model", "mountPath": FETCHED_MODEL_DIR}],
-    }
-    mount = {"name": "model", "mountPath": FETCHED_MODEL_DIR, "readOnly": True}
-    return [volume], [mount], [fetch], FETCHED_MODEL_DIR
+    volume = {"name": FETCHED_VOLUME, "emptyDir": {}}
+    mount = {"name": FETCHED_VOLUME, "mountPath": FETCHED_MODEL_DIR, "readOnly": True}
+    return [volume], [mount], [fetch_model_container(resource, config, revision, FETCHED_MODEL_DIR)], FETCHED_MODEL_DIR
 
 
 def drift_monitor(
