@@ -350,9 +350,12 @@ class Reconciler:
         window = resource.spec.deployment.canary_analysis.window_seconds
         errors = self._query(resource, queries.canary_error_rate_query(resource, revision, window))
         latency = self._query(resource, queries.canary_latency_query(resource, revision, window))
-        # Reachable but empty: no request failed (or none came); an unreachable Prometheus stays unknown.
+        served = self._query(resource, queries.canary_served_query(resource, revision, window))
+        # Reachable but empty: no request failed (the served count tells whether any came); an
+        # unreachable Prometheus stays unknown.
         error_rate = (errors.value or 0.0) if errors.reachable else None
-        return CanaryMetrics(error_rate, latency.value if latency.reachable else None)
+        requests_served = (served.value or 0.0) if served.reachable else None
+        return CanaryMetrics(error_rate, latency.value if latency.reachable else None, requests_served)
 
     def _drift(
         self, resource: ModelOptimization, status: ModelOptimizationStatus | None, now: datetime

@@ -82,10 +82,12 @@ class ObservedChild:
 
 @dataclass(frozen=True)
 class CanaryMetrics:
-    """The canary's error rate and p95 latency over the analysis window; None: unknown."""
+    """The canary's error rate, p95 latency and requests served over the analysis window; None:
+    unknown."""
 
     error_rate: float | None
     latency_p95_ms: float | None
+    requests_served: float | None
 
 
 @dataclass(frozen=True)

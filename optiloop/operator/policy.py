@@ -109,6 +109,9 @@ def judge_canary(
     analysis: CanaryAnalysis,
     error_rate: float | None,
     latency_p95_ms: float | None,
+    *,
+    needs_traffic: bool = False,
+    requests_served: float | None = None,
 ) -> CanaryDecision:
     """Promote a canary that stayed Ready and within bounds for the analysis window; roll back one
     that broke a bound or never became Ready within two windows; otherwise wait.
@@ -116,6 +119,12 @@ def judge_canary(
     ``error_rate`` is None when Prometheus could not be asked: such a canary never promotes,
     it waits (and rolls back only if it cannot become Ready). ``latency_p95_ms`` is None when
     no request was timed; only a measured latency can break the latency bound.
+
+    ``needs_traffic``: the canary is judged on user traffic (a traffic split, not blue/green,
+    where the probe's synthetic requests are the evidence), so it must have served some:
+    ``requests_served`` over the window (None: unknown). One that served none is never promoted
+    on an error rate of nothing; it waits, and is rolled back after two windows without traffic
+    (``CanaryNoTraffic``), so the serving revision stays and retraining is not blocked for ever.
     """
     elapsed = now - started
     window = timedelta(seconds=analysis.window_seconds)
@@ -131,8 +140,12 @@ def judge_canary(
         and latency_p95_ms > analysis.max_latency_p95_ms
     ):
         return CanaryDecision("rollback", "LatencyTooHigh")
-    if error_rate is None:
+    if error_rate is None or (needs_traffic and requests_served is None):
         return CanaryDecision("wait", "CanaryMetricsUnknown")
+    if needs_traffic and requests_served is not None and requests_served <= 0:
+        if elapsed >= 2 * window:
+            return CanaryDecision("rollback", "CanaryNoTraffic")
+        return CanaryDecision("wait", "CanaryNoTraffic")
     if elapsed >= window:
         return CanaryDecision("promote", "CanaryHealthy")
     return CanaryDecision("wait", "CanaryAnalysing")

@@ -48,6 +48,14 @@ def canary_error_rate_query(resource: ModelOptimization, revision: int, window_s
     return f"({errors} or vector(0)) / {total}"
 
 
+def canary_served_query(resource: ModelOptimization, revision: int, window_seconds: int) -> str:
+    """How many requests the canary served (``ok`` or ``error``) over the analysis window: none
+    means its error rate says nothing, whether no traffic reached it or nothing scrapes it."""
+    selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)
+    served = "|".join(SERVED_OUTCOMES)
+    return f'sum(increase({PREDICTOR_REQUESTS}{{{selector}, outcome=~"{served}"}}[{window_seconds}s]))'
+
+
 def canary_latency_query(resource: ModelOptimization, revision: int, window_seconds: int) -> str:
     """The canary's p95 inference latency in milliseconds over the analysis window."""
     selector = _selector(resource.metadata.namespace or "default", resource.metadata.name, revision)

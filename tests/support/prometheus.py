@@ -121,7 +121,8 @@ class PrometheusStandIn:
     """An HTTP server that answers instant queries the way Prometheus does, with values a test sets.
 
     Drift queries (on ``optiloop_drift_detected``) answer ``drift``; canary queries answer
-    ``error_rate`` and ``latency_ms`` (None: an empty vector). ``mode`` "down" answers 503,
+    ``error_rate``, ``latency_ms`` and ``served`` (requests served in the window; None: an empty
+    vector). ``mode`` "down" answers 503,
     "garbage" answers a body that is not Prometheus' JSON; ``stop()`` refuses connections.
     """
 
@@ -132,6 +133,7 @@ class PrometheusStandIn:
         self.drift: float | None = 0.0
         self.error_rate: float | None = 0.0
         self.latency_ms: float | None = None
+        self.served: float | None = 100.0
         self.mode = "up"
         self.flap = False
         self.queries: list[str] = []
@@ -171,6 +173,8 @@ class PrometheusStandIn:
             value = self.drift
         elif "histogram_quantile" in query:
             value = self.latency_ms
+        elif "increase(" in query:
+            value = self.served
         else:
             value = self.error_rate
         result = [] if value is None else [{"metric": {}, "value": [0, str(value)]}]

@@ -64,14 +64,16 @@ def test_a_canary_ended_in_the_pass_that_planned_it_leaves_only_the_stable_revis
     # The canary's InferenceService was never written (the stable revision's is what exists), and
     # two windows passed: rolled back, and the canary's write planned in this pass is dropped.
     later = T0 + timedelta(minutes=6) + timedelta(seconds=601)
-    rolled = reconcile(resource(status=plan.status), replace(observed, canary=CanaryMetrics(0.0, 1.0)), CONFIG, later)
+    rolled = reconcile(
+        resource(status=plan.status), replace(observed, canary=CanaryMetrics(0.0, 1.0, 50.0)), CONFIG, later
+    )
     assert rolled.status.history[-1].outcome == "RolledBack"
     assert isvc_writes(rolled) == [], "the stable revision's InferenceService is already as it should be"
     # The same with a canary InferenceService that exists but is not current: one write, the stable one.
     [served] = observed.services.values()
     stale = replace(served, spec_hash="stale", revision=2)
     rolled = reconcile(resource(status=plan.status), replace(observed, services=one(stale),
-                       canary=CanaryMetrics(0.0, 1.0)), CONFIG, later)  # fmt: skip
+                       canary=CanaryMetrics(0.0, 1.0, 50.0)), CONFIG, later)  # fmt: skip
     [write] = isvc_writes(rolled)
     assert write.body["metadata"]["labels"]["optiloop.dev/revision"] == "1"
     assert "canaryTrafficPercent" not in write.body["spec"]["predictor"]
@@ -188,9 +190,10 @@ def test_without_its_own_latency_bound_a_canary_is_held_to_the_compression_gate(
     now = T0 + timedelta(minutes=6)
     plan = reconcile(resource(status=plan.status, **spec), replace(observed, jobs=jobs), CONFIG, now)
     canary = replace(observed, jobs=jobs, services=one(child_from(plan, "InferenceService")))
-    slow = reconcile(resource(status=plan.status, **spec), replace(canary, canary=CanaryMetrics(0.0, 12.0)), CONFIG,
-                     now + timedelta(seconds=30))  # fmt: skip
+    later = now + timedelta(seconds=30)
+    slow = reconcile(resource(status=plan.status, **spec), replace(canary, canary=CanaryMetrics(0.0, 12.0, 50.0)),
+                     CONFIG, later)  # fmt: skip
     assert slow.status.history[-1].message == "rolled back: LatencyTooHigh"
-    fast = reconcile(resource(status=plan.status, **spec), replace(canary, canary=CanaryMetrics(0.0, 9.0)), CONFIG,
-                     now + timedelta(seconds=30))  # fmt: skip
+    fast = reconcile(resource(status=plan.status, **spec), replace(canary, canary=CanaryMetrics(0.0, 9.0, 50.0)),
+                     CONFIG, later)  # fmt: skip
     assert condition(fast, "Deployed") == ("Unknown", "CanaryAnalysing")

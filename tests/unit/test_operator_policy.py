@@ -88,6 +88,29 @@ def test_canary_decisions(
     assert (decision.action, decision.reason) == expected
 
 
+@pytest.mark.parametrize(
+    ("seconds", "served", "needs_traffic", "expected"),
+    [
+        (300, 0.0, True, ("wait", "CanaryNoTraffic")),
+        (599, 0.0, True, ("wait", "CanaryNoTraffic")),
+        (600, 0.0, True, ("rollback", "CanaryNoTraffic")),
+        (300, None, True, ("wait", "CanaryMetricsUnknown")),
+        (300, 1.0, True, ("promote", "CanaryHealthy")),
+        (300, 0.0, False, ("promote", "CanaryHealthy")),
+        (300, None, False, ("promote", "CanaryHealthy")),
+    ],
+)
+def test_a_split_canary_that_served_nothing_is_never_promoted_on_an_empty_error_rate(
+    seconds: int, served: float | None, needs_traffic: bool, expected: tuple[str, str]
+) -> None:
+    """An error rate of zero out of zero requests is no evidence: a canary judged on user traffic
+    waits for some and is rolled back after two windows without; blue/green (no user traffic by
+    design, judged with its probe) is not held to it."""
+    later = NOW + timedelta(seconds=seconds)
+    decision = judge_canary(True, NOW, later, ANALYSIS, 0.0, None, needs_traffic=needs_traffic, requests_served=served)
+    assert (decision.action, decision.reason) == expected
+
+
 def test_without_a_latency_bound_only_the_error_rate_is_needed() -> None:
     analysis = CanaryAnalysis(window_seconds=60)
     decision = judge_canary(True, NOW, NOW + timedelta(seconds=61), analysis, 0.0, None)

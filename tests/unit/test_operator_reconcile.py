@@ -249,14 +249,14 @@ def test_a_training_change_starts_a_revision_that_becomes_a_canary_and_is_promot
     canary = replace(observed, jobs=jobs, services=one(child_from(plan, "InferenceService")))
     waiting = reconcile(
         resource(2, plan.status, tuning={"maxTrials": 50}),
-        replace(canary, canary=CanaryMetrics(0.0, 1.0)),
+        replace(canary, canary=CanaryMetrics(0.0, 1.0, 50.0)),
         CONFIG,
         now + timedelta(seconds=60),
     )
     assert condition(waiting, "Deployed") == ("Unknown", "CanaryAnalysing")
     promoted = reconcile(
         resource(2, waiting.status, tuning={"maxTrials": 50}),
-        replace(canary, canary=CanaryMetrics(0.0, 1.0)),
+        replace(canary, canary=CanaryMetrics(0.0, 1.0, 50.0)),
         CONFIG,
         now + timedelta(seconds=301),
     )
@@ -283,7 +283,7 @@ def test_a_canary_with_errors_is_rolled_back_to_the_serving_revision() -> None:
     }
     plan = reconcile(resource(status=plan.status), replace(observed, jobs=jobs), CONFIG, T0 + timedelta(minutes=6))
     canary = replace(
-        observed, jobs=jobs, services=one(child_from(plan, "InferenceService")), canary=CanaryMetrics(0.2, 1.0)
+        observed, jobs=jobs, services=one(child_from(plan, "InferenceService")), canary=CanaryMetrics(0.2, 1.0, 50.0)
     )
     rolled = reconcile(resource(status=plan.status), canary, CONFIG, T0 + timedelta(minutes=7))
     assert rolled.status.serving_revision == 1

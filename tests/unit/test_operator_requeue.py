@@ -68,7 +68,7 @@ def test_a_canary_under_analysis_is_looked_at_on_every_tick() -> None:
     assert plan.status.phase == "Canary"
     assert plan.requeue_at == now
     canary = replace(
-        observed, jobs=jobs, services=one(child_from(plan, "InferenceService")), canary=CanaryMetrics(0.0, 1.0)
+        observed, jobs=jobs, services=one(child_from(plan, "InferenceService")), canary=CanaryMetrics(0.0, 1.0, 50.0)
     )
     waiting = reconcile(resource(status=plan.status), canary, CONFIG, now + timedelta(seconds=10))
     assert waiting.requeue_at == now + timedelta(seconds=10)

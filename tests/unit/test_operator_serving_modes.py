@@ -403,11 +403,11 @@ def test_gateway_api_canary_gets_its_share_then_all_traffic_and_the_old_revision
     assert plan.status.serving.route == "iris"
     assert condition(plan, "TrafficSplit") == ("True", "GatewayAPIRoute")
 
-    analysing = walk.step(canary=CanaryMetrics(0.0, 2.0))
+    analysing = walk.step(canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert condition(analysing, "Deployed") == ("Unknown", "CanaryAnalysing")
     assert analysing.actions == [] or all(a.kind not in ("InferenceService", "HTTPRoute") for a in analysing.actions)
 
-    promoted = walk.step(300, canary=CanaryMetrics(0.0, 2.0))
+    promoted = walk.step(300, canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert promoted.status.serving_revision == 2
     assert route_weights(promoted) == [("iris-r2-predictor", 100)]
     assert ("Delete", "InferenceService", "iris-r1") not in writes(promoted), "not before the gateway took the route"
@@ -430,10 +430,10 @@ def test_gateway_api_canary_is_not_promoted_on_a_route_no_gateway_accepted() -> 
         walk.cluster.observed,
         route=replace(walk.cluster.observed.route, ready=False),  # type: ignore[type-var]
     )
-    waiting = walk.step(300, canary=CanaryMetrics(0.0, 2.0))
+    waiting = walk.step(300, canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert waiting.status.serving_revision == 1
     assert condition(waiting, "Deployed") == ("Unknown", "RouteNotAccepted")
-    rolled = walk.step(400, canary=CanaryMetrics(0.0, 2.0))
+    rolled = walk.step(400, canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert rolled.status.history[-1].outcome == "RolledBack"
     assert "CanaryNotReady" in rolled.status.history[-1].message
 
@@ -443,7 +443,7 @@ def test_gateway_api_canary_with_errors_gets_all_traffic_taken_away_and_is_delet
     walk.step()
     walk.serve_first_then_build_second()
     walk.step()  # revision 2 is Ready: the route gives it its share
-    rolled = walk.step(canary=CanaryMetrics(0.3, 2.0))
+    rolled = walk.step(canary=CanaryMetrics(0.3, 2.0, 50.0))
     assert rolled.status.serving_revision == 1
     assert route_weights(rolled) == [("iris-r1-predictor", 100)]
     assert rolled.status.history[-1].message == "rolled back: ErrorRateTooHigh"
@@ -463,20 +463,20 @@ def test_blue_green_gives_the_new_revision_no_traffic_and_switches_only_after_th
     assert plan.status.history[-1].canary_method == "BlueGreen"
     assert plan.status.url == "http://iris-r1.ml.example.com"
 
-    probing = walk.step(canary=CanaryMetrics(0.0, 2.0))
+    probing = walk.step(canary=CanaryMetrics(0.0, 2.0, 50.0))
     [probe] = [a for a in probing.actions if isinstance(a, Apply) and a.kind == "Job"]
     assert probe.name == "iris-probe-r2"
     env = {e["name"]: e.get("value") for e in probe.body["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["OPTILOOP_PROBE_URL"] == "http://iris-r2-predictor.ml.svc.cluster.local"
     assert probe.body["spec"]["activeDeadlineSeconds"] == 300 + 600
 
-    waiting = walk.step(400, canary=CanaryMetrics(0.0, 2.0))
+    waiting = walk.step(400, canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert waiting.status.serving_revision == 1, "the window passed, but the probe has not"
     assert condition(waiting, "Deployed") == ("Unknown", "ProbeRunning")
 
     passed = StageOutcome(stage="probe", succeeded=True, reason="Succeeded", message="1500 requests, 0 failed")
     walk.cluster.finish_job("probe", 2, "Succeeded", passed)
-    promoted = walk.step(canary=CanaryMetrics(0.0, 2.0))
+    promoted = walk.step(canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert promoted.status.serving_revision == 2
     assert promoted.status.url == "http://iris-r2.ml.example.com"
     assert ("Delete", "InferenceService", "iris-r1") in writes(promoted)
@@ -486,18 +486,18 @@ def test_a_blue_green_probe_whose_pod_cannot_be_scheduled_is_named_on_the_resour
     walk = Walk(Cluster(cluster(gateway_api=False)), {"mode": "standard"})
     walk.step()
     walk.serve_first_then_build_second()
-    walk.step(canary=CanaryMetrics(0.0, 2.0))  # the probe Job is created
+    walk.step(canary=CanaryMetrics(0.0, 2.0, 50.0))  # the probe Job is created
     probe = walk.cluster.observed.jobs[("probe", 2)]
     stuck = replace(probe, stuck="Unschedulable: 0/1 nodes are available: 1 Insufficient cpu.")
     walk.cluster.observed = replace(walk.cluster.observed, jobs={**walk.cluster.observed.jobs, ("probe", 2): stuck})
-    waiting = walk.step(400, canary=CanaryMetrics(0.0, 2.0))
+    waiting = walk.step(400, canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert waiting.status.serving_revision == 1
     assert condition(waiting, "Deployed") == ("Unknown", "ProbePodNotStarting")
     deployed = waiting.status.condition("Deployed")
     assert deployed is not None
     assert "probe Job iris-probe-r2's pod cannot start: Unschedulable: 0/1 nodes" in deployed.message
     assert [(e.type, e.reason) for e in waiting.events] == [("Warning", "ProbePodNotStarting")]
-    assert walk.step(canary=CanaryMetrics(0.0, 2.0)).events == [], "one Warning, not one per look"
+    assert walk.step(canary=CanaryMetrics(0.0, 2.0, 50.0)).events == [], "one Warning, not one per look"
 
 
 def test_a_tried_revision_whose_predictor_is_killed_for_memory_is_named_while_the_old_one_serves() -> None:
@@ -508,7 +508,7 @@ def test_a_tried_revision_whose_predictor_is_killed_for_memory_is_named_while_th
     trouble = PodTrouble("PredictorOOMKilled", "pod iris-r2-predictor-5f: container kserve-container OOMKilled")
     down = replace(services["iris-r2"], ready=False, trouble=trouble)
     walk.cluster.observed = replace(walk.cluster.observed, services={**services, "iris-r2": down})
-    waiting = walk.step(canary=CanaryMetrics(0.0, 2.0))
+    waiting = walk.step(canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert waiting.status.serving_revision == 1
     assert condition(waiting, "Deployed") == ("Unknown", "PredictorOOMKilled")
     deployed = waiting.status.condition("Deployed")
@@ -523,12 +523,12 @@ def test_blue_green_rolls_back_as_soon_as_the_probe_fails_and_says_why() -> None
     walk = Walk(Cluster(cluster(gateway_api=False)), {"mode": "standard"})
     walk.step()
     walk.serve_first_then_build_second()
-    walk.step(canary=CanaryMetrics(0.0, 2.0))
+    walk.step(canary=CanaryMetrics(0.0, 2.0, 50.0))
     failed = StageOutcome.model_validate(
         {"stage": "probe", "succeeded": False, "reason": "StageFailed", "message": "40 requests, 9 failed (22.5%)"}
     )
     walk.cluster.finish_job("probe", 2, "Failed", failed)
-    rolled = walk.step(canary=CanaryMetrics(None, None))
+    rolled = walk.step(canary=CanaryMetrics(None, None, None))
     assert rolled.status.serving_revision == 1
     assert rolled.status.history[-1].message == "rolled back: ProbeFailed: 40 requests, 9 failed (22.5%)"
     assert ("Delete", "InferenceService", "iris-r2") in writes(rolled)
@@ -544,7 +544,7 @@ def test_knative_canary_is_one_inference_service_with_its_share() -> None:
     assert isvc.body["spec"]["predictor"]["canaryTrafficPercent"] == 20
     assert plan.status.serving is not None
     assert (plan.status.serving.mode, plan.status.serving.mode_source) == ("Knative", "kserveConfig")
-    promoted = walk.step(301, canary=CanaryMetrics(0.0, 1.0))
+    promoted = walk.step(301, canary=CanaryMetrics(0.0, 1.0, 50.0))
     assert promoted.status.history[-1].canary_method == "KnativeTraffic"
     assert (
         "canaryTrafficPercent"
@@ -552,6 +552,23 @@ def test_knative_canary_is_one_inference_service_with_its_share() -> None:
             "predictor"
         ]
     )
+
+
+def test_a_canary_no_request_reached_waits_saying_why_and_is_rolled_back_after_two_windows() -> None:
+    walk = Walk(Cluster(cluster("Knative", knative=True)), {}, config=CONFIG)
+    walk.step()
+    walk.serve_first_then_build_second()
+    idle = walk.step(301, canary=CanaryMetrics(0.0, None, 0.0))
+    deployed = next(c for c in idle.status.conditions if c.type == "Deployed")
+    assert (deployed.status, deployed.reason) == ("Unknown", "CanaryNoTraffic")
+    assert "does not scrape its predictors" in deployed.message
+    assert "http1" in deployed.message
+    assert idle.status.serving_revision == 1
+    rolled = walk.step(300, canary=CanaryMetrics(0.0, None, 0.0))
+    assert rolled.status.serving_revision == 1
+    assert rolled.status.history[-1].outcome == "RolledBack"
+    assert rolled.status.history[-1].message.startswith("rolled back: CanaryNoTraffic: none of its requests")
+    assert [e.reason for e in rolled.events] == ["CanaryRolledBack"]
 
 
 def test_a_retrained_revision_waits_when_the_spec_demands_a_split_the_cluster_lacks() -> None:
@@ -568,7 +585,7 @@ def test_switching_from_knative_to_standard_keeps_the_old_service_until_the_new_
     walk = Walk(Cluster(cluster("Knative", knative=True)), {}, config=CONFIG)
     walk.step()
     walk.serve_first_then_build_second()
-    walk.step(301, canary=CanaryMetrics(0.0, 1.0))  # revision 2 promoted under Knative
+    walk.step(301, canary=CanaryMetrics(0.0, 1.0, 50.0))  # revision 2 promoted under Knative
     walk.deployment = {"mode": "standard"}
     walk.cluster.isvc_ready = False
     switching = walk.step(canary=None)
@@ -586,7 +603,7 @@ def test_switching_from_standard_to_knative_removes_the_route_and_revisions_once
     walk.step()
     walk.serve_first_then_build_second()
     walk.step()  # revision 2 is Ready: the route gives it its share
-    walk.step(301, canary=CanaryMetrics(0.0, 1.0))  # revision 2 promoted behind the route
+    walk.step(301, canary=CanaryMetrics(0.0, 1.0, 50.0))  # revision 2 promoted behind the route
     walk.step()  # the gateway took the route: revision 1's InferenceService goes
     assert walk.cluster.observed.route is not None
     assert set(walk.cluster.observed.services) == {"iris-r2"}
@@ -626,7 +643,7 @@ def test_blue_green_in_knative_mode_keeps_one_inference_service_per_revision_and
     isvc = next(a for a in plan.actions if isinstance(a, Apply) and a.name == "iris-r2")
     assert isvc.body["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
     assert "canaryTrafficPercent" not in isvc.body["spec"]["predictor"]
-    probing = walk.step(canary=CanaryMetrics(0.0, 2.0))
+    probing = walk.step(canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert ("Apply", "Job", "iris-probe-r2") in writes(probing)
 
 
@@ -635,7 +652,7 @@ def test_the_plan_asks_for_the_next_tick_while_traffic_moves_and_not_after() -> 
     walk.step()
     walk.serve_first_then_build_second()
     walk.step()  # revision 2 is Ready: the route gives it its share
-    promoted = walk.step(300, canary=CanaryMetrics(0.0, 2.0))
+    promoted = walk.step(300, canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert promoted.status.serving_revision == 2
     assert promoted.requeue_at == walk.now, "the old revision waits for the gateway: look again at the next tick"
     walk.step(canary=None)  # the gateway took the route: the old InferenceService goes
@@ -677,12 +694,12 @@ def test_the_drift_monitor_accepts_events_only_from_the_resources_serving_infere
     plan = walk.serve_first_then_build_second()
     assert plan.status.history[-1].deployed_at is not None, "revision 2 is being tried"
     assert walk.monitored() == canary
-    walk.step(canary=CanaryMetrics(0.0, 2.0))
+    walk.step(canary=CanaryMetrics(0.0, 2.0, 50.0))
     if deployment.get("canaryMethod") == "blueGreen" or not capabilities.gateway_api:
         walk.cluster.finish_job(
             "probe", 2, "Succeeded", StageOutcome(stage="probe", succeeded=True, reason="Succeeded")
         )
-    walk.step(400, canary=CanaryMetrics(0.0, 2.0))
+    walk.step(400, canary=CanaryMetrics(0.0, 2.0, 50.0))
     for _ in range(3):
         walk.step(canary=None)
     assert walk.plan is not None

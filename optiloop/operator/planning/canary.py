@@ -20,6 +20,12 @@ from ..topology import Topology
 from .draft import Draft
 from .plan import Delete
 
+NO_TRAFFIC = (
+    "none of its requests is in Prometheus over the analysis window: no traffic reached it, or Prometheus "
+    "does not scrape its predictors (a PodMonitor on optiloop.dev/component: serving, port http1); a "
+    "service with little traffic is better tried blue/green (canaryMethod: blueGreen)"
+)
+"""Why a canary that served nothing is not promoted (the Deployed condition, and the rollback)."""
 METHOD_WORDS = {
     "KnativeTraffic": "Knative's traffic split",
     "GatewayAPI": "the HTTPRoute's weights",
@@ -53,6 +59,8 @@ def judge(draft: Draft, record: RevisionRecord, ready: bool, probe: ObservedJob 
         analysis,
         metrics.error_rate if metrics is not None else None,
         metrics.latency_p95_ms if metrics is not None else None,
+        needs_traffic=record.canary_method != "BlueGreen",
+        requests_served=metrics.requests_served if metrics is not None else None,
     )
     if record.canary_method != "BlueGreen" or decision.action == "rollback":
         return decision
@@ -69,6 +77,8 @@ def conclude(draft: Draft, record: RevisionRecord, decision: CanaryDecision, det
     previous = draft.status.serving_revision
     n = record.revision
     method = f", {METHOD_WORDS[record.canary_method]}" if record.canary_method else ""
+    if not detail and decision.reason == "CanaryNoTraffic":
+        detail = NO_TRAFFIC
     more = f": {detail}" if detail else ""
     cause, why = f"{decision.reason}{more}", f"{decision.reason}{method}{more}"
     if decision.action == "promote":
@@ -115,6 +125,8 @@ def waiting(
         _warn_once(draft, "ProbePodNotStarting", message)
         draft.condition("Deployed", "Unknown", "ProbePodNotStarting", message)
     else:
+        if decision.reason == "CanaryNoTraffic":
+            message = f"{message}; {NO_TRAFFIC}"
         draft.condition("Deployed", "Unknown", decision.reason, message)
 
 
