@@ -15,7 +15,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +28,12 @@ import yaml
 
 from tests.conftest import skip_or_fail
 from tests.node.test_chart_on_node import chart_values, get, items, kubectl
+from tests.node.test_gateway_canary_on_node import CLIENT as COUNTING_CLIENT
 from tests.node.test_gateway_canary_on_node import GATEWAY, LISTENER, _counted, _gateway
 from tests.node.test_kserve_on_node import CLIENT
 from tests.support.chart_release import install, uninstall
 from tests.support.control_plane import wait_for
+from tests.support.faulty_model import make_directory_fail_above
 from tests.support.gateway_node import LISTENER_PORT, GatewayOnNode
 from tests.support.images import ImagesMissingError
 from tests.support.kserve_node import KServeOnNode, import_our_image
@@ -90,6 +96,9 @@ PREDICTORS = {
 """And of the predictors, whose metrics the canary analysis queries (KServe copies the
 InferenceService's labels onto its pods; the operator names the predictor's port)."""
 CANARY_PERCENT = 20
+SHIFTED_ABOVE = 8.1
+"""Sepal length (column 0) between iris' largest (7.9 cm) and the shifted rows' smallest (8.3 cm):
+the bound above which revision 3's sabotaged model fails."""
 
 TRAFFIC = """
 import json, sys, time, urllib.request
@@ -129,6 +138,136 @@ def _predict(node: Node, cluster_ip: str, rows: list[list[float]]) -> dict[str, 
     return dict(json.loads(done.stdout))
 
 
+def _shifted_v2_request() -> dict[str, Any]:
+    rows = _shifted_rows()
+    flat = [value for row in rows for value in row]
+    return {"inputs": [{"name": "features", "datatype": "FP32", "shape": [len(rows), 4], "data": flat}]}
+
+
+@contextmanager
+def _failing_once_finished(model_dir: Path) -> Iterator[Callable[[], float]]:
+    """While the block runs, a thread waits for the model directory at ``model_dir`` to be
+    finished (its marker written, which a Job does last) and at once rewrites it to fail on the
+    shifted rows (:func:`make_directory_fail_above`): the operator creates the InferenceService
+    only after the Job has ended, so the predictor loads the faulty model. Yields a function that
+    returns when the rewrite was done (seconds on the monotonic clock) or raises why not."""
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def rewrite() -> None:
+        try:
+            while not stop.wait(0.05):
+                if (model_dir / "_COMPLETE.json").is_file():
+                    make_directory_fail_above(model_dir, 0, SHIFTED_ABOVE)
+                    outcome["at"] = time.monotonic()
+                    return
+        except Exception as exc:  # noqa: BLE001 - whatever it was, done() reports it in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=rewrite, name="fault-injector", daemon=True)
+    thread.start()
+
+    def done() -> float:
+        if "error" in outcome:
+            raise AssertionError(f"rewriting {model_dir} failed: {outcome['error']!r}")
+        if "at" not in outcome:
+            raise AssertionError(f"{model_dir} was never finished, so never made to fail")
+        return float(outcome["at"])
+
+    try:
+        yield done
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def _faulty_canary_rolls_back(
+    node: Node,
+    node_api: Any,
+    namespace: str,
+    gateway_ip: str,
+    url: str,
+    shifted: str,
+    prom: Any,
+    watch: Callable[[Callable[[dict[str, Any]], bool], float, str], dict[str, Any]],
+    sabotaged: Callable[[], float],
+    story: Callable[[], str],
+) -> dict[str, float]:
+    """Revision 2 serves through the gateway and shifted traffic goes on: the operator retrains
+    again, and revision 3's model (made to fail on shifted rows once its Job finished it) becomes
+    the canary. Requests through the gateway: the canary answers its share with 500s, which its
+    predictor counts as errors; Prometheus has them, the operator rolls it back on
+    ``ErrorRateTooHigh`` and the route gives revision 2 everything again. In no batch of requests
+    did the canary get more than its share. Returns the seconds measured."""
+    seconds: dict[str, float] = {}
+    began = time.monotonic()
+    while _status(node, namespace).get("revision") != 3:
+        assert time.monotonic() - began < 300, f"no second retrain after 300 s of shifted traffic; {story()}"
+        node.run_inside([sys.executable, "-c", TRAFFIC, url, shifted, "10"], timeout=120)
+
+    def analysing(s: dict[str, Any]) -> bool:
+        return s.get("revision") == 3 and _has_its_share(s)
+
+    watch(analysing, 900, "revision 3's canary analysis")
+    seconds["faulty model rewritten to its canary analysed"] = time.monotonic() - sabotaged()
+    analysed_at = time.monotonic()
+
+    def rolled_back(s: dict[str, Any]) -> bool:
+        last = (s.get("history") or [{}])[-1]
+        return last.get("revision") == 3 and last.get("outcome") == "RolledBack"
+
+    request = json.dumps(_shifted_v2_request())
+    argv = [sys.executable, "-c", COUNTING_CLIENT, gateway_ip, str(LISTENER_PORT), "/v2/models/iris/infer", request]
+    bursts: list[Counter[str]] = []
+    while not rolled_back(_status(node, namespace)):
+        assert time.monotonic() - analysed_at < 300, f"revision 3 not rolled back after 300 s; {bursts}; {story()}"
+        bursts.append(Counter(json.loads(node.run_inside([*argv, "50"], timeout=300).stdout)))
+    seconds["faulty canary analysed to rolled back"] = time.monotonic() - analysed_at
+    print(f"\nthrough the gateway while revision 3 was the canary, by answer: {bursts}")
+    assert sum(burst["HTTP 500"] for burst in bursts) > 0, bursts
+    for burst in bursts:
+        # Its share at most (Traefik's weighted round robin gives it 10 of 50), less once the
+        # rollback moved the route.
+        assert burst["HTTP 500"] <= 50 * (CANARY_PERCENT + 5) // 100, bursts
+        # The serving revision answered the rest (a request or two may meet the gateway's switch).
+        assert burst["HTTP 500"] + burst["2"] >= 48, bursts
+
+    status = watch(lambda s: s.get("servingRevision") == 2 and _ready(s), 120, "Ready on revision 2 again")
+    last = status["history"][-1]
+    assert "ErrorRateTooHigh" in last["message"], last
+    assert status["serving"]["canaryMethod"] == "GatewayAPI", status["serving"]
+    wait_for(lambda: [i["metadata"]["name"] for i in items(node, "inferenceservices", "-n", namespace)]
+             == ["iris-r2"], 180, interval=1, what="revision 3's InferenceService to go")  # fmt: skip
+    route = get(node, "httproutes", "-n", namespace, "iris")
+    backends = [(b["name"], b.get("weight", 1)) for b in route["spec"]["rules"][0]["backendRefs"]]
+    assert backends == [("iris-r2-predictor", 100)], backends
+    after = Counter(json.loads(node.run_inside([*argv, "20"], timeout=300).stdout))
+    assert after == Counter({"2": 20}), after
+    # What the analysis read: the canary's own errors, in Prometheus (kept after its pods went).
+    errors = prom.query(
+        f'max_over_time(optiloop_predictor_requests_total{{namespace="{namespace}", model="iris", revision="3", '
+        f'outcome="error"}}[15m])'
+    )
+    assert errors, "no errors of revision 3 in Prometheus"
+    assert sum(float(r["value"][1]) for r in errors) > 0, errors
+    described = kubectl(node, "describe", "modeloptimization", "-n", namespace, "iris")
+    assert "CanaryRolledBack" in described, described
+    print(kubectl(node, "get", "mopt", "-n", namespace))
+    return seconds
+
+
+def _has_its_share(status: dict[str, Any]) -> bool:
+    """The canary is Ready and the gateway took the route with its weight: it is being analysed,
+    with traffic (``CanaryAnalysing``) or still without (``CanaryNoTraffic``)."""
+    deployed = {c["type"]: c for c in status.get("conditions", [])}.get("Deployed", {})
+    return deployed.get("reason") in ("CanaryAnalysing", "CanaryNoTraffic")
+
+
+def _ready(status: dict[str, Any]) -> bool:
+    conditions = {c["type"]: c for c in status.get("conditions", [])}
+    return conditions.get("Ready", {}).get("status") == "True"
+
+
 def _in_order(seen: list[str], expected: tuple[str, ...]) -> bool:
     remaining = iter(seen)
     return all(phase in remaining for phase in expected)
@@ -162,6 +301,8 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
         # A window the burst below fits in well before the canary is promoted.
         spec["deployment"] |= {"canaryTrafficPercent": CANARY_PERCENT, "canaryAnalysis": {"windowSeconds": 60},
                                "gateway": {"name": GATEWAY, "sectionName": LISTENER}}  # fmt: skip
+        # Drift against revision 2 retrains at once (revision 3, the faulty one), and no more.
+        spec["monitoring"]["retraining"] |= {"cooldownSeconds": 0, "maxRetrains": 2}
     values = chart_values(images["operator"], "namespaced", watched)
     values["prometheus"] = {"url": f"http://{NODE_IP}:{PORT}"}
     values["childImages"] = {
@@ -199,7 +340,10 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
             raise AssertionError(f"timed out waiting for {what}; {story()}") from None
 
     installed = False
-    with prometheus_on_node(node, node_api, monitors, monitoring, tmp_path / "prometheus", for_pods=True) as prom:
+    with (
+        prometheus_on_node(node, node_api, monitors, monitoring, tmp_path / "prometheus", for_pods=True) as prom,
+        _failing_once_finished(artifacts / "iris" / "r3" / "model") as sabotaged,
+    ):
         try:
             install(node.kubeconfig, tmp_path, "optiloop", system, values)
             installed = True
@@ -207,11 +351,7 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
             applied = time.monotonic()
             kubectl(node, "apply", "-n", watched, "-f", str(manifest))
 
-            def ready(status: dict[str, Any]) -> bool:
-                conditions = {c["type"]: c for c in status.get("conditions", [])}
-                return conditions.get("Ready", {}).get("status") == "True"
-
-            status = watch(ready, 1200, "revision 1 to be Ready")
+            status = watch(_ready, 1200, "revision 1 to be Ready")
             seconds["apply to Ready"] = time.monotonic() - applied
             assert _in_order(phases, PHASES), phases
             assert (status["revision"], status["servingRevision"]) == (1, 1), status
@@ -264,11 +404,10 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
             if method == "GatewayAPI":
                 # The canary gets its share once it is Ready and the gateway took the route: 20 of
                 # 100 requests through the gateway, counted by each revision's own predictors.
-                def analysed(s: dict[str, Any]) -> bool:
-                    deployed = {c["type"]: c for c in s.get("conditions", [])}.get("Deployed", {})
-                    return deployed.get("reason") == "CanaryAnalysing"
-
-                watch(analysed, 1200, "revision 2's canary analysis")
+                status = watch(_has_its_share, 1200, "revision 2's canary analysis")
+                # No request has reached it yet: it is not promoted on the error rate of nothing.
+                deployed = {c["type"]: c for c in status["conditions"]}["Deployed"]
+                assert deployed["reason"] == "CanaryNoTraffic", deployed
                 before = {r: _counted(node, node_api, watched, f"iris-r{r}") for r in (1, 2)}
                 done = node.run_inside([sys.executable, "-c", TRAFFIC, url, shifted, "100", "0"], timeout=300)
                 shares = {r: _counted(node, node_api, watched, f"iris-r{r}") - before[r] for r in (1, 2)}
@@ -297,12 +436,20 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
             described = kubectl(node, "describe", "modeloptimization", "-n", watched, "iris")
             for reason in ("DriftDetected", "RetrainStarted"):
                 assert reason in described, (reason, described)
-            wait_for(lambda: [i["metadata"]["name"] for i in items(node, "inferenceservices", "-n", watched)]
-                     == ["iris-r2"], 180, interval=1, what="revision 1's InferenceService to go")  # fmt: skip
+
+            def isvcs() -> list[str]:
+                return [i["metadata"]["name"] for i in items(node, "inferenceservices", "-n", watched)]
+
+            wait_for(lambda: "iris-r1" not in isvcs(), 180, interval=1, what="revision 1's InferenceService to go")
             served = get(node, "service", "-n", watched, "iris-r2-predictor")
             answer = _predict(node, served["spec"]["clusterIP"], [[5.1, 3.5, 1.4, 0.2]])
             assert len(answer["predictions"]) == 1, answer
             print(kubectl(node, "get", "mopt", "-n", watched))
+
+            if method == "GatewayAPI":
+                gateway_ip = address.split(":")[0]
+                seconds |= _faulty_canary_rolls_back(node, node_api, watched, gateway_ip, url, shifted, prom,
+                                                     watch, sabotaged, story)  # fmt: skip
 
             # Deleting the resource removes every child (owner references, the garbage collector).
             kubectl(node, "delete", "modeloptimization", "-n", watched, "iris", "--wait=true", "--timeout=120s")
