@@ -183,7 +183,6 @@ def _failing_once_finished(model_dir: Path) -> Iterator[Callable[[], float]]:
 
 def _faulty_canary_rolls_back(
     node: Node,
-    node_api: Any,
     namespace: str,
     gateway_ip: str,
     url: str,
@@ -419,8 +418,16 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
                 query = f'optiloop_predictor_requests_total{{namespace="{watched}", model="iris", revision="2"}}'
                 wait_for(lambda: prom.query(query), 60, interval=1, what=f"Prometheus to scrape {query}")
 
-            # Revision 2 is built by pods again, tried, and takes over.
-            status = watch(lambda s: s.get("servingRevision") == 2, 1200, "revision 2 to serve")
+            # Revision 2 is built by pods again, tried, and takes over. Through the gateway, traffic
+            # goes on as users' would: a canary is promoted only on requests within its window.
+            def promoted(s: dict[str, Any]) -> bool:
+                if s.get("servingRevision") == 2:
+                    return True
+                if method == "GatewayAPI":
+                    node.run_inside([sys.executable, "-c", TRAFFIC, url, shifted, "5", "0.1"], timeout=120)
+                return False
+
+            status = watch(promoted, 1200, "revision 2 to serve")
             seconds["shifted traffic to revision 2 served"] = time.monotonic() - began
             history = {r["revision"]: r for r in status["history"]}
             assert history[2]["trigger"] == "Drift", history
@@ -448,8 +455,8 @@ def test_kubectl_apply_serves_then_drift_retrains_and_rolls_out_revision_2_all_a
 
             if method == "GatewayAPI":
                 gateway_ip = address.split(":")[0]
-                seconds |= _faulty_canary_rolls_back(node, node_api, watched, gateway_ip, url, shifted, prom,
-                                                     watch, sabotaged, story)  # fmt: skip
+                seconds |= _faulty_canary_rolls_back(node, watched, gateway_ip, url, shifted, prom, watch, sabotaged,
+                                                     story)  # fmt: skip
 
             # Deleting the resource removes every child (owner references, the garbage collector).
             kubectl(node, "delete", "modeloptimization", "-n", watched, "iris", "--wait=true", "--timeout=120s")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +115,11 @@ def test_an_s3_revision_is_served_and_monitored_with_the_resources_own_secret_an
         predictor_image=import_our_image(node, "serve"), jobs_image=import_our_image(node, "jobs"),
         drift_image=import_our_image(node, "drift"), image_pull_policy="IfNotPresent",
     )  # fmt: skip
-    namespace = create_namespace(node_api, "s3")
-    server = _s3_server(node, tmp_path)
-    try:
+    with ExitStack() as cleanup:
+        namespace = create_namespace(node_api, "s3")
+        cleanup.callback(delete_namespace, node_api, namespace)
+        server = _s3_server(node, tmp_path)
+        cleanup.callback(server.stop)
         model_dir = write_model_directory(tmp_path / "model", city_model(), name="iris")
         _upload(node, model_dir, "r1/model")
         _upload(node, model_dir, "r2/model", tamper=True)
@@ -188,6 +191,3 @@ def test_an_s3_revision_is_served_and_monitored_with_the_resources_own_secret_an
             "serving.kserve.io", "v1beta1", namespace, ISVCS, tampered)["status"]["conditions"]
             if c["type"] == "Ready")  # fmt: skip
         assert ready["status"] != "True", ready
-    finally:
-        server.stop()
-        delete_namespace(node_api, namespace)
