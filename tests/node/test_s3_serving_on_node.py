@@ -24,8 +24,10 @@ from optiloop.operator.config import OperatorConfig
 from optiloop.operator.observed import predictor_trouble
 from tests.node.test_kserve_on_node import (
     _ask_through_the_service,
+    _condition,
     _expected,
     _model_optimization,
+    _read_isvc,
     _ready,
     _topology,
 )
@@ -187,7 +189,6 @@ def test_an_s3_revision_is_served_and_monitored_with_the_resources_own_secret_an
         assert found.reason == "PredictorCrashLooping", found
         assert "container fetch-model Error (exit code 1)" in found.message, found.message
         assert "SHA-256 mismatch" in found.message, found.message
-        ready = next(c for c in objects.get_namespaced_custom_object(
-            "serving.kserve.io", "v1beta1", namespace, ISVCS, tampered)["status"]["conditions"]
-            if c["type"] == "Ready")  # fmt: skip
+        ready = _condition(_read_isvc(node_api, namespace, tampered), "Ready")
+        assert ready is not None, "KServe gave the tampered revision no Ready condition"
         assert ready["status"] != "True", ready

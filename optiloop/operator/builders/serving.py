@@ -5,7 +5,7 @@ The InferenceService (``serving.kserve.io/v1beta1``) runs either KServe's ONNX r
 storage initializer) or optiloop's predictor image (a custom container reading ``/mnt/models``).
 On a claim, KServe mounts the model directory there (``STORAGE_URI``); on ``s3://`` an init
 container of ours copies it there with the resource's own artifact credentials (see
-:func:`fetch_model_container`). Its payload logger sends every request to the drift monitor. It names
+:func:`fetched_model`). Its payload logger sends every request to the drift monitor. It names
 its deployment mode and autoscaler explicitly (see :mod:`optiloop.operator.topology`). In
 Knative mode a retrained revision is rolled out as a canary with ``canaryTrafficPercent``;
 promotion drops the field (100% to the latest revision), rollback puts the previous revision
@@ -106,28 +106,29 @@ def _predictor_model(resource: ModelOptimization, config: OperatorConfig, revisi
         }
     scratch, scratch_mount = scratch_volume()
     cpus = {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}
-    threads = {"name": "OPTILOOP_THREADS", "valueFrom": cpus}
-    fetched = artifacts_root(resource).startswith("s3://")
-    # From a claim KServe mounts the directory (STORAGE_URI); from S3 our init container copies it,
-    # and without STORAGE_URI KServe adds no storage initializer of its own.
-    source = [] if fetched else [{"name": "STORAGE_URI", "value": model_uri(resource, revision)}]
-    model_mount = [{"name": FETCHED_VOLUME, "mountPath": PREDICTOR_MODEL_DIR, "readOnly": True}] if fetched else []
+    env: list[dict[str, Any]] = [{"name": "OPTILOOP_THREADS", "valueFrom": cpus}]
+    volumes, mounts, init_containers = [scratch], [scratch_mount], []
+    if artifacts_root(resource).startswith("s3://"):
+        # Without STORAGE_URI KServe adds no storage initializer of its own: ours copies the model.
+        volume, mount, fetch = fetched_model(resource, config, revision, PREDICTOR_MODEL_DIR)
+        volumes, mounts, init_containers = [scratch, volume], [scratch_mount, mount], [fetch]
+    else:
+        env.insert(0, {"name": "STORAGE_URI", "value": model_uri(resource, revision)})  # KServe mounts the claim
     container = {
         "name": "kserve-container",
         "image": config.predictor_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["python", "-m", "optiloop.serve"],
         "args": ["--model-dir", PREDICTOR_MODEL_DIR, "--model-name", names.inference_service(resource.metadata.name)],
-        "env": [*source, threads],
+        "env": env,
         "resources": resources,
         **predictor_probes(),
         "securityContext": container_security_context(),
-        "volumeMounts": [scratch_mount, *model_mount],
+        "volumeMounts": mounts,
     }
-    pod: dict[str, Any] = {"containers": [container], "volumes": [scratch], "securityContext": pod_security_context()}
-    if fetched:
-        pod["initContainers"] = [fetch_model_container(resource, config, revision, PREDICTOR_MODEL_DIR)]
-        pod["volumes"].append({"name": FETCHED_VOLUME, "emptyDir": {}})
+    pod: dict[str, Any] = {"containers": [container], "volumes": volumes, "securityContext": pod_security_context()}
+    if init_containers:
+        pod["initContainers"] = init_containers
     return pod
 
 
@@ -212,6 +213,16 @@ FETCHED_VOLUME = "model"
 """The emptyDir a model directory copied out of an ``s3://`` store lies in."""
 
 
+def fetched_model(
+    resource: ModelOptimization, config: OperatorConfig, revision: int, to: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The emptyDir, the reader's read-only mount of it at ``to``, and the init container
+    (:func:`fetch_model_container`) that fills it: a pod's copy of ``revision``'s model directory."""
+    volume = {"name": FETCHED_VOLUME, "emptyDir": {}}
+    mount = {"name": FETCHED_VOLUME, "mountPath": to, "readOnly": True}
+    return volume, mount, fetch_model_container(resource, config, revision, to)
+
+
 def fetch_model_container(
     resource: ModelOptimization, config: OperatorConfig, revision: int, to: str
 ) -> dict[str, Any]:
@@ -263,9 +274,8 @@ def _model_dir_source(
         return [volume], [mount], [], model_dir
     if not uri.startswith("s3://"):
         raise ValueError(f"the drift monitor cannot read a model directory from storageUri {uri}")
-    volume = {"name": FETCHED_VOLUME, "emptyDir": {}}
-    mount = {"name": FETCHED_VOLUME, "mountPath": FETCHED_MODEL_DIR, "readOnly": True}
-    return [volume], [mount], [fetch_model_container(resource, config, revision, FETCHED_MODEL_DIR)], FETCHED_MODEL_DIR
+    volume, mount, fetch = fetched_model(resource, config, revision, FETCHED_MODEL_DIR)
+    return [volume], [mount], [fetch], FETCHED_MODEL_DIR
 
 
 def drift_monitor(
