@@ -191,13 +191,16 @@ class App:
         raise HttpError(404, f"no such endpoint: {path} (this server serves model {self.name!r})")
 
     def _v1(self, body: bytes) -> Answer:
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RequestError(f"the request body is not JSON: {exc}") from None
-        # No JSON literal true/false anywhere: rows of numbers may take the encoder's fast path.
-        may_hold_booleans = b"true" in body or b"false" in body
-        outputs = self.predictor.run(self.predictor.v1_matrix(payload, may_hold_booleans))
+        matrix = self.predictor.v1_numbers(body)
+        if matrix is None:
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise RequestError(f"the request body is not JSON: {exc}") from None
+            # No JSON literal true/false anywhere: rows of numbers may take the encoder's fast path.
+            may_hold_booleans = b"true" in body or b"false" in body
+            matrix = self.predictor.v1_matrix(payload, may_hold_booleans)
+        outputs = self.predictor.run(matrix)
         return 200, orjson.dumps(self.predictor.v1_answer(outputs), option=orjson.OPT_SERIALIZE_NUMPY), JSON
 
     def _v2(self, body: bytes, header_length: int | None) -> Answer:

@@ -157,6 +157,12 @@ class OnnxPredictor:
             return [Output("predictions", "BYTES", labels), Output("probabilities", "FP32", results[1])]
         return [Output("predictions", "FP32", results[0].astype(np.float32).ravel())]
 
+    def v1_numbers(self, body: bytes) -> np.ndarray | None:
+        """The input matrix of a v1 body made only of rows of numbers, else None (see
+        :meth:`FeatureEncoder.numbers`); raises :class:`RequestError` for values out of range."""
+        assert self.encoder is not None
+        return self.encoder.numbers(body)
+
     def v1_matrix(self, payload: Any, may_hold_booleans: bool) -> np.ndarray:
         """A decoded v1 body -> input matrix (raises :class:`RequestError`)."""
         assert self.encoder is not None
