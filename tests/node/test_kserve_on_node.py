@@ -484,3 +484,101 @@ def test_kserves_agent_posts_each_request_to_our_drift_monitor_pod_which_counts_
     assert samples[("optiloop_drift_events_total", frozenset({**labels, "outcome": "rejected"}.items()))] == 0
     assert samples[("optiloop_drift_rows_total", frozenset(labels.items()))] == rows
     assert samples[("optiloop_drift_window_samples", frozenset(labels.items()))] == rows
+
+
+CONCURRENT_CLIENT = """
+import json, sys, time, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+url, rows, clients = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+
+def ask(row):
+    body = json.dumps({"instances": [row]}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+for attempt in range(40):  # a fresh Service's rules follow its endpoints within a second or two
+    try:
+        ask(rows[0])
+        break
+    except OSError as exc:
+        sys.stderr.write(f"{exc}\\n")
+        time.sleep(0.5)
+else:
+    sys.exit(f"no answer from {url}")
+metrics = url.split("/v1/")[0] + "/metrics"
+before = urllib.request.urlopen(metrics, timeout=10).read().decode()
+with ThreadPoolExecutor(clients) as pool:
+    answers = list(pool.map(ask, rows))
+after = urllib.request.urlopen(metrics, timeout=10).read().decode()
+json.dump({"answers": answers, "before": before, "after": after}, sys.stdout)
+"""
+"""Sends each row as its own v1 request, ``clients`` at a time, after one request that waits for the
+Service; returns the answers in row order and the predictor's metrics before and after them."""
+
+
+def _batch_histogram(exposition: str, model: str) -> tuple[float, float]:
+    """The predictor's rows-per-inference histogram for ``model``: (inferences, rows)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if family.name == "optiloop_predictor_batch_size" and sample.labels.get("model") == model
+    }
+    return samples["optiloop_predictor_batch_size_count"], samples["optiloop_predictor_batch_size_sum"]
+
+
+def test_kserves_batcher_gathers_concurrent_single_row_requests_into_one_inference_and_answers_each(
+    kserve: KServeOnNode, node_api: Any, short_namespace: str, tmp_path: Path
+) -> None:
+    """``spec.deployment.batcher`` on the real node: KServe's webhook gives the agent the batcher's
+    flags from the operator's InferenceService, concurrent one-row v1 requests through the Service
+    reach our predictor as batches (its own rows-per-inference histogram says so), and every client
+    gets exactly its own row's answer, which is ONNX Runtime's on the same file."""
+    from kubernetes import client
+
+    namespace, node = short_namespace, kserve.node
+    serve_image = import_our_image(node, "serve")
+    artifacts = tmp_path / "artifacts"
+    model_dir = write_model_directory(artifacts / "iris" / "r1" / "model", city_model(), name="iris")
+    _written_as_the_jobs_write_it(artifacts)
+    claim_on_host_folder(node_api, namespace, CLAIM, artifacts)
+    config = OperatorConfig(predictor_image=serve_image, image_pull_policy="IfNotPresent")
+    model = _model_optimization(node_api, namespace, batcher={"maxBatchSize": 4, "maxLatencyMs": 500})
+    body = inference_service(model, config, 1, _topology(node_api, model, config))
+    name = body["metadata"]["name"]
+    client.CustomObjectsApi(node_api).create_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", namespace, "inferenceservices", body
+    )
+    wait_for(lambda: _ready(node_api, namespace, name), 600, interval=0.5, what=f"InferenceService {name} to be Ready")
+
+    core = client.CoreV1Api(node_api)
+    (pod,) = core.list_namespaced_pod(namespace, label_selector=f"serving.kserve.io/inferenceservice={name}").items
+    agent_args = {c.name: c for c in pod.spec.containers}["agent"].args
+    assert "--enable-batcher" in agent_args, agent_args
+    assert agent_args[agent_args.index("--max-batchsize") + 1] == "4"
+    assert agent_args[agent_args.index("--max-latency") + 1] == "500"
+
+    frame = city_frame(32, 3)
+    frame["b"] = frame["b"].fillna(1.5)
+    rows = [[float(a), float(b), str(city)] for a, b, city in zip(frame["a"], frame["b"], frame["city"], strict=True)]
+    served = body["spec"]["predictor"]["containers"][0]["args"]
+    served_name = served[served.index("--model-name") + 1]
+    cluster_ip = core.read_namespaced_service(f"{name}-predictor", namespace).spec.cluster_ip
+    url = f"http://{cluster_ip}:80/v1/models/{served_name}:predict"
+    done = node.run_inside([sys.executable, "-c", CONCURRENT_CLIENT, url, json.dumps(rows), "8"], timeout=120)
+    sent = json.loads(done.stdout)
+
+    labels, _ = _expected(
+        model_dir, frame["a"].to_numpy(np.float32), frame["b"].to_numpy(np.float32), frame["city"].to_numpy(object)
+    )
+    assert [answer["predictions"] for answer in sent["answers"]] == [[label] for label in labels]
+    inferences_before, rows_before = _batch_histogram(sent["before"], served_name)
+    inferences_after, rows_after = _batch_histogram(sent["after"], served_name)
+    inferences, rows_run = inferences_after - inferences_before, rows_after - rows_before
+    print(f"\nbatcher: {len(rows)} one-row requests, 8 at a time, reached the predictor as {inferences:.0f} inferences")
+    assert rows_run == len(rows)
+    # 8 clients and batches of up to 4 rows: most inferences carry several rows (8 would be perfect).
+    assert inferences <= len(rows) / 2, f"{len(rows)} requests were run as {inferences:.0f} inferences"
