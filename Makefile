@@ -23,6 +23,7 @@ bench:  ## Run the benchmarks at reduced size (see docs/benchmarks.md for the fu
 	.venv/bin/python bench/quality.py --quick
 	.venv/bin/python bench/serving.py --quick
 	.venv/bin/python bench/batching.py --quick
+	.venv/bin/python bench/node_batching.py --quick
 	.venv-drift/bin/python bench/drift.py --quick
 	.venv/bin/python bench/operator_scale.py --sizes 10 100
 

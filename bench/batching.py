@@ -28,23 +28,22 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from bench.serving import build_model, median, spread, start_server, write_results  # noqa: E402
+from bench.load import Request, run_wrk  # noqa: E402
+from bench.serving import batching_gain, median, spread, start_server, test_rows, trained_model, write_results  # noqa: E402
 
-PROCESSES = 2
+REQUESTS = 256
+"""Distinct one-row requests the load sends in turn."""
 
 
 def agent_binary() -> Path:
@@ -81,71 +80,27 @@ def start_agent(
     raise RuntimeError(f"KServe's agent did not answer for the predictor on port {port} within 30 s")
 
 
-def one_row_request(row: np.ndarray) -> tuple[str, bytes, dict[str, str]]:
-    body = json.dumps({"instances": row.tolist()}).encode()
-    return "/v1/models/bench:predict", body, {"content-type": "application/json"}
+def one_row_request(row: np.ndarray, model: str = "bench") -> Request:
+    return Request(f"/v1/models/{model}:predict", json.dumps({"instances": row.tolist()}).encode(), "application/json")
 
 
-def client_process(port: int, rows: np.ndarray, threads: int, seconds: float, queue: Any) -> None:
-    """``threads`` closed-loop clients with one connection each; puts their latencies on ``queue``."""
-    latencies: list[float] = []
-    failures: list[str] = []
-    lock = threading.Lock()
-
-    def loop(offset: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        mine = []
-        index = offset
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            path, body, headers = one_row_request(rows[index % len(rows)][None, :])
-            index += threads
-            start = time.perf_counter()
-            connection.request("POST", path, body, headers)
-            response = connection.getresponse()
-            answer = response.read()
-            if response.status != 200 or len(json.loads(answer)["predictions"]) != 1:
-                with lock:
-                    failures.append(f"HTTP {response.status}: {answer[:200]!r}")
-                return
-            mine.append(time.perf_counter() - start)
-        with lock:
-            latencies.extend(mine)
-
-    workers = [threading.Thread(target=loop, args=(offset,)) for offset in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    queue.put((latencies, failures))
+def check_answer(port: int, row: np.ndarray) -> None:
+    """One request answered with exactly one prediction (the load itself only sees status codes)."""
+    request = one_row_request(row)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", request.path, request.body, {"content-type": request.content_type})
+    response = connection.getresponse()
+    answer = response.read()
+    if response.status != 200 or len(json.loads(answer)["predictions"]) != 1:
+        raise RuntimeError(f"port {port} answered one row with HTTP {response.status}: {answer[:200]!r}")
 
 
 def load_test(port: int, rows: np.ndarray, clients: int, seconds: float) -> dict[str, float]:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    client_process(port, rows, 1, 0.5, queue)  # warm-up
-    queue.get()
-    shares = [clients // PROCESSES + (1 if i < clients % PROCESSES else 0) for i in range(PROCESSES)]
-    processes = [
-        context.Process(target=client_process, args=(port, rows[i::PROCESSES], share, seconds, queue))
-        for i, share in enumerate(shares)
-        if share
-    ]
-    for process in processes:
-        process.start()
-    latencies: list[float] = []
-    for _ in processes:
-        done, failures = queue.get()
-        if failures:
-            raise RuntimeError(f"requests failed: {failures[0]}")
-        latencies.extend(done)
-    for process in processes:
-        process.join()
-    return {
-        "rps": len(latencies) / seconds,
-        "p50_ms": float(np.percentile(latencies, 50) * 1000),
-        "p99_ms": float(np.percentile(latencies, 99) * 1000),
-    }
+    """``clients`` closed-loop connections, each request one row (the rows in turn)."""
+    check_answer(port, rows[:1])
+    requests = [one_row_request(rows[index : index + 1]) for index in range(min(len(rows), REQUESTS))]
+    run_wrk(port, requests, clients, 1.0)  # warm-up
+    return run_wrk(port, requests, clients, seconds)
 
 
 def parse_batchers(text: str) -> list[tuple[int, int]]:
@@ -155,6 +110,12 @@ def parse_batchers(text: str) -> list[tuple[int, int]]:
         size, latency = item.split("/")
         pairs.append((int(size), int(latency)))
     return pairs
+
+
+def parse_model(text: str) -> tuple[int, int]:
+    """``"3x700"`` -> ``(3, 700)``: hidden layers and their width."""
+    layers, width = text.lower().split("x")
+    return int(layers), int(width)
 
 
 def in_own_network_namespace() -> bool:
@@ -181,6 +142,12 @@ def main() -> None:
         default=parse_batchers("8/5,8/20,32/5"),
         help="maxBatchSize/maxLatencyMs pairs to measure, comma-separated (default: 8/5,8/20,32/5)",
     )
+    parser.add_argument(
+        "--model",
+        type=parse_model,
+        default=(3, 700),
+        help="the MLP's hidden layers x width (default: 3x700, the serving benchmark's model)",
+    )
     parser.add_argument("--retrain", action="store_true", help="train the model again even if one is there")
     parser.add_argument("--agent", type=Path, help="KServe's agent binary (default: the one `make install` built)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "batching.json")
@@ -190,17 +157,11 @@ def main() -> None:
     seconds = 3.0 if args.quick else 10.0
     runs = args.runs or (1 if args.quick else 3)
     agent = args.agent or agent_binary()
-    workdir = REPO / "bench" / "results" / "serving-work"
-    # The serving benchmark's model; trained once and reused while its directory is complete.
-    finished = (workdir / "r1" / "model" / "_COMPLETE.json").exists() and not args.retrain
-    artifacts = workdir if finished else build_model(workdir)
-    import pandas as pd
-
+    layers, width = args.model
+    artifacts = trained_model(layers, width, args.retrain)
+    rows = test_rows(artifacts)
     from tests.support.control_plane import free_port
 
-    metadata = json.loads((artifacts / "r1" / "model" / "metadata.json").read_text())
-    features = [f["name"] for f in metadata["features"]]
-    rows = pd.read_parquet(artifacts / "r1" / "data" / "test.parquet")[features].to_numpy(dtype=np.float32)
     configurations: list[tuple[str, tuple[int, int] | None, bool]] = [
         ("predictor alone", None, False),
         ("through the agent, no batching", None, True),
@@ -225,10 +186,15 @@ def main() -> None:
         finally:
             predictor.terminate()
             predictor.wait(timeout=30)
-    load = write_results(args.out, measured, clients=args.clients, seconds=seconds, runs=runs)
+    model = f"MLP {layers}x{width}"
+    # What batching could give at most: batches as large as the clients are many, in process.
+    gain = batching_gain(artifacts, rows, args.clients)
+    load = write_results(
+        args.out, measured, model=model, clients=args.clients, seconds=seconds, runs=runs, batching_gain=gain
+    )
     print(
-        f"{args.clients} single-row clients, closed loop, {seconds:.0f} s per run, median of {runs} run(s) "
-        f"[min-max], 1 inference thread, {os.cpu_count()} CPUs, load average after: "
+        f"{model}, {args.clients} single-row clients (wrk), closed loop, {seconds:.0f} s per run, "
+        f"median of {runs} run(s) [min-max], 1 inference thread, {os.cpu_count()} CPUs, load average after: "
         f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n"
     )
     print(
@@ -246,6 +212,11 @@ def main() -> None:
             f"| {label} | {spread(run, 'rps')} | {median(run, 'p50_ms'):.2f} ms | {p99:.2f} ms "
             f"| {median(run, 'rps') / alone:.2f}x | {median(run, 'rps') / proxied:.2f}x | {bound} |"
         )
+
+    print(
+        f"\nONNX Runtime in process, 1 thread: batches of {args.clients} rows run {gain:.2f}x the rows per second of "
+        "single rows, the most a batcher can give this model on this machine."
+    )
 
 
 if __name__ == "__main__":

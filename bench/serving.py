@@ -21,9 +21,7 @@ the servers so that a noisy moment hurts all of them.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -38,11 +36,17 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from bench.load import Request, run_wrk  # noqa: E402
+
 CLIENTS = 2
+"""Concurrent closed-loop connections (wrk)."""
+REQUESTS = 64
+"""Distinct requests each load sends in turn."""
 
 
-def build_model(workdir: Path) -> Path:
-    """Tune (one fixed configuration) and export the model; returns the artifact root."""
+def build_model(workdir: Path, layers: int = 3, width: int = 700) -> Path:
+    """Tune (one fixed configuration: ``layers`` hidden layers of ``width``) and export the model;
+    returns the artifact root."""
     from optiloop.api.jobs import StageInput
     from optiloop.jobs.compress import run_compression
     from optiloop.jobs.storage import open_store
@@ -54,7 +58,11 @@ def build_model(workdir: Path) -> Path:
         "deployment": {"storageUri": "pvc://bench/x"},
         "model": {
             "family": "mlp",
-            "search": {"layers": {"min": 3, "max": 3}, "width": {"min": 700, "max": 700}, "shapes": ["constant"]},
+            "search": {
+                "layers": {"min": layers, "max": layers},
+                "width": {"min": width, "max": width},
+                "shapes": ["constant"],
+            },
         },
         "tuning": {
             "maxTrials": 1,
@@ -67,6 +75,23 @@ def build_model(workdir: Path) -> Path:
     run_tuning(stage, store)
     run_compression(stage, store)
     return workdir
+
+
+def trained_model(layers: int = 3, width: int = 700, retrain: bool = False) -> Path:
+    """The benchmark MLP's artifact root (``layers`` hidden layers of ``width``; 3x700 is this
+    benchmark's): trained once per size and reused while its model directory is complete."""
+    suffix = "" if (layers, width) == (3, 700) else f"-{layers}x{width}"
+    workdir = REPO / "bench" / "results" / f"serving-work{suffix}"
+    finished = (workdir / "r1" / "model" / "_COMPLETE.json").exists() and not retrain
+    return workdir if finished else build_model(workdir, layers, width)
+
+
+def test_rows(artifacts: Path) -> np.ndarray:
+    """The model's test split, in its features' order, as float32."""
+    import pandas as pd
+
+    features = [f["name"] for f in json.loads((artifacts / "r1" / "model" / "metadata.json").read_text())["features"]]
+    return pd.read_parquet(artifacts / "r1" / "data" / "test.parquet")[features].to_numpy(dtype=np.float32)
 
 
 def torch_server_main(artifacts: str, port: int, threads: int) -> None:
@@ -141,11 +166,12 @@ def start_server(kind: str, artifacts: Path, port: int, threads: int, workers: i
     raise RuntimeError(f"{kind} server did not become ready")
 
 
-def request_for(protocol: str, rows: np.ndarray) -> tuple[str, bytes, dict[str, str]]:
-    """Path, body and headers of one request carrying ``rows``."""
+def request_for(protocol: str, rows: np.ndarray) -> Request:
+    """One request carrying ``rows``: v1 JSON, or v2 with the binary tensor extension both ways."""
     if protocol == "v1":
-        body = json.dumps({"instances": rows.tolist()}).encode()
-        return "/v1/models/bench:predict", body, {"content-type": "application/json"}
+        return Request(
+            "/v1/models/bench:predict", json.dumps({"instances": rows.tolist()}).encode(), "application/json"
+        )
     header = json.dumps(
         {
             "inputs": [
@@ -159,43 +185,23 @@ def request_for(protocol: str, rows: np.ndarray) -> tuple[str, bytes, dict[str, 
             "parameters": {"binary_data_output": True},
         }
     ).encode()
-    headers = {"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"}
-    return "/v2/models/bench/infer", header + rows.astype(np.float32).tobytes(), headers
+    body = header + rows.astype(np.float32).tobytes()
+    return Request("/v2/models/bench/infer", body, "application/octet-stream", len(header))
 
 
-def client(port: int, request: tuple[str, bytes, dict[str, str]], seconds: float, queue: Any) -> None:
-    path, body, headers = request
-    connection = http.client.HTTPConnection("127.0.0.1", port)
-    latencies = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        connection.request("POST", path, body, headers)
-        response = connection.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}")
-        latencies.append(time.perf_counter() - start)
-    queue.put(latencies)
-
-
-def load_test(port: int, rows: np.ndarray, batch: int, seconds: float, protocol: str = "v1") -> dict[str, float]:
-    request = request_for(protocol, rows[:batch])
-    context = multiprocessing.get_context("spawn")
-    client(port, request, 0.5, context.Queue())  # warm-up
-    queue = context.Queue()
-    workers = [context.Process(target=client, args=(port, request, seconds, queue)) for _ in range(CLIENTS)]
-    for worker in workers:
-        worker.start()
-    latencies = np.concatenate([np.array(queue.get()) for _ in workers])
-    for worker in workers:
-        worker.join()
-    return {
-        "rps": len(latencies) / seconds,
-        "rows_per_second": len(latencies) * batch / seconds,
-        "p50_ms": float(np.percentile(latencies, 50) * 1000),
-        "p99_ms": float(np.percentile(latencies, 99) * 1000),
-    }
+def load_test(port: int, pid: int, rows: np.ndarray, batch: int, seconds: float, protocol: str) -> dict[str, float]:
+    """``CLIENTS`` closed-loop connections sending batches of ``batch`` rows (each request its own
+    rows) to the server ``pid``, whose CPU time per request (all its processes) is measured too:
+    that figure is robust to other work on the machine."""
+    requests = [
+        request_for(protocol, rows.take(range(start * batch, (start + 1) * batch), axis=0, mode="wrap"))
+        for start in range(REQUESTS)
+    ]
+    run_wrk(port, requests, CLIENTS, 1.0)  # warm-up
+    cpu_before = server_cpu(pid)
+    run = run_wrk(port, requests, CLIENTS, seconds)
+    cpu_us = (server_cpu(pid) - cpu_before) / run["requests"] * 1e6
+    return {**run, "rows_per_second": run["rps"] * batch, "cpu_us": cpu_us}
 
 
 def ceiling(artifacts: Path, rows: np.ndarray, batch: int, seconds: float, threads: int) -> dict[str, float]:
@@ -220,6 +226,13 @@ def ceiling(artifacts: Path, rows: np.ndarray, batch: int, seconds: float, threa
         "p50_ms": float(np.percentile(latencies, 50) * 1000),
         "p99_ms": float(np.percentile(latencies, 99) * 1000),
     }
+
+
+def batching_gain(artifacts: Path, rows: np.ndarray, size: int, seconds: float = 3.0) -> float:
+    """How many times the rows per second of single-row inference ONNX Runtime reaches on batches of
+    ``size`` rows, in process, one thread: the most any batcher can give this model here."""
+    single = ceiling(artifacts, rows, 1, seconds, 1)["rows_per_second"]
+    return ceiling(artifacts, rows, size, seconds, 1)["rows_per_second"] / single
 
 
 def server_cpu(pid: int) -> float:
@@ -274,14 +287,8 @@ def main() -> None:
         return
     seconds = 3.0 if args.quick else 10.0
     runs = args.runs or (1 if args.quick else 3)
-    workdir = REPO / "bench" / "results" / "serving-work"
-    # Trained once and reused while its directory is complete (bench/batching.py serves it too).
-    finished = (workdir / "r1" / "model" / "_COMPLETE.json").exists() and not args.retrain
-    artifacts = workdir if finished else build_model(workdir)
-    import pandas as pd
-
-    features = [f["name"] for f in json.loads((artifacts / "r1" / "model" / "metadata.json").read_text())["features"]]
-    rows = pd.read_parquet(artifacts / "r1" / "data" / "test.parquet")[features].to_numpy(dtype=np.float32)[:64]
+    artifacts = trained_model(retrain=args.retrain)
+    rows = test_rows(artifacts)
     from tests.support.control_plane import free_port
 
     # (label, server kind, workers, protocol)
@@ -295,10 +302,7 @@ def main() -> None:
             process = start_server(kind, artifacts, port, args.threads, workers)
             try:
                 for batch in (1, 64):
-                    cpu_before = server_cpu(process.pid)
-                    run = load_test(port, rows, batch, seconds, protocol)
-                    # CPU seconds the server (all its processes) spent per request: robust to other load.
-                    run["cpu_us"] = (server_cpu(process.pid) - cpu_before) / (run["rps"] * seconds) * 1e6
+                    run = load_test(port, process.pid, rows, batch, seconds, protocol)
                     measured.setdefault(f"{label} b{batch}", []).append(run)
             finally:
                 process.terminate()
@@ -308,7 +312,7 @@ def main() -> None:
             measured.setdefault(f"ceiling b{batch}", []).append(run)
     load = write_results(args.out, measured, threads=args.threads, clients=CLIENTS, seconds=seconds, runs=runs)
     print(
-        f"{CLIENTS} client processes, closed loop, {seconds:.0f} s per run, median of {runs} run(s) [min-max], "
+        f"{CLIENTS} client connections (wrk), closed loop, {seconds:.0f} s per run, median of {runs} run(s) [min-max], "
         f"{args.threads} inference thread(s), {os.cpu_count()} CPUs, load average after: "
         f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n"
     )

@@ -2,7 +2,8 @@
 # Installs everything a fresh machine needs to develop and test optiloop:
 #   .venv        the main environment (operator, jobs, serve and dev extras) from requirements/main.lock
 #   .venv-drift  the drift monitor's own environment from requirements/drift.lock (pydantic 1, see README)
-#   PostgreSQL's server, Prometheus and Chromium (Debian's packages) when missing, for the tests
+#   PostgreSQL's server, Prometheus, Chromium and wrk (Debian's packages) when missing, for the tests
+#   and the benchmarks
 #   the test node's runtime (Debian's containerd, runc, CNI plugins, iptables, conntrack, socat, umoci,
 #   debootstrap, buildah, busybox-static) when missing
 #   the test control plane (kube-apiserver, kube-controller-manager, etcd), Helm, KServe's manager and
@@ -47,7 +48,7 @@ fi
 "$uv" pip sync --quiet --python .venv-drift/bin/python requirements/drift.lock
 "$uv" pip install --quiet --python .venv-drift/bin/python --no-deps -e .
 
-say "system packages for the tests (PostgreSQL: shared studies; Prometheus: drift metrics; Chromium: the run report; the test node)"
+say "system packages for the tests (PostgreSQL: shared studies; Prometheus: drift metrics; Chromium: the run report; the test node; wrk: the benchmarks)"
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
@@ -58,6 +59,8 @@ for tool in containerd runc iptables conntrack socat umoci debootstrap buildah; 
 done
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] \
   || missing+=(containernetworking-plugins)
+# The benchmarks' HTTP load generator (bench/load.py): C, so it measures the server, not the client.
+command -v wrk >/dev/null || missing+=(wrk)
 # The static build: the test image's busybox must run without any library in the image.
 [[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null || true)" == "install ok installed" ]] \
   || missing+=(busybox-static)
