@@ -27,16 +27,16 @@ from optiloop.operator.builders.serving import inference_service
 from optiloop.operator.config import OperatorConfig
 from optiloop.operator.observed import observe_route
 from optiloop.operator.topology import Topology
-from tests.node.test_kserve_on_node import (
-    CLAIM,
-    _model_optimization,
-    _ready,
-    _topology,
-    _written_as_the_jobs_write_it,
-)
 from tests.support.control_plane import wait_for
 from tests.support.gateway_node import LISTENER_PORT, GatewayOnNode, accepted
 from tests.support.kserve_node import KServeOnNode, import_our_image
+from tests.support.kserve_serving import (
+    CLAIM,
+    isvc_ready,
+    resolved_topology,
+    stored_model_optimization,
+    written_as_the_jobs_write_it,
+)
 from tests.support.model_dirs import city_model, write_model_directory
 from tests.support.namespaces import create_namespace, delete_namespace
 from tests.support.node import Node
@@ -246,16 +246,16 @@ def test_a_real_gateway_splits_the_canary_share_and_moves_all_traffic_on_promoti
         # The same network in both revisions: only the lineage's revision (the answer's
         # model_version and the metrics' revision label) tells them apart.
         write_model_directory(artifacts / "iris" / f"r{revision}" / "model", model_net, name="iris", revision=revision)
-    _written_as_the_jobs_write_it(artifacts)
+    written_as_the_jobs_write_it(artifacts)
     _claim_on(node_api, namespace, artifacts)
 
     config = OperatorConfig(predictor_image=serve_image, image_pull_policy="IfNotPresent")
-    model: ModelOptimization = _model_optimization(
+    model: ModelOptimization = stored_model_optimization(
         node_api, namespace, canaryTrafficPercent=CANARY_PERCENT, gateway={"name": GATEWAY, "sectionName": LISTENER},
         resources=PREDICTOR_RESOURCES,
     )  # fmt: skip
     owner_uid = str(model.metadata.uid)
-    topology: Topology = _topology(node_api, model, config)
+    topology: Topology = resolved_topology(node_api, model, config)
     assert (topology.mode, topology.canary_method) == ("standard", "GatewayAPI"), topology.split
     assert topology.gateway is not None
     objects: Any = client.CustomObjectsApi(node_api)
@@ -282,7 +282,7 @@ def test_a_real_gateway_splits_the_canary_share_and_moves_all_traffic_on_promoti
 
     # Revision 1 serves alone: the operator's route sends it everything.
     create(1)
-    wait_for(lambda: _ready(node_api, namespace, services[1]), 600, interval=0.5,
+    wait_for(lambda: isvc_ready(node_api, namespace, services[1]), 600, interval=0.5,
              what=f"InferenceService {services[1]} to be Ready ({kserve.manager.log})")  # fmt: skip
     found = _gateway(node_api, namespace, gateway.class_name)
     address = found["status"]["addresses"][0]["value"]
@@ -322,7 +322,7 @@ def test_a_real_gateway_splits_the_canary_share_and_moves_all_traffic_on_promoti
     create(2)
     meanwhile: Counter[str] = Counter()
     deadline = time.monotonic() + 600
-    while not _ready(node_api, namespace, services[2]):
+    while not isvc_ready(node_api, namespace, services[2]):
         assert time.monotonic() < deadline, f"InferenceService {services[2]} not Ready ({kserve.manager.log})"
         meanwhile += _send(node, address, model_name, 20)
     print(f"while revision 2 was being created: {dict(meanwhile)}")

@@ -18,14 +18,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-from optiloop.api import ModelOptimization
 from optiloop.operator import names
 from optiloop.operator.builders.serving import drift_monitor, inference_service
-from optiloop.operator.capabilities import Capabilities, default_from_config, ingress_from_config
 from optiloop.operator.config import OperatorConfig
-from optiloop.operator.topology import Topology, Unservable, resolve
+from optiloop.operator.topology import Unservable, resolve
 from tests.support.control_plane import wait_for
 from tests.support.kserve_node import KServeOnNode, import_our_image
+from tests.support.kserve_serving import (
+    CLAIM,
+    RUNTIME_UID,
+    isvc_condition,
+    isvc_ready,
+    kserve_capabilities,
+    read_isvc,
+    resolved_topology,
+    stored_model_optimization,
+    written_as_the_jobs_write_it,
+)
 from tests.support.model_dirs import city_frame, city_model, write_model_directory
 from tests.support.namespaces import create_namespace, delete_namespace
 from tests.support.node import Node
@@ -33,52 +42,6 @@ from tests.support.node_pods import pod_processes
 from tests.support.node_storage import claim_on_host_folder
 
 pytestmark = pytest.mark.timeout(900)
-RUNTIME_UID = 65532
-"""The uid optiloop's images and pod security contexts run as."""
-CLAIM = "models"
-
-
-def _model_optimization(api: Any, namespace: str, **deployment: Any) -> ModelOptimization:
-    """A stored ModelOptimization (so the InferenceService's owner reference is real and the garbage
-    collector keeps it), Standard mode, artifacts on the ``models`` claim, and ``deployment``'s
-    fields."""
-    from kubernetes import client
-
-    body = {
-        "apiVersion": "optiloop.dev/v1alpha1",
-        "kind": "ModelOptimization",
-        "metadata": {"name": "iris", "namespace": namespace},
-        "spec": {
-            "dataset": {"uri": "builtin://iris"},
-            "deployment": {"storageUri": f"pvc://{CLAIM}/iris", "mode": "auto", **deployment},
-        },
-    }
-    stored = client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "optiloop.dev", "v1alpha1", namespace, "modeloptimizations", body
-    )
-    return ModelOptimization.model_validate(stored)
-
-
-def _capabilities(api: Any, config: OperatorConfig) -> Capabilities:
-    """What the operator knows of this cluster's KServe: its default mode and host naming, read
-    from its real ConfigMap as the operator reads them."""
-    from kubernetes import client
-
-    found = client.CoreV1Api(api).read_namespaced_config_map(config.kserve_config[1], config.kserve_config[0])
-    source = "/".join(config.kserve_config)
-    return Capabilities(
-        kserve=True, gateway_api=True, keda=True,
-        kserve_default=default_from_config(found.data, source), kserve_ingress=ingress_from_config(found.data, source),
-    )  # fmt: skip
-
-
-def _topology(api: Any, model: ModelOptimization, config: OperatorConfig) -> Topology:
-    """How the operator resolves the resource's serving on this cluster."""
-    topology = resolve(model, _capabilities(api, config), config)
-    assert isinstance(topology, Topology), topology
-    return topology
-
-
 RECORDER = """
 import http.server, sys
 
@@ -132,35 +95,6 @@ def _event_recorder(api: Any, namespace: str, name: str, image: str) -> str:
     wait_for(lambda: (core.read_namespaced_endpoints(name, namespace).subsets or [None])[0], 30, interval=0.25,
              what=f"the recorder Service {name} to have its endpoint")  # fmt: skip
     return name
-
-
-def _written_as_the_jobs_write_it(root: Path) -> None:
-    """Hand the model directory to uid 65532, as the export Job (which runs as it) leaves it."""
-    for path in [root, *root.rglob("*")]:
-        os.chown(path, RUNTIME_UID, RUNTIME_UID)
-
-
-def _condition(isvc: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next((c for c in isvc.get("status", {}).get("conditions", []) if c["type"] == kind), None)
-
-
-def _read_isvc(api: Any, namespace: str, name: str) -> dict[str, Any]:
-    from kubernetes import client
-
-    return dict(
-        client.CustomObjectsApi(api).get_namespaced_custom_object(
-            "serving.kserve.io", "v1beta1", namespace, "inferenceservices", name
-        )
-    )
-
-
-def _ready(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
-    """The InferenceService once Ready; fails at once when KServe gave up reconciling it."""
-    isvc = _read_isvc(api, namespace, name)
-    ready = _condition(isvc, "Ready")
-    if ready is not None and ready.get("reason") == "ReconcileFailed":
-        raise AssertionError(f"KServe could not reconcile {name}: {ready.get('message')}")
-    return isvc if ready is not None and ready["status"] == "True" else None
 
 
 @pytest.fixture
@@ -230,13 +164,13 @@ def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference
     serve_image = import_our_image(node, "serve")
     artifacts = tmp_path / "artifacts"
     model_dir = write_model_directory(artifacts / "iris" / "r1" / "model", city_model(), name="iris")
-    _written_as_the_jobs_write_it(artifacts)
+    written_as_the_jobs_write_it(artifacts)
     claim_on_host_folder(node_api, node_namespace, CLAIM, artifacts)
     recorder = _event_recorder(node_api, node_namespace, names.drift_monitor("iris"), serve_image)
 
     config = OperatorConfig(predictor_image=serve_image, image_pull_policy="IfNotPresent")
-    model = _model_optimization(node_api, node_namespace)
-    topology = _topology(node_api, model, config)
+    model = stored_model_optimization(node_api, node_namespace)
+    topology = resolved_topology(node_api, model, config)
     assert (topology.mode, topology.source) == ("standard", "kserveConfig")
     body = inference_service(model, config, 1, topology)
     name = body["metadata"]["name"]
@@ -244,7 +178,7 @@ def test_kserves_manager_serves_our_predictor_image_from_the_operators_inference
     began = time.monotonic()
     objects.create_namespaced_custom_object("serving.kserve.io", "v1beta1", node_namespace, "inferenceservices", body)
     isvc = wait_for(
-        lambda: _ready(node_api, node_namespace, name),
+        lambda: isvc_ready(node_api, node_namespace, name),
         600,
         interval=0.5,
         what=f"InferenceService {name} to be Ready ({kserve.manager.log}, {node.workdir}/kubelet.log)",
@@ -336,14 +270,14 @@ def test_kserve_refuses_a_predictor_host_name_over_63_characters_and_says_so_on_
     from kubernetes import client
 
     config = OperatorConfig(predictor_image="optiloop.local/unused:1")
-    model = _model_optimization(node_api, long_namespace)
-    refused_first = resolve(model, _capabilities(node_api, config), config)
+    model = stored_model_optimization(node_api, long_namespace)
+    refused_first = resolve(model, kserve_capabilities(node_api, config), config)
     assert isinstance(refused_first, Unservable), refused_first
     assert refused_first.reason == "HostNameInvalid"
     # What KServe does with it had the operator created it: the topology of the same resource in a
     # short namespace (the namespace only matters to the host), its InferenceService in the long one.
     elsewhere = model.model_copy(update={"metadata": model.metadata.model_copy(update={"namespace": "ml"})})
-    body = inference_service(model, config, 1, _topology(node_api, elsewhere, config))
+    body = inference_service(model, config, 1, resolved_topology(node_api, elsewhere, config))
     name = body["metadata"]["name"]
     host = f"{name}-predictor-{long_namespace}"
     assert len(host) > 63
@@ -353,7 +287,7 @@ def test_kserve_refuses_a_predictor_host_name_over_63_characters_and_says_so_on_
     )
 
     def refused() -> dict[str, Any] | None:
-        ready = _condition(_read_isvc(node_api, long_namespace, name), "Ready")
+        ready = isvc_condition(read_isvc(node_api, long_namespace, name), "Ready")
         return ready if ready is not None and ready["status"] == "False" and ready.get("reason") else None
 
     ready = wait_for(refused, 60, interval=0.5, what=f"KServe to refuse {name} ({kserve.manager.log})")
@@ -374,10 +308,10 @@ def test_kserves_hpa_scales_on_the_metric_target_and_replicas_the_spec_asked_for
     from kubernetes import client
 
     config = OperatorConfig(predictor_image="optiloop.local/unused:1")
-    model = _model_optimization(
+    model = stored_model_optimization(
         node_api, short_namespace, scaleMetric=metric, scaleTarget=target, minReplicas=2, maxReplicas=5
     )
-    topology = _topology(node_api, model, config)
+    topology = resolved_topology(node_api, model, config)
     assert (topology.autoscaler, topology.scale_metric, topology.scale_target) == ("hpa", metric, target)
     body = inference_service(model, config, 1, topology)
     name = body["metadata"]["name"]
@@ -435,10 +369,10 @@ def test_kserves_agent_posts_each_request_to_our_drift_monitor_pod_which_counts_
     record_property("image_imports_seconds", round(time.monotonic() - began, 1))
     artifacts = tmp_path / "artifacts"
     write_model_directory(artifacts / "iris" / "r1" / "model", city_model(), name="iris")
-    _written_as_the_jobs_write_it(artifacts)
+    written_as_the_jobs_write_it(artifacts)
     claim_on_host_folder(node_api, namespace, CLAIM, artifacts)
-    model = _model_optimization(node_api, namespace)
-    body = inference_service(model, config, 1, _topology(node_api, model, config))
+    model = stored_model_optimization(node_api, namespace)
+    body = inference_service(model, config, 1, resolved_topology(node_api, model, config))
     name = body["metadata"]["name"]
     for part in drift_monitor(model, config, 1, inference_services=[name]):
         utils.create_from_dict(node_api, part, namespace=namespace)
@@ -453,7 +387,9 @@ def test_kserves_agent_posts_each_request_to_our_drift_monitor_pod_which_counts_
     client.CustomObjectsApi(node_api).create_namespaced_custom_object(
         "serving.kserve.io", "v1beta1", namespace, "inferenceservices", body
     )
-    wait_for(lambda: _ready(node_api, namespace, name), 600, interval=0.5, what=f"InferenceService {name} to be Ready")
+    wait_for(
+        lambda: isvc_ready(node_api, namespace, name), 600, interval=0.5, what=f"InferenceService {name} to be Ready"
+    )
 
     core = client.CoreV1Api(node_api)
     predictor = core.read_namespaced_service(f"{name}-predictor", namespace).spec.cluster_ip
@@ -543,16 +479,18 @@ def test_kserves_batcher_gathers_concurrent_single_row_requests_into_one_inferen
     serve_image = import_our_image(node, "serve")
     artifacts = tmp_path / "artifacts"
     model_dir = write_model_directory(artifacts / "iris" / "r1" / "model", city_model(), name="iris")
-    _written_as_the_jobs_write_it(artifacts)
+    written_as_the_jobs_write_it(artifacts)
     claim_on_host_folder(node_api, namespace, CLAIM, artifacts)
     config = OperatorConfig(predictor_image=serve_image, image_pull_policy="IfNotPresent")
-    model = _model_optimization(node_api, namespace, batcher={"maxBatchSize": 4, "maxLatencyMs": 500})
-    body = inference_service(model, config, 1, _topology(node_api, model, config))
+    model = stored_model_optimization(node_api, namespace, batcher={"maxBatchSize": 4, "maxLatencyMs": 500})
+    body = inference_service(model, config, 1, resolved_topology(node_api, model, config))
     name = body["metadata"]["name"]
     client.CustomObjectsApi(node_api).create_namespaced_custom_object(
         "serving.kserve.io", "v1beta1", namespace, "inferenceservices", body
     )
-    wait_for(lambda: _ready(node_api, namespace, name), 600, interval=0.5, what=f"InferenceService {name} to be Ready")
+    wait_for(
+        lambda: isvc_ready(node_api, namespace, name), 600, interval=0.5, what=f"InferenceService {name} to be Ready"
+    )
 
     core = client.CoreV1Api(node_api)
     (pod,) = core.list_namespaced_pod(namespace, label_selector=f"serving.kserve.io/inferenceservice={name}").items

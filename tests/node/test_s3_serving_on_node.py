@@ -22,17 +22,16 @@ import pytest
 from optiloop.operator.builders.serving import drift_monitor, inference_service
 from optiloop.operator.config import OperatorConfig
 from optiloop.operator.observed import predictor_trouble
-from tests.node.test_kserve_on_node import (
-    _ask_through_the_service,
-    _condition,
-    _expected,
-    _model_optimization,
-    _read_isvc,
-    _ready,
-    _topology,
-)
+from tests.node.test_kserve_on_node import _ask_through_the_service, _expected
 from tests.support.control_plane import _Process, _spawn, wait_for
 from tests.support.kserve_node import KServeOnNode, import_our_image
+from tests.support.kserve_serving import (
+    isvc_condition,
+    isvc_ready,
+    read_isvc,
+    resolved_topology,
+    stored_model_optimization,
+)
 from tests.support.model_dirs import city_frame, city_model, write_model_directory
 from tests.support.namespaces import create_namespace, delete_namespace
 from tests.support.node import Node
@@ -130,9 +129,10 @@ def test_an_s3_revision_is_served_and_monitored_with_the_resources_own_secret_an
             "metadata": {"name": "store"},
             "stringData": {**KEYS, "AWS_ENDPOINT_URL": f"http://{NODE_IP}:{S3_PORT}"},
         })  # fmt: skip
-        model = _model_optimization(node_api, namespace, storageUri=ROOT, storageCredentialsSecretRef={"name": "store"},
-                                    resources=SMALL)  # fmt: skip
-        topology = _topology(node_api, model, config)
+        model = stored_model_optimization(
+            node_api, namespace, storageUri=ROOT, storageCredentialsSecretRef={"name": "store"}, resources=SMALL
+        )
+        topology = resolved_topology(node_api, model, config)
         objects = client.CustomObjectsApi(node_api)
         began = time.monotonic()
         names = []
@@ -142,7 +142,7 @@ def test_an_s3_revision_is_served_and_monitored_with_the_resources_own_secret_an
             names.append(body["metadata"]["name"])
             objects.create_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, ISVCS, body)
         good, tampered = names
-        wait_for(lambda: _ready(node_api, namespace, good), 600, interval=0.5,
+        wait_for(lambda: isvc_ready(node_api, namespace, good), 600, interval=0.5,
                  what=f"InferenceService {good} to be Ready ({kserve.manager.log})")  # fmt: skip
         seconds = {"InferenceService created to Ready (its model copied from S3)": time.monotonic() - began}
 
@@ -189,6 +189,6 @@ def test_an_s3_revision_is_served_and_monitored_with_the_resources_own_secret_an
         assert found.reason == "PredictorCrashLooping", found
         assert "container fetch-model Error (exit code 1)" in found.message, found.message
         assert "SHA-256 mismatch" in found.message, found.message
-        ready = _condition(_read_isvc(node_api, namespace, tampered), "Ready")
+        ready = isvc_condition(read_isvc(node_api, namespace, tampered), "Ready")
         assert ready is not None, "KServe gave the tampered revision no Ready condition"
         assert ready["status"] != "True", ready
