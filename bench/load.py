@@ -89,10 +89,10 @@ def run_wrk(
     inside: Sequence[str] = (),
     workdir: Path | None = None,
 ) -> dict[str, float]:
-    """Requests answered, requests per second and p50/p99 latency (ms) of ``connections`` closed-loop connections
-    sending ``requests`` in turn to ``host:port`` for ``seconds``. ``inside`` prefixes the command
-    (``nsenter`` into a node's namespaces), and ``workdir`` is where its files go, which that command
-    must see."""
+    """Requests answered, requests per second and p50/p99 latency (ms) of ``connections``
+    closed-loop connections sending ``requests`` in turn to ``host:port`` for ``seconds``.
+    ``inside`` prefixes the command (``nsenter`` into a node's namespaces), and ``workdir`` is where
+    its files go, which that command must see."""
     if not requests:
         raise ValueError("no requests to send")
     shapes = {(request.path, request.content_type, request.header_length) for request in requests}
