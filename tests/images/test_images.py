@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import skip_or_fail
@@ -169,10 +170,17 @@ def serve_model_directory(image: UnpackedImage, target: str, tmp_path: Path) -> 
             wait_for(answers_or_exited, timeout=240, interval=0.5, what=f"{target} to answer {probe}")
             assert process.poll() is None, f"{target} exited: {log.read_text()[-3000:]}"
     finally:
+        try:
+            server = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+        except psutil.Error:
+            server = []
         # unshare ignores SIGTERM while it waits for its child; killing it kills the child with it
         # (--kill-child) and so the whole PID namespace.
         process.kill()
         process.wait(timeout=60)
+        # Nothing of the image may outlive the test (a server once did, as the image's user).
+        wait_for(lambda: not any(psutil.pid_exists(pid) for pid in server), 30, interval=0.2,
+                 what=f"the {target} image's processes {server} to end")  # fmt: skip
 
 
 def test_the_build_script_hashes_what_each_target_copies() -> None:

@@ -79,7 +79,11 @@ class UnpackedImage:
         for host, inside in binds.items():
             target = f'"$ROOT"{inside}'
             script += [f"mount --bind {shlex.quote(str(host))} {target}", f"mount -o remount,bind,ro {target}"]
-        script += [f'exec chroot --userspec={user["uid"]}:{user["gid"]} "$ROOT" /usr/bin/env -i "$@"']
+        # Not exec'd: the namespace's first process must stay this root shell. unshare's --kill-child
+        # is a parent-death signal, which the kernel clears when a process changes its user, so a
+        # first process that became the image's user would outlive unshare and keep the namespace.
+        # Killing the shell kills every process of the namespace.
+        script += [f'chroot --userspec={user["uid"]}:{user["gid"]} "$ROOT" /usr/bin/env -i "$@"']
         return [
             "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
             "env", f"ROOT={root}", "sh", "-c", "\n".join(script), "image", *env, *args,
