@@ -80,6 +80,8 @@ class Predictor:
     revision: int
     port: int
     process: Process
+    in_flight: int = 0
+    """Requests routed to it and not yet answered (changed under the agent's route lock)."""
 
     @property
     def url(self) -> str:
@@ -234,9 +236,19 @@ class NodeAgent(StandIn):
             return bool(json.load(response).get("ready"))
 
     def _stop_predictors(self, keep: set[int]) -> None:
+        """Stop the predictors of revisions no longer routed to once their requests are answered,
+        as a pod's endpoint leaves its Service before the pod is terminated."""
         for revision in [r for r in self.predictors if r not in keep]:
-            self.predictors.pop(revision).process.terminate()
+            with self._route_lock:
+                predictor = self.predictors.pop(revision)
             self._write_targets()
+
+            def drained(predictor: Predictor = predictor) -> bool:
+                with self._route_lock:
+                    return predictor.in_flight == 0
+
+            wait_for(drained, 30, interval=0.05, what=f"predictor r{revision}'s requests to be answered")
+            predictor.process.terminate()
 
     def _write_targets(self) -> None:
         """Prometheus' file-based discovery of the predictors, labelled as in a cluster."""
@@ -254,7 +266,13 @@ class NodeAgent(StandIn):
             if self.canary is not None and random.uniform(0, 100) < self.canary[1]:
                 revision = self.canary[0]
             assert revision is not None, "nothing is served"
-            return self.predictors[revision]
+            predictor = self.predictors[revision]
+            predictor.in_flight += 1
+            return predictor
+
+    def answered(self, predictor: Predictor) -> None:
+        with self._route_lock:
+            predictor.in_flight -= 1
 
     def _router_handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         agent = self
@@ -271,6 +289,8 @@ class NodeAgent(StandIn):
                         status, answer = response.status, response.read()
                 except urllib.error.HTTPError as exc:
                     status, answer = exc.code, exc.read()
+                finally:
+                    agent.answered(backend)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
