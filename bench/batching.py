@@ -131,16 +131,16 @@ def reexec_in_network_namespace() -> None:
     raise SystemExit(subprocess.call(command, env={**os.environ, "OPTILOOP_BENCH_NETNS": "1"}))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_load_arguments(parser: argparse.ArgumentParser, batchers: str) -> None:
+    """The options both batching benchmarks share: runs, clients, batchers (default ``batchers``), model."""
     parser.add_argument("--quick", action="store_true", help="one run of 3 seconds instead of 3 of 10")
     parser.add_argument("--runs", type=int, help="runs per figure (default: 3, 1 with --quick)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent single-row clients (default: 8)")
     parser.add_argument(
         "--batchers",
         type=parse_batchers,
-        default=parse_batchers("8/5,8/20,32/5"),
-        help="maxBatchSize/maxLatencyMs pairs to measure, comma-separated (default: 8/5,8/20,32/5)",
+        default=parse_batchers(batchers),
+        help=f"maxBatchSize/maxLatencyMs pairs to measure, comma-separated (default: {batchers})",
     )
     parser.add_argument(
         "--model",
@@ -149,6 +149,11 @@ def main() -> None:
         help="the MLP's hidden layers x width (default: 3x700, the serving benchmark's model)",
     )
     parser.add_argument("--retrain", action="store_true", help="train the model again even if one is there")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_load_arguments(parser, "8/5,8/20,32/5")
     parser.add_argument("--agent", type=Path, help="KServe's agent binary (default: the one `make install` built)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "batching.json")
     args = parser.parse_args()

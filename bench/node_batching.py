@@ -31,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.batching import REQUESTS, one_row_request, parse_batchers, parse_model  # noqa: E402
+from bench.batching import REQUESTS, add_load_arguments, one_row_request  # noqa: E402
 from bench.load import run_wrk  # noqa: E402
 from bench.serving import batching_gain, median, spread, test_rows, trained_model, write_results  # noqa: E402
 
@@ -94,17 +94,7 @@ def serve_configurations(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one run of 3 seconds instead of 3 of 10")
-    parser.add_argument("--runs", type=int, help="runs per figure (default: 3, 1 with --quick)")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent single-row clients (default: 8)")
-    parser.add_argument(
-        "--batchers",
-        type=parse_batchers,
-        default=parse_batchers("8/5"),
-        help="maxBatchSize/maxLatencyMs pairs to measure, comma-separated (default: 8/5)",
-    )
-    parser.add_argument("--model", type=parse_model, default=(3, 700), help="the MLP's hidden layers x width")
-    parser.add_argument("--retrain", action="store_true", help="train the model again even if one is there")
+    add_load_arguments(parser, "8/5")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "node-batching.json")
     args = parser.parse_args()
     if os.geteuid() != 0:
