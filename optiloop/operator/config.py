@@ -28,6 +28,7 @@
 | ``OPTILOOP_KSERVE_CONFIG`` | KServe's ConfigMap (default mode) | ``kserve/inferenceservice-config`` |
 | ``OPTILOOP_GATEWAY`` | Gateway of Standard mode's HTTPRoutes, ``namespace/name[/listener]`` | empty: none |
 | ``OPTILOOP_DISCOVERY_SECONDS`` | how long the cluster's KServe, Knative, Gateway API and KEDA are cached | ``60`` |
+| ``OPTILOOP_RETIRE_DELAY_SECONDS`` | how long a revision's InferenceService outlives the move of its traffic | ``30`` |
 
 Images and service accounts come only from here: a ModelOptimization cannot choose them.
 """
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -100,6 +102,11 @@ class OperatorConfig:
     """Namespace, name and listener (None: all) of the default Gateway for HTTPRoutes."""
     discovery_seconds: float = 60.0
     """How long a discovery of the cluster's serving capabilities is reused."""
+    retire_delay_seconds: float = 30.0
+    """How long an InferenceService that lost its traffic (a superseded or rolled-back revision) is
+    kept after the decision, and at least until the gateway reports the new route: gateways apply
+    a route a moment after they report it accepted (Traefik: its providers' throttle, 2 s), and
+    requests they still send to a deleted predictor fail."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -143,6 +150,7 @@ class OperatorConfig:
             kserve_config=_kserve_config(env.get("OPTILOOP_KSERVE_CONFIG", "")) or defaults.kserve_config,
             gateway=_gateway(env.get("OPTILOOP_GATEWAY", "")),
             discovery_seconds=_number(env, "OPTILOOP_DISCOVERY_SECONDS", defaults.discovery_seconds, float, 1),
+            retire_delay_seconds=_number(env, "OPTILOOP_RETIRE_DELAY_SECONDS", defaults.retire_delay_seconds, float, 0),
         )
 
 
@@ -209,6 +217,8 @@ def _number(env: Mapping[str, str], name: str, default: N, kind: Callable[[str],
         value = kind(raw)
     except ValueError:
         raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {raw!r}")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, not {raw!r}")
     return value

@@ -149,6 +149,8 @@ class OperatorProcess:
             "OPTILOOP_PREDICTOR_IMAGE": "registry.example/optiloop/serve:test",
             "OPTILOOP_DRIFT_IMAGE": "registry.example/optiloop/drift:test",
             "OPTILOOP_RESYNC_SECONDS": "1",
+            # The stand-ins here move traffic at once: a short wait keeps the retirements quick.
+            "OPTILOOP_RETIRE_DELAY_SECONDS": "2",
             "OPTILOOP_METRICS_ADDRESS": "127.0.0.1",
             "OPTILOOP_METRICS_PORT": str(self.metrics_port),
             "OPTILOOP_HEALTH_PORT": str(self.health_port),

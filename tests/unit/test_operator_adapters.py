@@ -337,11 +337,19 @@ def test_termination_messages_fit_in_four_kibibytes() -> None:
         ("OPTILOOP_RESYNC_SECONDS", "soon", "OPTILOOP_RESYNC_SECONDS must be a number"),
         ("OPTILOOP_WORKERS", "0", "OPTILOOP_WORKERS must be at least 1"),
         ("OPTILOOP_IMAGE_PULL_POLICY", "Sometimes", "OPTILOOP_IMAGE_PULL_POLICY must be"),
+        ("OPTILOOP_RETIRE_DELAY_SECONDS", "-1", "OPTILOOP_RETIRE_DELAY_SECONDS must be at least 0"),
+        ("OPTILOOP_RETIRE_DELAY_SECONDS", "nan", "OPTILOOP_RETIRE_DELAY_SECONDS must be a finite number"),
+        ("OPTILOOP_DRAIN_SECONDS", "inf", "OPTILOOP_DRAIN_SECONDS must be a finite number"),
     ],
 )
 def test_bad_configuration_names_the_variable(variable: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OperatorConfig.from_env({variable: value})
+
+
+def test_the_retire_delay_defaults_to_30_seconds_and_is_read_from_its_variable() -> None:
+    assert OperatorConfig.from_env({}).retire_delay_seconds == 30.0
+    assert OperatorConfig.from_env({"OPTILOOP_RETIRE_DELAY_SECONDS": "2.5"}).retire_delay_seconds == 2.5
 
 
 def test_replicas_get_distinct_priorities_from_their_host_names() -> None:

@@ -384,6 +384,8 @@ def route_weights(plan: Plan) -> list[tuple[str, int]] | None:
 
 
 def test_gateway_api_canary_gets_its_share_then_all_traffic_and_the_old_revision_goes_once_the_gateway_moved() -> None:
+    """The old revision's InferenceService outlives the promotion by the retire delay (30 s by
+    default), and goes only once the gateway has also reported the new route."""
     walk = Walk(Cluster(cluster()), {"mode": "standard"})
     walk.step()
     plan = walk.serve_first_then_build_second()
@@ -414,9 +416,43 @@ def test_gateway_api_canary_gets_its_share_then_all_traffic_and_the_old_revision
     assert "CanaryPromoted" in [e.reason for e in promoted.events]
     assert [(r.revision, r.outcome) for r in promoted.status.history] == [(1, "Superseded"), (2, "Promoted")]
 
-    settled = walk.step(canary=None)
+    taken = walk.step(canary=None)  # 10 s later: the gateway took the route
+    assert writes(taken) == [], "a gateway applies a route a moment after it reports it: requests may still come"
+    assert taken.requeue_at == walk.now
+    settled = walk.step(20)
     assert writes(settled) == [("Delete", "InferenceService", "iris-r1")]
     assert walk.step().actions == [], "then nothing more to do"
+
+
+def test_the_old_revision_waits_for_the_gateway_however_long_the_retire_delay_has_run() -> None:
+    """A gateway that reports the promoted route only after the retire delay: the old revision's
+    InferenceService goes at once then, and not before."""
+    walk = Walk(Cluster(cluster()), {"mode": "standard"})
+    walk.step()
+    walk.serve_first_then_build_second()
+    walk.step()  # revision 2 is Ready: the route gives it its share
+    promoted = walk.step(300, canary=CanaryMetrics(0.0, 2.0, 50.0))
+    assert route_weights(promoted) == [("iris-r2-predictor", 100)]
+    lagging = replace(walk.cluster.observed.route, updating=True)  # type: ignore[type-var]
+    walk.cluster.observed = replace(walk.cluster.observed, route=lagging)
+    assert writes(walk.step(60, canary=None)) == [], "the gateway has not reported the new route"
+    walk.cluster.observed = replace(walk.cluster.observed, route=replace(lagging, updating=False))
+    assert writes(walk.step(1)) == [("Delete", "InferenceService", "iris-r1")]
+
+
+@pytest.mark.parametrize("delay", [0.0, 45.0])
+def test_the_retire_delay_is_the_operators_to_set(delay: float) -> None:
+    walk = Walk(Cluster(cluster()), {"mode": "standard"}, config=replace(GATEWAY_CONFIG, retire_delay_seconds=delay))
+    walk.step()
+    walk.serve_first_then_build_second()
+    walk.step()  # revision 2 is Ready: the route gives it its share
+    walk.step(300, canary=CanaryMetrics(0.0, 2.0, 50.0))  # promoted
+    deleted_after = None
+    for elapsed in range(10, 70, 10):
+        if ("Delete", "InferenceService", "iris-r1") in writes(walk.step(10, canary=None)):
+            deleted_after = elapsed
+            break
+    assert deleted_after == (10 if delay == 0 else 50)
 
 
 def test_gateway_api_canary_is_not_promoted_on_a_route_no_gateway_accepted() -> None:
@@ -450,7 +486,8 @@ def test_gateway_api_canary_with_errors_gets_all_traffic_taken_away_and_is_delet
     rollback = next(e for e in rolled.events if e.reason == "CanaryRolledBack")
     assert rollback.type == "Warning"
     assert "HTTPRoute" in rollback.message
-    assert writes(walk.step(canary=None)) == [("Delete", "InferenceService", "iris-r2")]
+    assert writes(walk.step(canary=None)) == [], "the gateway may still send it requests"
+    assert writes(walk.step(20, canary=None)) == [("Delete", "InferenceService", "iris-r2")]
 
 
 def test_blue_green_gives_the_new_revision_no_traffic_and_switches_only_after_the_probe_passed() -> None:
@@ -479,7 +516,8 @@ def test_blue_green_gives_the_new_revision_no_traffic_and_switches_only_after_th
     promoted = walk.step(canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert promoted.status.serving_revision == 2
     assert promoted.status.url == "http://iris-r2.ml.example.com"
-    assert ("Delete", "InferenceService", "iris-r1") in writes(promoted)
+    assert ("Delete", "InferenceService", "iris-r1") not in writes(promoted), "clients may still use the old URL"
+    assert ("Delete", "InferenceService", "iris-r1") in writes(walk.step(30))
 
 
 def test_a_blue_green_probe_whose_pod_cannot_be_scheduled_is_named_on_the_resource_and_warned_once() -> None:
@@ -531,7 +569,7 @@ def test_blue_green_rolls_back_as_soon_as_the_probe_fails_and_says_why() -> None
     rolled = walk.step(canary=CanaryMetrics(None, None, None))
     assert rolled.status.serving_revision == 1
     assert rolled.status.history[-1].message == "rolled back: ProbeFailed: 40 requests, 9 failed (22.5%)"
-    assert ("Delete", "InferenceService", "iris-r2") in writes(rolled)
+    assert ("Delete", "InferenceService", "iris-r2") in writes(walk.step(30))
 
 
 def test_knative_canary_is_one_inference_service_with_its_share() -> None:
@@ -604,7 +642,7 @@ def test_switching_from_standard_to_knative_removes_the_route_and_revisions_once
     walk.serve_first_then_build_second()
     walk.step()  # revision 2 is Ready: the route gives it its share
     walk.step(301, canary=CanaryMetrics(0.0, 1.0, 50.0))  # revision 2 promoted behind the route
-    walk.step()  # the gateway took the route: revision 1's InferenceService goes
+    walk.step(30)  # the gateway took the route and the retire delay passed: revision 1's InferenceService goes
     assert walk.cluster.observed.route is not None
     assert set(walk.cluster.observed.services) == {"iris-r2"}
     walk.deployment = {"mode": "knative"}
@@ -655,7 +693,9 @@ def test_the_plan_asks_for_the_next_tick_while_traffic_moves_and_not_after() -> 
     promoted = walk.step(300, canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert promoted.status.serving_revision == 2
     assert promoted.requeue_at == walk.now, "the old revision waits for the gateway: look again at the next tick"
-    walk.step(canary=None)  # the gateway took the route: the old InferenceService goes
+    waiting = walk.step(canary=None)  # the gateway took the route; the retire delay runs
+    assert waiting.requeue_at == walk.now
+    walk.step(20, canary=None)  # the old InferenceService goes
     settled = walk.step()
     assert settled.actions == []
     assert settled.requeue_at != walk.now

@@ -10,8 +10,10 @@ it is promoted only after the probe passed, and rolled back as soon as the probe
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 
 from ...api.status import RevisionRecord
+from .. import names
 from ..builders.serving import ISVC_API_VERSION
 from ..conditions import find
 from ..observed import ObservedChild, ObservedJob, PodTrouble
@@ -182,12 +184,27 @@ def follow(
 
 def retire(draft: Draft, wanted: Iterable[str], settled: bool) -> None:
     """Delete the resource's InferenceServices that are no longer wanted, once ``settled`` (what
-    replaces them serves): a mode switch or a finished canary never leaves a gap."""
+    replaces them serves) and ``retire_delay_seconds`` after the history says their revision lost
+    its traffic: a mode switch or a finished canary never leaves a gap, and a gateway still
+    applying the new route does not send requests to a predictor that is gone."""
     keep = set(wanted)
     retired = [name for name in sorted(draft.observed.services) if name not in keep]
-    if retired and not settled:
+    if retired and not (settled and _traffic_gone(draft, retired)):
         # Nothing else may prompt the next look (a gateway's report on a route comes as no event).
         draft.settling = True
         return
     for name in retired:
         draft.actions.append(Delete(ISVC_API_VERSION, "InferenceService", name, draft.observed.services[name].uid))
+
+
+def _traffic_gone(draft: Draft, retired: list[str]) -> bool:
+    """Whether ``retire_delay_seconds`` have passed since the last of the ``retired``
+    InferenceServices' revisions was superseded or rolled back (one no record names: at once)."""
+    resource = draft.resource.metadata.name
+    left = [
+        r.finished_at
+        for r in draft.history
+        if r.finished_at is not None and names.revision_service(resource, r.revision) in retired
+    ]
+    delay = timedelta(seconds=draft.config.retire_delay_seconds)
+    return not left or draft.now >= max(left) + delay
