@@ -433,7 +433,9 @@ def test_the_old_revision_waits_for_the_gateway_however_long_the_retire_delay_ha
     walk.step()  # revision 2 is Ready: the route gives it its share
     promoted = walk.step(300, canary=CanaryMetrics(0.0, 2.0, 50.0))
     assert route_weights(promoted) == [("iris-r2-predictor", 100)]
-    lagging = replace(walk.cluster.observed.route, updating=True)  # type: ignore[type-var]
+    route = walk.cluster.observed.route
+    assert route is not None
+    lagging = replace(route, updating=True)
     walk.cluster.observed = replace(walk.cluster.observed, route=lagging)
     assert writes(walk.step(60, canary=None)) == [], "the gateway has not reported the new route"
     walk.cluster.observed = replace(walk.cluster.observed, route=replace(lagging, updating=False))
